@@ -1,0 +1,1 @@
+"""torch modules built from `space.layout` plans, using timm's layers."""

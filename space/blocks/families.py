@@ -1,0 +1,55 @@
+"""Block families as compositions of the shared parts: ResNet basic/bottleneck (incl. ResNeXt and every
+ConvNeXt roadmap step) and the Conv2Former ConvMod block."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from space.blocks.parts import Residual, make_act, make_attention, make_norm, unit_layers
+from space.layout import BlockPlan, ConvModPlan
+
+
+class ConvModulation(nn.Module):
+    """Conv2Former's convolutional modulation: proj(dw(act(1x1 x)) * 1x1 x) on the pre-normed input."""
+
+    def __init__(self, plan: ConvModPlan, norm: str) -> None:
+        super().__init__()
+        self.norm = make_norm(norm, plan.att_in.in_ch)
+        self.att = nn.Sequential(unit_layers(plan.att_in), unit_layers(plan.att_dw))
+        self.value = unit_layers(plan.value)
+        self.proj = unit_layers(plan.proj)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.norm(x)
+        return self.proj(self.att(x) * self.value(x))
+
+
+class ConvMlp(nn.Module):
+    """Conv2Former's MLP: pre-norm, 1x1 up, act, a residual depthwise 3x3 (+act), 1x1 down."""
+
+    def __init__(self, plan: ConvModPlan, norm: str) -> None:
+        super().__init__()
+        self.norm = make_norm(norm, plan.fc1.in_ch)
+        self.fc1 = unit_layers(plan.fc1)
+        self.pos = unit_layers(plan.pos)
+        self.fc2 = unit_layers(plan.fc2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.fc1(self.norm(x))
+        return self.fc2(x + self.pos(x))
+
+
+def build_block(plan: BlockPlan, drop_path: float) -> nn.Module:
+    """One residual block from its plan; attention (SE/CBAM) sits at the end of the last residual branch."""
+    attention = make_attention(plan.attention, plan.out_ch)
+    if plan.convmod is not None:
+        return nn.Sequential(
+            Residual(ConvModulation(plan.convmod, plan.norm), plan.out_ch, plan.shortcut, plan.layer_scale_init, drop_path),
+            Residual(nn.Sequential(ConvMlp(plan.convmod, plan.norm), attention), plan.out_ch, None, plan.layer_scale_init, drop_path),
+        )
+    body = nn.Sequential(*[unit_layers(u) for u in plan.units], attention)
+    last = body[len(plan.units) - 1]
+    if not plan.layer_scale_init and isinstance(getattr(last, "norm", None), nn.BatchNorm2d):
+        nn.init.zeros_(last.norm.weight)  # timm's zero_init_last: each ResNet block starts as identity
+    residual = Residual(body, plan.out_ch, plan.shortcut, plan.layer_scale_init, drop_path)
+    return nn.Sequential(residual, make_act(plan.residual_act)) if plan.residual_act else residual

@@ -1,0 +1,77 @@
+"""The pieces every block family shares: conv units, norms, acts, attention, the residual wrapper."""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from functools import partial
+from typing import Callable
+
+from timm.layers import DropPath, GroupNorm, LayerNorm2d, LayerScale2d, SEModule, create_act_layer, create_conv2d
+from timm.layers.cbam import CbamModule
+from torch import Tensor, nn
+
+from space.cost import attention_channels
+from space.layout import CONV_ACT_NORM, NORM_CONV, Unit
+
+
+def norm_layer(kind: str, channels: int) -> Callable[..., nn.Module]:
+    """timm norm class for 'bn', 'ln' (LayerNorm2d, eps 1e-6 as ConvNeXt) or 'gn' (32 groups, fewer if they do not divide).
+
+    Returned as a class (or keyword-only partial) so timm heads can pass their device/dtype keywords.
+    """
+    if kind == "bn":
+        return nn.BatchNorm2d
+    if kind == "ln":
+        return LayerNorm2d
+    return partial(GroupNorm, num_groups=math.gcd(32, channels))
+
+
+def make_norm(kind: str, channels: int) -> nn.Module:
+    """A norm layer over `channels`."""
+    return norm_layer(kind, channels)(channels)
+
+
+def make_act(name: str) -> nn.Module:
+    """timm's activation registry ('relu', 'gelu', 'silu')."""
+    return create_act_layer(name, inplace=True)
+
+
+def unit_layers(unit: Unit) -> nn.Sequential:
+    """One conv unit: conv/norm/act children in the unit's order (names stable for state dicts)."""
+    conv = create_conv2d(
+        unit.in_ch, unit.out_ch, unit.kernel, stride=unit.stride, padding=unit.padding, groups=unit.groups, bias=unit.bias
+    )
+    norm = [("norm", make_norm(unit.norm, unit.norm_channels))] if unit.norm else []
+    act = [("act", make_act(unit.act))] if unit.act else []
+    if unit.order == NORM_CONV:
+        layers = norm + [("conv", conv)] + act
+    elif unit.order == CONV_ACT_NORM:
+        layers = [("conv", conv)] + act + norm
+    else:
+        layers = [("conv", conv)] + norm + act
+    return nn.Sequential(OrderedDict(layers))
+
+
+def make_attention(kind: str, channels: int) -> nn.Module:
+    """timm's SE or CBAM with the reduced width the cost model counts, or nothing."""
+    if kind == "none":
+        return nn.Identity()
+    module = SEModule if kind == "se" else CbamModule
+    return module(channels, rd_channels=attention_channels(kind, channels))
+
+
+class Residual(nn.Module):
+    """`shortcut(x) + drop_path(layer_scale(branch(x)))`: the skeleton of every block family."""
+
+    def __init__(
+        self, branch: nn.Module, channels: int, shortcut: Unit | None, layer_scale_init: float, drop_path: float
+    ) -> None:
+        super().__init__()
+        self.branch = branch
+        self.layer_scale = LayerScale2d(channels, layer_scale_init) if layer_scale_init else nn.Identity()
+        self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
+        self.shortcut = unit_layers(shortcut) if shortcut else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.shortcut(x) + self.drop_path(self.layer_scale(self.branch(x)))
