@@ -16,7 +16,10 @@ from space.layout import CONV_ACT_NORM, NORM_CONV, Unit
 
 
 def norm_layer(kind: str, channels: int) -> Callable[..., nn.Module]:
-    """timm norm class for 'bn', 'ln' (LayerNorm2d, eps 1e-6 as ConvNeXt) or 'gn' (32 groups, fewer if they do not divide).
+    """timm norm class for 'bn', 'ln' (LayerNorm2d, eps 1e-6 as ConvNeXt) or 'gn'.
+
+    GN takes Wu & He's 32 groups where the width allows, fewer otherwise, and always >= 2 channels per group
+    (a 1-channel group on the 1x1 maps of a small proxy input has nothing to normalise).
 
     Returned as a class (or keyword-only partial) so timm heads can pass their device/dtype keywords.
     """
@@ -24,7 +27,7 @@ def norm_layer(kind: str, channels: int) -> Callable[..., nn.Module]:
         return nn.BatchNorm2d
     if kind == "ln":
         return LayerNorm2d
-    return partial(GroupNorm, num_groups=math.gcd(32, channels))
+    return partial(GroupNorm, num_groups=math.gcd(32, max(1, channels // 2)))
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:

@@ -1,0 +1,323 @@
+"""The declarative design space: named dimensions loaded from YAML, sampled into ArchConfigs.
+
+A space lists every dimension of the parametrisation below (none may be missing, no unknown ones), each
+as `choice: [...]`, `int: [lo, hi]` or `float: [lo, hi]` (with optional `step`/`log`), or `value: x`.
+Stage-level dimensions take `per_stage: true` to be sampled separately for each stage.
+
+The network compiles from a low-dimensional parametrisation (as pycls' AnyNet/RegNet do):
+depths = max(1, round(depth_pattern * depth_scale)); widths = base_width * width_multipliers and the
+stem width = stem_ratio * widths[0], both rounded to multiples of 8. Conditions are built in, because
+they follow from the genome: `conv` is sampled for bottleneck blocks only (basic is dense, convmod is
+depthwise), `groups` only for grouped convs (and reduced to the largest cardinality that divides the
+conv's channels). Parameter names are stable (`kernel`, or `kernel_s2` when per stage), so Optuna's
+TPE/NSGA-II samplers can model them across trials.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from space.config import ArchConfig, StageConfig, StemConfig
+from space.errors import ConvspaceError
+
+NETWORK_DIMS = (
+    "stem", "stem_ratio", "stem_norm", "depth_pattern", "depth_scale", "base_width", "width_multipliers",
+    "downsample", "norm", "act", "norms_per_block", "acts_per_block", "dw_position", "conv_bias",
+    "layer_scale_init", "head_width", "head_norm", "drop_path_rate", "num_classes", "in_chans",
+)  # fmt: skip
+STAGE_DIMS = ("block", "kernel", "expansion", "conv", "groups", "attention")
+FINITE_DIMS = ("stem_ratio", "depth_pattern", "depth_scale", "base_width", "width_multipliers")
+_SPEC_KEYS = {"choice", "int", "float", "value", "step", "log", "per_stage"}
+_KINDS = ("choice", "int", "float", "value")
+SPACES_DIR = Path(__file__).parent / "spaces"
+
+
+class Suggester(Protocol):
+    """What sampling needs from an Optuna trial (or from the seeded stand-in below)."""
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any: ...
+    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int: ...
+    def suggest_float(self, name: str, low: float, high: float, step: float | None = None, log: bool = False) -> float: ...
+
+
+class SeededSuggester:
+    """Plain seeded random sampling with the trial interface; hand-written because Optuna's RandomSampler
+    needs a Study per draw, and screening thousands of points must stay in microseconds."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        return self.rng.choice(list(choices))
+
+    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int:
+        if log:
+            return min(high, max(low, round(math.exp(self.rng.uniform(math.log(low), math.log(high))))))
+        return self.rng.randrange(low, high + 1, step)
+
+    def suggest_float(self, name: str, low: float, high: float, step: float | None = None, log: bool = False) -> float:
+        if step:
+            return low + step * self.rng.randint(0, int(round((high - low) / step)))
+        if log:
+            return math.exp(self.rng.uniform(math.log(low), math.log(high)))
+        return self.rng.uniform(low, high)
+
+
+def _encode(value: Any) -> Any:
+    """Optuna choices must be scalars: lists (depth patterns, multipliers) travel as '3,3,9,3'."""
+    return ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, str) and "," in value:
+        return tuple(float(v) if "." in v else int(v) for v in value.split(","))
+    return value
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One named dimension: a finite choice, an int/float range, or a fixed value."""
+
+    name: str
+    kind: str
+    values: tuple[Any, ...] = ()
+    low: float = 0
+    high: float = 0
+    step: float | None = None
+    log: bool = False
+    per_stage: bool = False
+
+    @classmethod
+    def from_spec(cls, name: str, spec: Any) -> Dimension:
+        """Validate one YAML entry; every error names the dimension."""
+        if not isinstance(spec, dict):
+            raise ConvspaceError(f"{name}: must be a mapping like {{choice: [...]}}, got {spec!r}")
+        unknown = set(spec) - _SPEC_KEYS
+        if unknown:
+            raise ConvspaceError(f"{name}.{sorted(unknown)[0]}: unknown key; allowed: {', '.join(sorted(_SPEC_KEYS))}")
+        kinds = [k for k in _KINDS if k in spec]
+        if len(kinds) != 1:
+            raise ConvspaceError(f"{name}: give exactly one of choice, int, float, value")
+        kind = kinds[0]
+        per_stage = spec.get("per_stage", False)
+        if per_stage and name not in STAGE_DIMS:
+            raise ConvspaceError(f"{name}.per_stage: only stage dimensions ({', '.join(STAGE_DIMS)}) can vary per stage")
+        if kind in ("choice", "value"):
+            values = tuple(spec["choice"]) if kind == "choice" and isinstance(spec["choice"], list) else None
+            if kind == "value":
+                values = (spec["value"],)
+            if not values:
+                raise ConvspaceError(f"{name}.choice: must be a non-empty list")
+            values = tuple(tuple(v) if isinstance(v, list) else v for v in values)
+            return cls(name, kind, values, per_stage=per_stage)
+        bounds = spec[kind]
+        number = int if kind == "int" else (int, float)
+        if not (isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, number) for b in bounds)):
+            raise ConvspaceError(f"{name}.{kind}: must be [low, high] of {kind}s, got {bounds!r}")
+        if bounds[0] > bounds[1]:
+            raise ConvspaceError(f"{name}.{kind}: low must not exceed high, got {bounds!r}")
+        step, log = spec.get("step"), bool(spec.get("log", False))
+        if log and (step or bounds[0] <= 0):
+            raise ConvspaceError(f"{name}.log: needs low > 0 and no step")
+        if name in FINITE_DIMS and kind == "float" and not step:
+            raise ConvspaceError(f"{name}: needs a step (or a choice) so that the space stays finite")
+        return cls(name, kind, (), bounds[0], bounds[1], step, log, per_stage)
+
+    def suggest(self, trial: Suggester, label: str) -> Any:
+        """Draw a value; fixed values are not parameters of the trial."""
+        if self.kind == "value":
+            return self.values[0]
+        if self.kind == "choice":
+            if len(self.values) == 1:
+                return self.values[0]
+            return _decode(trial.suggest_categorical(label, [_encode(v) for v in self.values]))
+        if self.kind == "int":
+            return trial.suggest_int(label, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(label, float(self.low), float(self.high), step=self.step, log=self.log)
+
+    def candidates(self) -> list[Any]:
+        """All values of a finite dimension (for `contains`)."""
+        if self.kind in ("choice", "value"):
+            return list(self.values)
+        step = self.step or 1
+        count = int(round((self.high - self.low) / step))
+        return [self.low + i * step for i in range(count + 1)]
+
+    def allows(self, value: Any) -> bool:
+        """Whether `value` lies in this dimension."""
+        if self.kind in ("choice", "value"):
+            return any(_same(value, v) for v in self.values)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not self.low <= value <= self.high:
+            return False
+        return not self.step or abs((value - self.low) / self.step - round((value - self.low) / self.step)) < 1e-9
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality that keeps True apart from 1 and compares lists with tuples."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return a is b
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def round8(value: float) -> int:
+    """Channel counts are kept multiples of 8 (as timm's make_divisible)."""
+    return max(8, int(round(value / 8)) * 8)
+
+
+def derive_depths(pattern: tuple[int, ...], scale: float) -> tuple[int, ...]:
+    return tuple(max(1, round(p * scale)) for p in pattern)
+
+
+def derive_widths(base: int, multipliers: tuple[float, ...]) -> tuple[int, ...]:
+    return tuple(round8(base * m) for m in multipliers)
+
+
+@dataclass(frozen=True)
+class Space:
+    """A validated design space; `sample` gives ArchConfigs, `contains` tells whether one belongs."""
+
+    name: str
+    description: str
+    dims: dict[str, Dimension]
+
+    @classmethod
+    def from_dict(cls, data: Any, default_name: str = "space") -> Space:
+        if not isinstance(data, dict):
+            raise ConvspaceError("space: must be a mapping with 'dimensions'")
+        unknown = set(data) - {"name", "description", "dimensions"}
+        if unknown:
+            raise ConvspaceError(f"space.{sorted(unknown)[0]}: unknown key; allowed: name, description, dimensions")
+        raw = data.get("dimensions")
+        if not isinstance(raw, dict):
+            raise ConvspaceError("space.dimensions: must be a mapping of dimension name -> spec")
+        known = NETWORK_DIMS + STAGE_DIMS
+        for key in raw:
+            if key not in known:
+                import difflib
+
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConvspaceError(f"dimensions.{key}: unknown dimension{hint}")
+        missing = [k for k in known if k not in raw]
+        if missing:
+            raise ConvspaceError(f"dimensions.{missing[0]}: missing (every dimension must be declared: {', '.join(missing)})")
+        space = cls(str(data.get("name", default_name)), str(data.get("description", "")),
+                    {k: Dimension.from_spec(k, raw[k]) for k in known})  # fmt: skip
+        space._check_lengths()
+        space._check_values()
+        return space
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Space:
+        """Load a space file; a bare name ('default') means a shipped space."""
+        import yaml
+
+        path = Path(path)
+        if not path.exists() and (SPACES_DIR / f"{path.name}.yaml").exists():
+            path = SPACES_DIR / f"{path.name}.yaml"
+        if not path.is_file():
+            shipped = ", ".join(sorted(p.stem for p in SPACES_DIR.glob("*.yaml")))
+            raise ConvspaceError(f"space: no file {str(path)!r} (shipped spaces: {shipped})")
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConvspaceError(f"space: {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+        return cls.from_dict(data, default_name=path.stem)
+
+    def _check_lengths(self) -> None:
+        lengths = {len(v) for d in ("depth_pattern", "width_multipliers") for v in self.dims[d].candidates()}
+        if len(lengths) != 1 or not all(isinstance(v, tuple) for v in self.dims["depth_pattern"].candidates()):
+            raise ConvspaceError("dimensions.depth_pattern: every depth pattern and width multiplier list must be a list of one length (the number of stages)")
+
+    def _check_values(self) -> None:
+        """Sample once per combination of a few values so a bad value fails at load, naming the field."""
+        rng = random.Random(0)
+        for _ in range(32):
+            self.sample(SeededSuggester(rng))
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.dims["depth_pattern"].candidates()[0])
+
+    def _stage_value(self, trial: Suggester, name: str, stage: int, shared: dict[str, Any]) -> Any:
+        dim = self.dims[name]
+        if dim.per_stage:
+            return dim.suggest(trial, f"{name}_s{stage}")
+        if name not in shared:
+            shared[name] = dim.suggest(trial, name)
+        return shared[name]
+
+    def sample(self, trial: Suggester) -> ArchConfig:
+        """One ArchConfig from an Optuna trial (or a SeededSuggester)."""
+        net = {name: self.dims[name].suggest(trial, name) for name in NETWORK_DIMS}
+        depths = derive_depths(net["depth_pattern"], net["depth_scale"])
+        widths = derive_widths(net["base_width"], net["width_multipliers"])
+        shared: dict[str, Any] = {}
+        stages = []
+        for i, (depth, width) in enumerate(zip(depths, widths)):
+            block = self._stage_value(trial, "block", i, shared)
+            conv = {"basic": "dense", "convmod": "depthwise"}.get(block) or self._stage_value(trial, "conv", i, shared)
+            groups = self._stage_value(trial, "groups", i, shared) if conv == "grouped" else 1
+            stages.append(dict(depth=depth, width=width, block=block, conv=conv, groups=groups,
+                               kernel=self._stage_value(trial, "kernel", i, shared),
+                               expansion=float(self._stage_value(trial, "expansion", i, shared)),
+                               attention=self._stage_value(trial, "attention", i, shared)))  # fmt: skip
+        stem = StemConfig(type=net["stem"], width=round8(net["stem_ratio"] * widths[0]), norm=net["stem_norm"])
+        fields = {k: net[k] for k in NETWORK_DIMS if k not in FINITE_DIMS and k not in ("stem", "stem_norm")}
+        fields["layer_scale_init"] = float(fields["layer_scale_init"])
+        fields["drop_path_rate"] = float(fields["drop_path_rate"])
+        return _fit_groups(stem, stages, fields)
+
+    def sample_random(self, n: int, seed: int = 0) -> list[ArchConfig]:
+        """n seeded random points (same seed, same points)."""
+        rng = random.Random(seed)
+        return [self.sample(SeededSuggester(rng)) for _ in range(n)]
+
+    def contains(self, cfg: ArchConfig) -> bool:
+        """Whether the space can produce exactly this network."""
+        d = self.dims
+        depths = tuple(s.depth for s in cfg.stages)
+        widths = tuple(s.width for s in cfg.stages)
+        if len(depths) != self.num_stages:
+            return False
+        if not any(derive_depths(p, s) == depths for p in d["depth_pattern"].candidates() for s in d["depth_scale"].candidates()):
+            return False
+        if not any(derive_widths(b, m) == widths for b in d["base_width"].candidates() for m in d["width_multipliers"].candidates()):
+            return False
+        if not any(round8(r * widths[0]) == cfg.stem.width for r in d["stem_ratio"].candidates()):
+            return False
+        network = {**{k: getattr(cfg, k) for k in NETWORK_DIMS if hasattr(cfg, k)}, "stem": cfg.stem.type, "stem_norm": cfg.stem.norm}
+        if not all(d[k].allows(v) for k, v in network.items() if k not in FINITE_DIMS):
+            return False
+        for stage in cfg.stages:
+            checks = {"block": stage.block, "kernel": stage.kernel, "expansion": stage.expansion, "attention": stage.attention}
+            if stage.block == "bottleneck":
+                checks["conv"] = stage.conv
+            if not all(d[k].allows(v) for k, v in checks.items()):
+                return False
+            if stage.conv == "grouped" and not any(stage.groups == g or stage.groups < g and g % stage.groups == 0 for g in d["groups"].candidates()):
+                return False
+        if len({s.block for s in cfg.stages}) > 1 and not d["block"].per_stage:
+            return False
+        return True
+
+
+def _fit_groups(stem: StemConfig, stages: list[dict[str, Any]], fields: dict[str, Any]) -> ArchConfig:
+    """Reduce each sampled cardinality to the largest divisor of it that divides its conv's channels (dense if 1)."""
+    fixed, previous = [], stem.width
+    for i, s in enumerate(stages):
+        if s["conv"] == "grouped":
+            first_in = previous if fields["downsample"] == "strided" or i == 0 else s["width"]
+            inner = max(1, round(s["width"] * s["expansion"]))
+            spatial_first = s["block"] == "bottleneck" and fields["dw_position"] == "first"
+            g = math.gcd(s["groups"], *((first_in, s["width"]) if spatial_first else (inner,)))
+            s = {**s, "groups": g, "conv": "grouped" if g > 1 else "dense"}
+        fixed.append(StageConfig(**s))
+        previous = s["width"]
+    return ArchConfig(stem=stem, stages=tuple(fixed), **fields)

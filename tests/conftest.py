@@ -1,0 +1,49 @@
+"""Shared test helpers: fvcore counts, the tiny test space, tiny configs."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import yaml
+
+from space.choices import SPACES_DIR, Space
+from space.config import ArchConfig
+
+warnings.filterwarnings("ignore")
+
+
+def fvcore_count(model, resolution: int, in_chans: int = 3) -> tuple[int, int]:
+    """(params, fvcore FLOPs) of a built model in eval mode at batch 1."""
+    import torch
+    from fvcore.nn import FlopCountAnalysis
+
+    analysis = FlopCountAnalysis(model.eval(), torch.zeros(1, in_chans, resolution, resolution))
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    return sum(p.numel() for p in model.parameters()), analysis.total()
+
+
+def small_default_space() -> Space:
+    """The default space with every choice kept but small widths and depths, so points build in milliseconds."""
+    data = yaml.safe_load((SPACES_DIR / "default.yaml").read_text())
+    dims = data["dimensions"]
+    dims["base_width"] = {"int": [8, 32], "step": 8}
+    dims["depth_scale"] = {"choice": [0.5, 1.0]}
+    dims["depth_pattern"] = {"choice": [[1, 1, 3, 1], [1, 2, 2, 1]]}
+    dims["head_width"] = {"choice": [0, 64]}
+    dims["groups"] = {"choice": [2, 4, 8]}
+    dims["num_classes"] = {"value": 10}
+    return Space.from_dict(data)
+
+
+def tiny_config(**changes) -> ArchConfig:
+    """A 4-stage ConvNeXt-like net with 8..64 channels and one block per stage."""
+    from space.presets import _change, convnext
+
+    return _change(convnext((1, 1, 1, 1), (8, 16, 32, 64)), num_classes=10, **changes)
+
+
+@pytest.fixture
+def tiny():
+    return tiny_config()
