@@ -14,14 +14,10 @@ warnings.filterwarnings("ignore")
 
 
 def fvcore_count(model, resolution: int, in_chans: int = 3) -> tuple[int, int]:
-    """(params, fvcore FLOPs) of a built model in eval mode at batch 1."""
-    import torch
-    from fvcore.nn import FlopCountAnalysis
+    """(params, fvcore FLOPs) of a built model."""
+    from space.verify import fvcore_flops
 
-    analysis = FlopCountAnalysis(model.eval(), torch.zeros(1, in_chans, resolution, resolution))
-    analysis.unsupported_ops_warnings(False)
-    analysis.uncalled_modules_warnings(False)
-    return sum(p.numel() for p in model.parameters()), analysis.total()
+    return sum(p.numel() for p in model.parameters()), fvcore_flops(model, resolution, in_chans)
 
 
 def small_default_space() -> Space:
@@ -29,8 +25,8 @@ def small_default_space() -> Space:
     data = yaml.safe_load((SPACES_DIR / "default.yaml").read_text())
     dims = data["dimensions"]
     dims["base_width"] = {"int": [8, 32], "step": 8}
-    dims["depth_scale"] = {"choice": [0.5, 1.0]}
-    dims["depth_pattern"] = {"choice": [[1, 1, 3, 1], [1, 2, 2, 1]]}
+    dims["depth_scale"] = {"value": 1.0}
+    dims["depth_pattern"] = {"choice": [[1, 1, 1, 1], [1, 1, 2, 1]]}
     dims["head_width"] = {"choice": [0, 64]}
     dims["groups"] = {"choice": [2, 4, 8]}
     dims["num_classes"] = {"value": 10}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 from timm.layers import DropPath, GroupNorm, LayerNorm2d, LayerScale2d, SEModule, create_act_layer, create_conv2d
 from timm.layers.cbam import CbamModule

@@ -1,7 +1,7 @@
 import json
 import re
-import sys
 import subprocess
+import sys
 
 import pytest
 
