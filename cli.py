@@ -147,5 +147,91 @@ def sample(
         print_costs(rows, f"{design.name}: {n} points" + (f" within {budget} ({drawn} drawn)" if limit else ""))
 
 
+def print_front(study: Any, storage: str) -> None:
+    """The Pareto table of a study."""
+    from nas.pareto import counts, describe, front
+
+    rows = [describe(t) for t in front(study)]
+    table = Table(title=f"Pareto front of {study.study_name}: proxy accuracy up, FLOPs down")
+    for column in ("trial", "accuracy", "GFLOPs", "params (M)", "stem", "blocks", "depths", "widths", "kernel", "norm/act"):
+        table.add_column(column)
+    for r in rows:
+        table.add_row(str(r["trial"]), f"{r['accuracy']:.4f}", f"{r['flops'] / 1e9:.3f}", f"{r['params'] / 1e6:.2f}", r["stem"],
+                      r["blocks"], r["depths"], r["widths"], r["kernel"], r["norm_act"])  # fmt: skip
+    console.print(table)
+    console.print("trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts(study).items())))
+
+
+@app.command()
+@user_errors
+def search(
+    budget: str = typer.Option(..., help="FLOPs budget of the target network, e.g. 4.5GFLOPs, 450M, 4.5e9."),
+    space: str = typer.Option("default", help="Space YAML file, or the name of a shipped space."),
+    study: str = typer.Option("convspace", help="Study name; rerunning with the same name resumes it."),
+    storage: str = typer.Option(None, help="SQLAlchemy URL (default sqlite:///studies/<study>.db)."),
+    trials: int = typer.Option(16, min=1, help="Trained trials wanted in the study (those already there count)."),
+    epochs: int = typer.Option(3, min=1, help="Proxy training epochs per trial."),
+    resolution: int = typer.Option(32, min=16, help="Proxy training resolution."),
+    batch_size: int = typer.Option(64, min=1, help="Proxy batch size."),
+    lr: float = typer.Option(2e-3, help="Proxy peak learning rate (AdamW)."),
+    data: str = typer.Option("digits", help="digits (embedded), cifar10, cifar100, an ImageFolder path, or synthetic (tests)."),
+    data_dir: str = typer.Option(None, help="Where CIFAR files live."),
+    cost_resolution: int = typer.Option(224, help="Resolution at which FLOPs and the budget are counted."),
+    cost_classes: int = typer.Option(1000, help="Classes of the target network's head for the FLOPs count."),
+    sampler: str = typer.Option("nsga2", help="nsga2, tpe or random."),
+    cpus_per_trial: float = typer.Option(1.0, help="CPUs each proxy training gets."),
+    gpus_per_trial: float = typer.Option(0.0, help="GPUs each proxy training gets (fractions pack several per GPU)."),
+    address: str = typer.Option(None, help="Address of an existing Ray cluster (default: start Ray locally)."),
+    time_budget: float = typer.Option(None, help="Stop after this many seconds of wall clock."),
+    grace_period: int = typer.Option(1, min=1, help="ASHA: epochs every trial trains before it may be stopped."),
+    reduction_factor: int = typer.Option(3, min=2, help="ASHA: keep the best 1/factor at each rung."),
+    seed: int = typer.Option(0, help="Seeds the sampler, the data split and the training."),
+) -> None:
+    """Search the space under a FLOPs budget: Optuna multi-objective study + Ray Tune proxy trainings (ASHA)."""
+    from nas.search import SearchSettings, run_search
+    from nas.storage import default_storage, open_storage
+    from space.choices import Space
+    from space.cost import parse_flops
+    from trainers.data import load_data
+    from trainers.proxy import ProxySettings
+
+    limit = parse_flops(budget)
+    design = Space.from_yaml(space)
+    load_data(data, resolution, seed, data_dir)  # a bad --data fails here, in one line, before Ray starts
+    url = storage or default_storage(study)
+    open_storage(url)
+    proxy = ProxySettings(epochs=epochs, resolution=resolution, batch_size=batch_size, lr=lr, data=data,
+                          data_dir=data_dir, seed=seed)  # fmt: skip
+    settings = SearchSettings(
+        study=study, budget=limit, space=design, storage=url, proxy=proxy, trials=trials, cost_resolution=cost_resolution,
+        cost_classes=cost_classes, sampler=sampler, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+        address=address, time_budget=time_budget, grace_period=grace_period, reduction_factor=reduction_factor, seed=seed,
+    )  # fmt: skip
+    best = {"acc": 0.0}
+
+    def progress(event: str, info: dict[str, Any]) -> None:
+        if event == "epoch" and info.get("acc") is not None:
+            best["acc"] = max(best["acc"], info["acc"])
+            console.print(f"  trial {info['number']:>3}  epoch {info['epoch']}/{epochs}  acc {info['acc']:.4f}"
+                          f"  (best so far {best['acc']:.4f})")  # fmt: skip
+        elif event == "done":
+            how = "failed: " + info["error"] if info.get("error") else ("trained" if info.get("epoch") == epochs else "stopped by ASHA")
+            console.print(f"[bold]trial {info['number']:>3} {how}[/]")
+
+    console.print(f"study [bold]{study}[/] in {url}: {trials} trials within {limit / 1e9:.3g} GFLOPs "
+                  f"(at {cost_resolution}px, {cost_classes} classes), proxy {epochs} epochs of {data} at {resolution}px")  # fmt: skip
+    outcome = run_search(settings, progress)
+    if outcome.recovered:
+        console.print(f"{outcome.recovered} trial(s) left running by an earlier driver were marked failed and queued again")
+    state = "interrupted" if outcome.interrupted else "done"
+    console.print(f"{state}: {outcome.trained_now} trained now, {outcome.rejected_now} sampled points rejected "
+                  f"(over budget or already evaluated), {outcome.seconds:.0f} s")  # fmt: skip
+    print_front(outcome.study, url)
+    console.print(f"stored in {url}; open it with: python cli.py dashboard --study {study}"
+                  + (f" --storage {url}" if storage else ""))  # fmt: skip
+    if outcome.interrupted:
+        raise typer.Exit(130)
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,323 @@
+"""The search: an Optuna multi-objective study in SQL storage, with Ray Tune running the proxy trainings.
+
+Ray's own `OptunaSearch` cannot refuse an over-budget point before it trains, nor keep an ASHA-stopped
+trial off the Pareto front (it reaches the study as COMPLETE with its partial accuracy), so a small
+`Searcher` below drives the study with ask/tell instead:
+
+- ask -> sample the space -> analytic cost of the target network -> over budget or already evaluated?
+  record it (PRUNED, with the reason) and ask again; otherwise hand the config to Ray Tune;
+- a trial that trained every epoch is told COMPLETE with [accuracy, FLOPs]; one ASHA stopped is PRUNED
+  with its partial accuracy and epochs kept as attributes; one that raised is FAIL with its reason.
+
+On start, trials left RUNNING by a driver that died are marked FAIL and their configs queued again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import ConcurrencyLimiter, Searcher
+
+from nas.storage import open_storage
+from space.choices import Space
+from space.config import ArchConfig
+from space.cost import arch_cost
+from space.errors import ConvspaceError
+from trainers.proxy import ProxySettings
+
+ACC, FLOPS = "acc", "flops"
+STATUS = "status"  # user attr: trained | stopped | over_budget | duplicate | failed
+SAMPLERS = ("nsga2", "tpe", "random")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """One search command's settings (the study keeps the ones that define it: space, budget, proxy)."""
+
+    study: str
+    budget: int
+    space: Space
+    storage: str
+    proxy: ProxySettings = ProxySettings()
+    trials: int = 16
+    cost_resolution: int = 224
+    cost_classes: int = 1000
+    sampler: str = "nsga2"
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    address: str | None = None
+    time_budget: float | None = None
+    grace_period: int = 1
+    reduction_factor: int = 3
+    seed: int = 0
+    results_dir: str = "studies/ray"
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """Optuna's multi-objective samplers; NSGA-II with a small population so few trials still evolve."""
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=8, seed=seed)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, multivariate=True)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ConvspaceError(f"sampler: must be one of {', '.join(SAMPLERS)}, got {name!r}")
+
+
+def study_identity(s: SearchSettings) -> dict[str, Any]:
+    """What must not change when a study is resumed (else its trials would not be comparable)."""
+    return {
+        "space": s.space.name, "space_dims": {k: dataclasses.asdict(d) for k, d in s.space.dims.items()},
+        "budget": s.budget, "cost_resolution": s.cost_resolution, "cost_classes": s.cost_classes,
+        "proxy": {k: v for k, v in s.proxy.to_dict().items() if k not in ("threads",)},
+    }  # fmt: skip
+
+
+def open_study(s: SearchSettings) -> optuna.Study:
+    """Create or resume the study; refuse to resume one made with another space, budget or proxy."""
+    import json
+
+    storage = open_storage(s.storage)
+    study = optuna.create_study(
+        study_name=s.study, storage=storage, directions=["maximize", "minimize"],
+        sampler=make_sampler(s.sampler, s.seed), load_if_exists=True,
+    )  # fmt: skip
+    identity = json.loads(json.dumps(study_identity(s)))
+    stored = study.user_attrs.get("identity")
+    if stored is None:
+        study.set_metric_names(["proxy_accuracy", "flops"])
+        study.set_user_attr("identity", identity)
+        study.set_user_attr("budget", s.budget)
+    elif stored != identity:
+        changed = sorted(k for k in identity if identity[k] != stored.get(k))
+        raise ConvspaceError(
+            f"study: {s.study!r} was made with a different {', '.join(changed)}; resume it with the same "
+            "settings or pick a new --study name"
+        )
+    return study
+
+
+INTERRUPTED = "interrupted"
+
+
+def fail_and_requeue(study: optuna.Study, trial_id: int, params: dict[str, Any], why: str) -> None:
+    """A trial that could not finish through no fault of its config: FAIL it and queue its parameters again."""
+    study._storage.set_trial_user_attr(trial_id, STATUS, "failed")
+    study._storage.set_trial_user_attr(trial_id, "fail_reason", f"{INTERRUPTED}: {why}")
+    study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    study.enqueue_trial(params, skip_if_exists=False)
+
+
+def recover_interrupted(study: optuna.Study) -> int:
+    """Trials left RUNNING by a driver that died (kill -9): mark them FAIL and train their configs again."""
+    stale = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
+    for trial in stale:
+        fail_and_requeue(study, trial._trial_id, trial.params, "its driver stopped")
+    return len(stale)
+
+
+def trained_count(study: optuna.Study) -> int:
+    """Trials that trained to an end (completed, stopped early, or failed by their own fault) count toward --trials."""
+    return sum(
+        1 for t in study.get_trials(deepcopy=False)
+        if t.user_attrs.get(STATUS) in ("trained", "stopped", "failed")
+        and not str(t.user_attrs.get("fail_reason", "")).startswith(INTERRUPTED)
+    )  # fmt: skip
+
+
+class BudgetedOptunaSearcher:
+    """Ask/tell bridge between Optuna and Ray Tune (wrapped as a Ray `Searcher` in `run_search`)."""
+
+    def __init__(self, study: optuna.Study, settings: SearchSettings, remaining: int) -> None:
+        self.study, self.settings, self.remaining = study, settings, remaining
+        self.live: dict[str, optuna.trial.Trial] = {}
+        self.rejected = 0
+        self.evaluated = {t.user_attrs.get("hash") for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+        self.evaluated |= {t.user_attrs.get("hash") for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
+                           if t.user_attrs.get(STATUS) == "stopped"}  # fmt: skip
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        """The next within-budget, never-evaluated config (None when the requested trials are handed out)."""
+        if self.remaining <= 0:
+            return None
+        for _ in range(10_000):
+            trial = self.study.ask()
+            cfg = dataclasses.replace(self.settings.space.sample(trial), num_classes=self.settings.cost_classes)
+            cost = arch_cost(cfg, self.settings.cost_resolution)
+            for key, value in {"config": cfg.to_json(), "hash": cfg.hash, FLOPS: cost.flops, "params": cost.params}.items():
+                trial.set_user_attr(key, value)
+            if cost.flops > self.settings.budget or cfg.hash in self.evaluated:
+                trial.set_user_attr(STATUS, "over_budget" if cost.flops > self.settings.budget else "duplicate")
+                self.study.tell(trial, state=TrialState.PRUNED)
+                self.rejected += 1
+                continue
+            self.evaluated.add(cfg.hash)
+            self.live[trial_id] = trial
+            self.remaining -= 1
+            trial.set_user_attr("proxy", self.settings.proxy.to_dict())
+            return {"config": cfg.to_json(), "number": trial.number}
+        raise ConvspaceError("budget: 10000 sampled points in a row were over budget or duplicates; raise the budget")
+
+    def interrupt_live(self) -> None:
+        """Trials still running when Tune stopped (Ctrl-C, time budget): queue them for the next run."""
+        for trial_id in list(self.live):
+            trial = self.live.pop(trial_id)
+            self.remaining += 1
+            fail_and_requeue(self.study, trial._trial_id, trial.params, "the search stopped before it finished")
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
+        """Tell Optuna how the trial ended: fully trained, stopped by ASHA, or failed."""
+        trial = self.live.pop(trial_id, None)
+        if trial is None:
+            return
+        result = result or {}
+        epochs = int(result.get("epoch", 0))
+        trial.set_user_attr("epochs", epochs)
+        trial.set_user_attr("wall_seconds", round(time.time() - trial.datetime_start.timestamp(), 2))
+        if ACC in result:
+            trial.set_user_attr("proxy_accuracy", float(result[ACC]))
+        if error or "error" in result or ACC not in result:
+            trial.set_user_attr(STATUS, "failed")
+            trial.set_user_attr("fail_reason", result.get("error") or "the trial process died (see the Ray trial log)")
+            self.study.tell(trial, state=TrialState.FAIL)
+        elif epochs >= self.settings.proxy.epochs:
+            trial.set_user_attr(STATUS, "trained")
+            self.study.tell(trial, [float(result[ACC]), float(trial.user_attrs[FLOPS])])
+        else:
+            trial.set_user_attr(STATUS, "stopped")
+            self.study.tell(trial, state=TrialState.PRUNED)
+
+
+def proxy_trainable(config: dict[str, Any], proxy: dict[str, Any]) -> None:
+    """The Ray Tune trainable: one proxy training, each epoch's accuracy reported to Tune (and ASHA)."""
+    from trainers.proxy import train
+
+    settings, last = ProxySettings(**proxy), {ACC: 0.0, "epoch": 0}
+
+    def report(epoch: int, accuracy: float) -> None:
+        last.update({ACC: accuracy, "epoch": epoch})
+        tune.report(dict(last))
+
+    try:
+        train(ArchConfig.from_json(config["config"]), settings, on_epoch=report)
+    except Exception as exc:  # the trial fails alone; its reason reaches the study through this last report
+        tune.report({**last, "error": f"{type(exc).__name__}: {exc}"[:500]})
+
+
+# Tune pickles its searcher and callbacks with its experiment state; the study (a live DB connection) and
+# the progress printer stay in this process, found by study name.
+_DRIVER: dict[str, tuple[BudgetedOptunaSearcher, Callable[[str, dict[str, Any]], None] | None]] = {}
+
+
+class _RaySearcher(Searcher):
+    """Ray Tune's view of the bridge: Tune asks for configs and reports how trials ended."""
+
+    def __init__(self, study: str) -> None:
+        super().__init__()
+        self.study = study
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        config = _DRIVER[self.study][0].suggest(trial_id)
+        return config if config is not None else Searcher.FINISHED
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        _DRIVER[self.study][0].on_trial_complete(trial_id, result, error)
+
+
+class _Progress(tune.Callback):
+    """Forwards per-epoch results and trial ends to the command's progress printer."""
+
+    def __init__(self, study: str) -> None:
+        self.study = study
+
+    def _emit(self, event: str, info: dict[str, Any]) -> None:
+        progress = _DRIVER.get(self.study, (None, None))[1]
+        if progress:
+            progress(event, info)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._emit("epoch", {"number": trial.config["number"], ACC: result.get(ACC), "epoch": result.get("epoch")})
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._emit("done", {"number": trial.config["number"], **(trial.last_result or {})})
+
+
+def _cluster_runtime_env() -> dict[str, Any]:
+    """Ship the project to the cluster's workers so they can import it (they may lack our checkout)."""
+    root = Path(__file__).resolve().parents[1]
+    return {"working_dir": str(root), "excludes": [".venv", ".git", "studies", "docs", "tests", "benchmarks"]}
+
+
+@dataclass
+class SearchOutcome:
+    study: optuna.Study
+    trained_now: int
+    rejected_now: int
+    recovered: int
+    interrupted: bool
+    seconds: float
+
+
+def run_search(s: SearchSettings, progress: Callable[[str, dict[str, Any]], None] | None = None) -> SearchOutcome:
+    """Run (or resume) a study until `s.trials` trials have trained, or the time budget ends."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(s)
+    recovered = recover_interrupted(study)
+    remaining = s.trials - trained_count(study)
+    started = time.time()
+    if remaining <= 0:
+        return SearchOutcome(study, 0, 0, recovered, False, 0.0)
+
+    bridge = BudgetedOptunaSearcher(study, s, remaining)
+    _DRIVER[s.study] = (bridge, progress)
+    if not ray.is_initialized():
+        ray.init(
+            address=s.address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+            runtime_env=_cluster_runtime_env() if s.address else None,
+            **({} if s.address else {"num_cpus": os.cpu_count()}),
+        )  # fmt: skip
+    resources = {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}
+    proxy = dict(s.proxy.to_dict(), threads=max(1, int(s.cpus_per_trial)))
+    trainable = tune.with_resources(tune.with_parameters(proxy_trainable, proxy=proxy), resources)
+    scheduler = ASHAScheduler(
+        metric=ACC, mode="max", time_attr="epoch", max_t=s.proxy.epochs, grace_period=s.grace_period,
+        reduction_factor=s.reduction_factor,
+    )  # fmt: skip
+    concurrency = max(1, int((ray.cluster_resources().get("CPU", 1)) // max(s.cpus_per_trial, 0.01)))
+    if s.gpus_per_trial:
+        concurrency = max(1, int(ray.cluster_resources().get("GPU", 0) / s.gpus_per_trial))
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=ConcurrencyLimiter(_RaySearcher(s.study), max_concurrent=concurrency), scheduler=scheduler,
+            num_samples=remaining, time_budget_s=s.time_budget, reuse_actors=False,
+        ),
+        run_config=tune.RunConfig(
+            name=f"{s.study}-{int(started)}", storage_path=str(Path(s.results_dir).resolve()), verbose=0,
+            callbacks=[_Progress(s.study)], failure_config=tune.FailureConfig(max_failures=0),
+        ),
+    )  # fmt: skip
+    interrupted = False
+    try:
+        tuner.fit()
+    except KeyboardInterrupt:
+        interrupted = True
+    bridge.interrupt_live()
+    _DRIVER.pop(s.study, None)
+    return SearchOutcome(study, remaining - bridge.remaining, bridge.rejected, recovered, interrupted, time.time() - started)

@@ -1,0 +1,112 @@
+"""The short proxy training one trial runs: a few epochs at a small resolution, val top-1 after each.
+
+It knows nothing of Ray or Optuna: progress leaves through the `on_epoch` callback.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import torch
+from timm.loss import LabelSmoothingCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import CosineLRScheduler
+from torch.utils.data import DataLoader
+
+from space.config import ArchConfig
+from space.network import build_network
+from trainers.data import Data, load_data
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: this trial fails, the search goes on."""
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """Everything that decides a proxy score (stored with each trial so scores stay comparable)."""
+
+    epochs: int = 4
+    resolution: int = 32
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 0.5
+    label_smoothing: float = 0.1
+    data: str = "digits"
+    data_dir: str | None = None
+    seed: int = 0
+    threads: int = 1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ProxyResult:
+    accuracy: float
+    epochs: int
+    train_seconds: float
+
+
+def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> float:
+    """Top-1 accuracy in [0, 1]."""
+    model.eval()
+    correct = total = 0
+    with torch.no_grad(), torch.autocast(device.type, enabled=device.type == "cuda"):
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            correct += (model(x).argmax(1) == y).sum().item()
+            total += len(y)
+    return correct / max(total, 1)
+
+
+def train(
+    config: ArchConfig,
+    settings: ProxySettings,
+    on_epoch: Callable[[int, float], None] | None = None,
+    data: Data | None = None,
+) -> ProxyResult:
+    """Train `config` for settings.epochs (AdamW, warmup + cosine, label smoothing); report val top-1 each epoch."""
+    torch.manual_seed(settings.seed)
+    torch.set_num_threads(max(1, settings.threads))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    data = data or load_data(settings.data, settings.resolution, settings.seed, settings.data_dir)
+    model = build_network(config, num_classes=data.num_classes, in_chans=data.in_chans).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    generator = torch.Generator().manual_seed(settings.seed)
+    train_loader = DataLoader(data.train, settings.batch_size, shuffle=True, drop_last=True, generator=generator)
+    val_loader = DataLoader(data.val, settings.batch_size * 2)
+    steps_per_epoch = max(1, len(train_loader))
+    optimizer = create_optimizer_v2(model, "adamw", lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = CosineLRScheduler(
+        optimizer, t_initial=settings.epochs * steps_per_epoch, warmup_t=int(settings.warmup_epochs * steps_per_epoch),
+        warmup_lr_init=settings.lr / 100, lr_min=settings.lr / 100, t_in_epochs=False,
+    )  # fmt: skip
+    loss_fn = LabelSmoothingCrossEntropy(settings.label_smoothing)
+    scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
+    started, accuracy, step = time.perf_counter(), 0.0, 0
+    for epoch in range(1, settings.epochs + 1):
+        model.train()
+        for x, y in train_loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                loss = loss_fn(model(x), y)
+            if not math.isfinite(loss.item()):
+                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            step += 1
+            scheduler.step_update(step)
+        accuracy = evaluate(model, val_loader, device)
+        if on_epoch:
+            on_epoch(epoch, accuracy)
+    return ProxyResult(accuracy, settings.epochs, time.perf_counter() - started)
