@@ -21,6 +21,7 @@ from space.errors import ConvspaceError
 
 # timm still calls torch.jit.script at import; the deprecation notice is noise for our users.
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*")
+warnings.filterwarnings("ignore", message=".*is experimental.*")  # Optuna's notice on set_metric_names
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
 console = Console()
@@ -169,7 +170,7 @@ def search(
     space: str = typer.Option("default", help="Space YAML file, or the name of a shipped space."),
     study: str = typer.Option("convspace", help="Study name; rerunning with the same name resumes it."),
     storage: str = typer.Option(None, help="SQLAlchemy URL (default sqlite:///studies/<study>.db)."),
-    trials: int = typer.Option(16, min=1, help="Trained trials wanted in the study (those already there count)."),
+    trials: int = typer.Option(12, min=1, help="Trained trials wanted in the study (those already there count)."),
     epochs: int = typer.Option(3, min=1, help="Proxy training epochs per trial."),
     resolution: int = typer.Option(32, min=16, help="Proxy training resolution."),
     batch_size: int = typer.Option(64, min=1, help="Proxy batch size."),

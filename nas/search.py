@@ -51,7 +51,7 @@ class SearchSettings:
     space: Space
     storage: str
     proxy: ProxySettings = ProxySettings()
-    trials: int = 16
+    trials: int = 12
     cost_resolution: int = 224
     cost_classes: int = 1000
     sampler: str = "nsga2"

@@ -1,0 +1,124 @@
+"""The search end to end through the CLI, in a subprocess, on a tiny space and synthetic data."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.pareto import front
+from space.config import ArchConfig
+from space.cost import arch_cost
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY_SPACE = Path(__file__).with_name("tiny_space.yaml")
+BUDGET = 40_000_000  # about half of the tiny space is over it
+
+
+def search(tmp_path: Path, *extra: str, study: str = "s", wait: bool = True):
+    args = [sys.executable, str(ROOT / "cli.py"), "search", "--budget", str(BUDGET), "--space", str(TINY_SPACE),
+            "--study", study, "--epochs", "2", "--data", "synthetic", "--seed", "1", *extra]  # fmt: skip
+    if not wait:
+        return subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    return subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+
+
+def load(tmp_path: Path, study: str = "s") -> optuna.Study:
+    return optuna.load_study(study_name=study, storage=f"sqlite:///{tmp_path}/studies/{study}.db")
+
+
+def by_status(study: optuna.Study) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for t in study.get_trials():
+        out.setdefault(t.user_attrs.get("status", t.state.name), []).append(t)
+    return out
+
+
+def test_search_trains_within_budget_dedups_and_resumes(tmp_path):
+    first = search(tmp_path, "--trials", "4")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Pareto front of s" in first.stdout and "dashboard --study s" in first.stdout
+    study = load(tmp_path)
+    groups = by_status(study)
+    trained = groups.get("trained", []) + groups.get("stopped", [])
+    assert len(trained) == 4
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    for t in trained:  # every trained trial is within the budget, with its record complete
+        cfg = ArchConfig.from_json(t.user_attrs["config"])
+        assert arch_cost(cfg).flops == t.user_attrs["flops"] <= BUDGET
+        assert {"hash", "params", "epochs", "wall_seconds", "proxy"} <= set(t.user_attrs)
+    assert all(t.user_attrs["flops"] > BUDGET for t in groups.get("over_budget", []))
+    assert groups.get("over_budget"), "the tiny space has over-budget points: some must have been rejected"
+    assert len({t.user_attrs["hash"] for t in trained}) == len(trained)  # never the same config twice
+    on_front = front(study)
+    assert on_front and all(t.user_attrs["status"] == "trained" and t.user_attrs["epochs"] == 2 for t in on_front)
+
+    finished = {t.number: t.values for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    again = search(tmp_path, "--trials", "6")
+    assert again.returncode == 0, again.stdout + again.stderr
+    study = load(tmp_path)
+    groups = by_status(study)
+    assert len(groups.get("trained", []) + groups.get("stopped", [])) == 6  # --trials counts the ones already there
+    assert {t.number: t.values for t in study.get_trials(states=(TrialState.COMPLETE,)) if t.number in finished} == finished
+    hashes = [t.user_attrs["hash"] for t in groups.get("trained", []) + groups.get("stopped", [])]
+    assert len(set(hashes)) == len(hashes)
+
+
+def test_kill_9_mid_trial_then_resume_keeps_finished_trials_and_retrains_the_lost_ones(tmp_path):
+    driver = search(tmp_path, "--trials", "6", "--epochs", "40", "--cpus-per-trial", "2", wait=False)
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:  # wait until one trial is running (its ask is in the study)
+            time.sleep(2)
+            db = tmp_path / "studies" / "s.db"
+            if db.exists():
+                try:
+                    running = [t for t in load(tmp_path).get_trials() if t.state == TrialState.RUNNING]
+                except Exception:
+                    continue
+                if running:
+                    time.sleep(8)  # let it train a little
+                    break
+    finally:
+        # kill -9 the driver and the local Ray it started (as a crash of the machine would)
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(30)
+    lost = [t for t in load(tmp_path).get_trials() if t.state == TrialState.RUNNING]
+    assert lost, "the driver died while a trial was running"
+    lost_params = [t.params for t in lost]
+
+    resumed = search(tmp_path, "--trials", "2")
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "marked failed and queued again" in resumed.stdout
+    study = load(tmp_path)
+    for t in lost:
+        again = study.trials[t.number]
+        assert again.state == TrialState.FAIL and again.user_attrs["fail_reason"].startswith("interrupted")
+    retrained = [t.params for t in study.get_trials() if t.number > max(x.number for x in lost) and t.user_attrs.get("status") in ("trained", "stopped")]
+    assert all(p in retrained for p in lost_params)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--budget", "lots"], "error: budget: cannot read 'lots'"),
+        (["--space", "missing.yaml"], "error: space: no file 'missing.yaml'"),
+        (["--storage", "postgresql+psycopg2://nobody@127.0.0.1:1/none"], "error: storage: cannot open"),
+        (["--storage", "notaurl"], "error: storage: cannot open 'notaurl'"),
+        (["--data", "/no/such/folder"], "error: data: '/no/such/folder' is neither a dataset"),
+        (["--data", "cifar10", "--data-dir", "nowhere"], "error: data: cifar10 not found"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_touches_nothing(tmp_path, args, message):
+    base = [sys.executable, str(ROOT / "cli.py"), "search", "--budget", "1G", "--space", str(TINY_SPACE), "--study", "x"]
+    result = subprocess.run(base + args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith(message) and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "studies" / "x.db").exists()
