@@ -234,5 +234,81 @@ def search(
         raise typer.Exit(130)
 
 
+def study_storage(study: str, storage: str | None) -> str:
+    from nas.storage import default_storage
+
+    return storage or default_storage(study)
+
+
+@app.command()
+@user_errors
+def pareto(
+    study: str = typer.Option(..., help="Study name."),
+    storage: str = typer.Option(None, help="SQLAlchemy URL (default sqlite:///studies/<study>.db)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the front as a JSON list."),
+    plot: str = typer.Option(None, help="Also write a PNG of every trial with the front and the budget."),
+) -> None:
+    """The Pareto front of feasible, fully trained trials (table, JSON, PNG)."""
+    from nas.pareto import describe, front, load_study
+    from nas.pareto import plot as plot_front
+
+    if plot and not plot.lower().endswith(".png"):
+        raise ConvspaceError(f"plot: must be a .png file name, got {plot!r}")
+    url = study_storage(study, storage)
+    loaded = load_study(study, url)
+    if plot:
+        plot_front(loaded, plot, loaded.user_attrs.get("budget"))
+    if as_json:
+        print(json.dumps([describe(t) for t in front(loaded)]))
+    else:
+        print_front(loaded, url)
+        if plot:
+            console.print(f"plot written to {plot}")
+
+
+@app.command()
+@user_errors
+def dashboard(
+    study: str = typer.Option(..., help="Study name."),
+    storage: str = typer.Option(None, help="SQLAlchemy URL (default sqlite:///studies/<study>.db)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to serve on (loopback by default)."),
+    port: int = typer.Option(8080, help="Port."),
+) -> None:
+    """Serve the study in optuna-dashboard."""
+    from optuna_dashboard import run_server
+
+    from nas.pareto import load_study
+    from nas.storage import open_storage
+
+    url = study_storage(study, storage)
+    loaded = load_study(study, url)
+    console.print(f"optuna-dashboard for study {study}: http://{host}:{port}/dashboard/studies/{loaded._study_id}  (Ctrl-C stops)")
+    run_server(open_storage(url), host=host, port=port)
+
+
+@app.command()
+@user_errors
+def export(
+    study: str = typer.Option(..., help="Study name."),
+    trial: int = typer.Option(None, help="Trial number to export."),
+    best: bool = typer.Option(False, "--best", help="Export the most accurate fully trained trial (ties: fewer FLOPs)."),
+    name: str = typer.Option(None, help="Model name for timm.create_model (default <study>_trial<N>)."),
+    out: str = typer.Option("studies/exports", help="Zoo folder to write the entry into."),
+    storage: str = typer.Option(None, help="SQLAlchemy URL (default sqlite:///studies/<study>.db)."),
+) -> None:
+    """Turn a trial into a timm model-factory entry (YAML config + @register_model module)."""
+    if (trial is None) == (not best):
+        raise ConvspaceError("export: give exactly one of --trial N and --best")
+    from nas.pareto import load_study
+    from nas.zoo import export as export_trial
+
+    entry = export_trial(load_study(study, study_storage(study, storage)), trial, name, Path(out))
+    console.print(f"exported trial {entry['trial']} as [bold]{entry['name']}[/]: {entry['params'] / 1e6:.2f}M params, "
+                  f"{entry['flops'] / 1e9:.3f} GFLOPs (checked against the rebuilt model)")  # fmt: skip
+    console.print(f"  {entry['config']}\n  {entry['module']}")
+    console.print(f"use: import nas.zoo; timm.create_model({entry['name']!r}, num_classes=..., drop_path_rate=...)"
+                  + ("" if Path(out) == Path("studies/exports") else f"  (with CONVSPACE_ZOO={out})"))  # fmt: skip
+
+
 if __name__ == "__main__":
     app()

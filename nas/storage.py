@@ -28,3 +28,14 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
 def _engine_kwargs(url: str) -> dict[str, Any]:
     # SQLite: wait for a lock instead of failing at once ("database is locked").
     return {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+
+
+def make_url_or_none(url: str) -> Any:
+    """SQLAlchemy's parsed URL, or None when it does not parse (open_storage then reports it)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url)
+    except ArgumentError:
+        return None
