@@ -310,5 +310,52 @@ def export(
                   + ("" if Path(out) == Path("studies/exports") else f"  (with CONVSPACE_ZOO={out})"))  # fmt: skip
 
 
+@app.command()
+@user_errors
+def train(
+    model: str = typer.Option(..., help="A registered model: an exported entry, a convspace_<preset>, or any timm model."),
+    data: str = typer.Option("digits", help="digits (embedded), cifar10, cifar100 or an ImageFolder path."),
+    data_dir: str = typer.Option(None, help="Where CIFAR files live."),
+    epochs: int = typer.Option(300, min=1, help="Epochs (ConvNeXt: 300)."),
+    batch_size: int = typer.Option(128, min=2, help="Batch size (the lr scales with it)."),
+    lr: float = typer.Option(None, help="Peak lr (default 4e-3 x batch / 4096)."),
+    warmup_epochs: int = typer.Option(20, min=0, help="Linear warmup epochs (ConvNeXt: 20)."),
+    resolution: int = typer.Option(None, help="Input size (default: the model's, 224)."),
+    drop_path: float = typer.Option(None, help="Stochastic depth (default by size: 0.1 / 0.4 / 0.5)."),
+    mixup: float = typer.Option(0.8, help="Mixup alpha (0 disables)."),
+    cutmix: float = typer.Option(1.0, help="CutMix alpha (0 disables)."),
+    ema_decay: float = typer.Option(0.9999, help="EMA decay (0 disables; always off for BatchNorm models)."),
+    workers: int = typer.Option(0, min=0, help="Data loader worker processes."),
+    output: str = typer.Option("runs/train", help="Folder for last.pth (every epoch) and log.jsonl."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from <output>/last.pth exactly."),
+    seed: int = typer.Option(0, help="Seed."),
+) -> None:
+    """Full training of an exported architecture with the ConvNeXt recipe (timm's optimizer, scheduler, mixup, EMA)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    import nas.zoo  # noqa: F401  (registers presets and exported entries with timm)
+    from trainers.full import TrainSettings
+    from trainers.full import train as run_training
+
+    settings = TrainSettings(model=model, data=data, data_dir=data_dir, output=output, epochs=epochs, batch_size=batch_size, lr=lr,
+                             warmup_epochs=warmup_epochs, resolution=resolution, drop_path=drop_path, mixup=mixup, cutmix=cutmix,
+                             ema_decay=ema_decay, workers=workers, seed=seed)  # fmt: skip
+    with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
+        task = bar.add_task("epoch", total=None)
+
+        def progress(event: str, info: dict[str, Any]) -> None:
+            if event == "step":
+                bar.update(task, description=f"epoch {info['epoch']}/{epochs}", completed=info["step"], total=info["steps"])
+            else:
+                ema = f", EMA top-1 {info['ema_top1']:.2f}" if "ema_top1" in info else ""
+                bar.console.print(f"epoch {info['epoch']}/{epochs}: loss {info['train_loss']:.4f}, top-1 {info['top1']:.2f}, "
+                                  f"top-5 {info['top5']:.2f}{ema} ({info['seconds']:.0f} s)")  # fmt: skip
+
+        summary = run_training(settings, resume=resume, progress=progress)
+    if not summary:
+        console.print(f"nothing to do: {output}/last.pth already finished {epochs} epochs")
+    console.print(f"checkpoint {output}/last.pth, log {output}/log.jsonl")
+
+
 if __name__ == "__main__":
     app()

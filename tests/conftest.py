@@ -37,7 +37,7 @@ def tiny_config(**changes) -> ArchConfig:
     """A 4-stage ConvNeXt-like net with 8..64 channels and one block per stage."""
     from space.presets import _change, convnext
 
-    return _change(convnext((1, 1, 1, 1), (8, 16, 32, 64)), num_classes=10, **changes)
+    return _change(convnext((1, 1, 1, 1), (8, 16, 32, 64)), **{"num_classes": 10, **changes})
 
 
 @pytest.fixture

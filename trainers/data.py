@@ -6,8 +6,10 @@ decoding and augmentation would cost more than the tiny proxy networks' training
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,40 +38,79 @@ def _as_images(x: torch.Tensor, resolution: int) -> torch.Tensor:
     return ((x - 0.5) / 0.5).contiguous()
 
 
-def digits(resolution: int, seed: int, val_fraction: float = 0.2) -> Data:
-    """scikit-learn's 1,797 handwritten digits (8x8, shipped inside the package): a fixed stratified split per seed."""
+def _digits_split(seed: int, val_fraction: float = 0.2) -> tuple[torch.Tensor, torch.Tensor, list[int], list[int]]:
+    """scikit-learn's 1,797 handwritten digits (8x8, in [0, 1]) and a fixed stratified split per seed."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
     images, labels = load_digits(return_X_y=True)
     x = torch.tensor(images, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
-    y = torch.tensor(labels, dtype=torch.long)
-    train_idx, val_idx = train_test_split(range(len(y)), test_size=val_fraction, stratify=labels, random_state=seed)
-    x = _as_images(x, resolution)
-    return Data(TensorDataset(x[train_idx], y[train_idx]), TensorDataset(x[val_idx], y[val_idx]), 10, 3)
+    train_idx, val_idx = train_test_split(list(range(len(labels))), test_size=val_fraction, stratify=labels, random_state=seed)
+    return x, torch.tensor(labels, dtype=torch.long), train_idx, val_idx
 
 
-def synthetic(resolution: int, seed: int, classes: int = 4, per_class: int = 16) -> Data:
+def _synthetic_split(seed: int, classes: int = 4, per_class: int = 16) -> tuple[torch.Tensor, torch.Tensor, list[int], list[int]]:
     """For tests only: each class is a fixed random pattern plus noise, so a tiny net can learn it."""
     g = torch.Generator().manual_seed(seed)
     prototypes = torch.rand(classes, 1, 8, 8, generator=g)
     y = torch.arange(classes).repeat_interleave(per_class)
     x = (prototypes[y] + 0.3 * torch.rand(len(y), 1, 8, 8, generator=g)).clamp(0, 1)
+    val = [i for i in range(len(y)) if i % 4 == 0]
+    return x, y, [i for i in range(len(y)) if i % 4], val
+
+
+_SMALL = {"digits": _digits_split, "synthetic": _synthetic_split}
+
+
+def small_tensors(name: str, resolution: int, seed: int) -> Data:
+    """digits or synthetic as in-memory tensors at the proxy resolution."""
+    x, y, train_idx, val_idx = _SMALL[name](seed)
     x = _as_images(x, resolution)
-    val = torch.arange(len(y)) % 4 == 0
-    return Data(TensorDataset(x[~val], y[~val]), TensorDataset(x[val], y[val]), classes, 3)
+    return Data(TensorDataset(x[train_idx], y[train_idx]), TensorDataset(x[val_idx], y[val_idx]), int(y.max()) + 1, 3)
 
 
-def cifar(name: str, resolution: int, data_dir: str | None) -> Data:
+class ImageList(Dataset):
+    """Grey [0, 1] tensors served as RGB PIL images, so timm's augmentation pipelines apply (full training)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, transform: Callable | None) -> None:
+        self.x, self.y, self.transform = (x * 255).round().to(torch.uint8), y, transform
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[Any, int]:
+        from PIL import Image
+
+        image = Image.fromarray(self.x[i, 0].numpy()).convert("RGB")
+        return (self.transform(image) if self.transform else image), int(self.y[i])
+
+
+def image_datasets(name: str, seed: int, data_dir: str | None, train_tf: Callable, val_tf: Callable) -> Data:
+    """Datasets of images through the given transforms (full training): digits, synthetic, CIFAR, ImageFolder."""
+    if name in _SMALL:
+        x, y, train_idx, val_idx = _SMALL[name](seed)
+        return Data(ImageList(x[train_idx], y[train_idx], train_tf), ImageList(x[val_idx], y[val_idx], val_tf), int(y.max()) + 1, 3)
+    if name in ("cifar10", "cifar100"):
+        return cifar(name, data_dir, train_tf, val_tf)
+    return image_folder(_folder(name), train_tf, val_tf)
+
+
+def _plain_transform(resolution: int) -> Callable:
+    from torchvision import transforms
+
+    return transforms.Compose([transforms.Resize(resolution), transforms.CenterCrop(resolution), transforms.ToTensor(),
+                               transforms.Normalize([0.5] * 3, [0.5] * 3)])  # fmt: skip
+
+
+def cifar(name: str, data_dir: str | None, train_tf: Callable, val_tf: Callable) -> Data:
     """CIFAR-10/100 from torchvision's files under data_dir (never downloaded at run time)."""
-    from torchvision import datasets, transforms
+    from torchvision import datasets
 
     root = Path(data_dir or "data").expanduser()
     cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
     folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
-    tf = transforms.Compose([transforms.Resize(resolution), transforms.ToTensor(), transforms.Normalize([0.5] * 3, [0.5] * 3)])
     try:
-        train, val = cls(str(root), train=True, transform=tf), cls(str(root), train=False, transform=tf)
+        train, val = cls(str(root), train=True, transform=train_tf), cls(str(root), train=False, transform=val_tf)
     except RuntimeError:
         raise ConvspaceError(
             f"data: {name} not found: put the extracted python version ({folder}/) under {root} or pass --data-dir"
@@ -77,29 +118,28 @@ def cifar(name: str, resolution: int, data_dir: str | None) -> Data:
     return Data(train, val, len(train.classes), 3)
 
 
-def image_folder(path: Path, resolution: int) -> Data:
+def image_folder(path: Path, train_tf: Callable, val_tf: Callable) -> Data:
     """An ImageFolder tree with train/ and val/ (one subfolder per class)."""
-    from torchvision import datasets, transforms
+    from torchvision import datasets
 
+    train = datasets.ImageFolder(str(path / "train"), transform=train_tf)
+    return Data(train, datasets.ImageFolder(str(path / "val"), transform=val_tf), len(train.classes), 3)
+
+
+def _folder(name: str) -> Path:
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        raise ConvspaceError(f"data: {name!r} is neither a dataset ({', '.join(DATASETS[:-1])}) nor an existing folder")
     for split in ("train", "val"):
         if not (path / split).is_dir():
             raise ConvspaceError(f"data: {path} needs {split}/ with one folder per class (ImageFolder layout)")
-    tf = transforms.Compose([transforms.Resize(resolution), transforms.CenterCrop(resolution), transforms.ToTensor(),
-                             transforms.Normalize([0.5] * 3, [0.5] * 3)])  # fmt: skip
-    train = datasets.ImageFolder(str(path / "train"), transform=tf)
-    return Data(train, datasets.ImageFolder(str(path / "val"), transform=tf), len(train.classes), 3)
+    return path
 
 
 def load_data(name: str, resolution: int, seed: int = 0, data_dir: str | None = None) -> Data:
-    """Dispatch on --data: a dataset name or an ImageFolder path."""
-    if name == "digits":
-        return digits(resolution, seed)
-    if name == "synthetic":
-        return synthetic(resolution, seed)
-    if name in ("cifar10", "cifar100"):
-        return cifar(name, resolution, data_dir)
-    path = Path(name).expanduser()
-    if path.is_dir():
-        return image_folder(path, resolution)
-    raise ConvspaceError(f"data: {name!r} is neither a dataset ({', '.join(DATASETS[:-1])}) nor an existing folder")
+    """The proxy's data for --data: small sets as resized tensors, the others through a plain resize."""
+    if name in _SMALL:
+        return small_tensors(name, resolution, seed)
+    tf = _plain_transform(resolution)
+    return image_datasets(name, seed, data_dir, tf, tf)
 

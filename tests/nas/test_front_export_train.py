@@ -1,0 +1,139 @@
+"""Looking and taking: pareto, dashboard, export to timm, full training with resume (CLI in subprocesses)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.search import FLOPS
+from space.cost import arch_cost
+from tests.conftest import tiny_config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def study_dir(tmp_path_factory) -> Path:
+    """A small real study written through Optuna's storage as the search writes it (no training needed here)."""
+    root = tmp_path_factory.mktemp("front")
+    (root / "studies").mkdir()
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{root}/studies/s.db", directions=["maximize", "minimize"])
+    study.set_user_attr("budget", 60_000_000)
+    study.set_user_attr("identity", {"cost_resolution": 224})
+    rows = [("trained", 0.9, 2, "gelu"), ("trained", 0.8, 1, "relu"), ("trained", 0.7, 3, "silu"),
+            ("stopped", 0.5, 1, "gelu"), ("over_budget", None, 1, "relu")]  # fmt: skip
+    for status, acc, depth, act in rows:
+        base = tiny_config(act=act, num_classes=1000)
+        cfg = dataclasses.replace(base, stages=tuple(dataclasses.replace(s, depth=depth) for s in base.stages))
+        cost = arch_cost(cfg)
+        trial = study.ask()
+        for key, value in {"config": cfg.to_json(), "hash": cfg.hash, FLOPS: cost.flops, "params": cost.params,
+                           "status": status, "epochs": 2 if status == "trained" else 1}.items():  # fmt: skip
+            trial.set_user_attr(key, value)
+        if status == "trained":
+            study.tell(trial, [acc, cost.flops])
+        else:
+            study.tell(trial, state=TrialState.PRUNED)
+    return root
+
+
+def test_pareto_json_holds_only_fully_trained_non_dominated_trials(study_dir, tmp_path):
+    rows = json.loads(cli(study_dir, "pareto", "--study", "s", "--json").stdout)
+    flops = {r["trial"]: r["flops"] for r in rows}
+    # trial 0 (0.9, depth 2) and trial 1 (0.8, depth 1, fewest FLOPs) are the front; 2 is dominated by 0
+    assert sorted(flops) == [0, 1] and flops[1] < flops[0]
+    assert {"accuracy", "params", "stem", "blocks", "depths", "widths", "kernel", "norm_act"} <= set(rows[0])
+    plot = tmp_path / "front.png"
+    table = cli(study_dir, "pareto", "--study", "s", "--plot", str(plot)).stdout
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "Pareto front of s" in table
+
+
+def test_export_best_registers_a_timm_model_whose_cost_equals_the_record(study_dir):
+    result = cli(study_dir, "export", "--study", "s", "--best", "--name", "my_net")
+    assert "exported trial 0 as my_net" in result.stdout
+    code = ("import timm, torch, nas.zoo; m = timm.create_model('my_net', num_classes=5, drop_path_rate=0.1);"
+            "f = timm.create_model('my_net', features_only=True);"
+            "print(m(torch.zeros(2, 3, 64, 64)).shape[1], m.drop_path_rate, f.feature_info.channels(), m.pretrained_cfg['notes'])")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], cwd=study_dir, capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout  # fmt: skip
+    assert out.startswith("5 0.1 [8, 16, 32, 64]") and "study=s" in out and "trial=0" in out
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["export", "--study", "nope", "--best"], "error: study: no study 'nope'"),
+        (["export", "--study", "s", "--trial", "42"], "error: trial: study 's' has no trial 42"),
+        (["export", "--study", "s", "--trial", "4"], "error: trial: 4 was not trained (status over_budget)"),
+        (["export", "--study", "s", "--best", "--name", "resnet50"], "error: name: 'resnet50' is already a timm model"),
+        (["export", "--study", "s", "--best", "--name", "Bad-Name"], "error: name: must be a lowercase Python identifier"),
+        (["export", "--study", "s"], "error: export: give exactly one of --trial N and --best"),
+        (["pareto", "--study", "nope"], "error: study: no study 'nope'"),
+        (["pareto", "--study", "s", "--plot", "front.jpg"], "error: plot: must be a .png file name"),
+        (["dashboard", "--study", "nope"], "error: study: no study 'nope'"),
+        (["train", "--model", "no_such_model", "--epochs", "1"], "error: model: 'no_such_model' is not a registered model"),
+        (["train", "--model", "convspace_resnet50", "--resume"], "error: resume: no checkpoint at runs/train/last.pth"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(study_dir, args, message):
+    result = cli(study_dir, *args, check=False)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith(message) and len(result.stderr.strip().splitlines()) == 1
+    assert not (study_dir / "studies" / "nope.db").exists()
+
+
+def test_dashboard_serves_the_study_over_http(study_dir):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "dashboard", "--study", "s", "--port", str(port)],
+                              cwd=study_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                body = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2))
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert [s["study_name"] for s in body["study_summaries"]] == ["s"]
+        assert body["study_summaries"][0]["directions"] == ["maximize", "minimize"]
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/static/bundle.js", headers={"Accept-Encoding": "gzip"})
+        assert urllib.request.urlopen(request, timeout=5).status == 200
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+def test_train_one_epoch_then_resume_to_epoch_two(study_dir):
+    cli(study_dir, "export", "--study", "s", "--trial", "1", "--name", "tiny_net")
+    args = ["train", "--model", "tiny_net", "--batch-size", "64", "--resolution", "32", "--output", "run"]
+    first = cli(study_dir, *args, "--epochs", "1")
+    assert "epoch 1/1" in first.stdout
+    log = [json.loads(line) for line in (study_dir / "run" / "log.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in log] == [1] and 0 <= log[0]["top1"] <= 100 and log[0]["top5"] >= log[0]["top1"]
+    assert "ema_top1" in log[0]  # LayerNorm net: EMA on
+    second = cli(study_dir, *args, "--epochs", "2", "--resume")
+    assert "epoch 2/2" in second.stdout and "epoch 1/" not in second.stdout
+    log = [json.loads(line) for line in (study_dir / "run" / "log.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in log] == [1, 2]
+    import torch
+
+    assert torch.load(study_dir / "run" / "last.pth", weights_only=False)["epoch"] == 1  # 0-based: the second epoch

@@ -1,0 +1,200 @@
+"""Full training of a registered model with the ConvNeXt recipe, built from timm's pieces.
+
+AdamW (lr 4e-3 per 4096 images, scaled linearly with the batch), weight decay 0.05, warmup + cosine to
+1e-6, RandAugment rand-m9-mstd0.5-inc1, Mixup 0.8 / CutMix 1.0, label smoothing 0.1, random erasing 0.25,
+bicubic resize, stochastic depth by size, EMA 0.9999 (off for BatchNorm models). A checkpoint is written
+atomically after every epoch; `resume` restores epoch, optimizer, scheduler, EMA, scaler and RNG states.
+The model comes from timm's registry by name: the caller registers what it needs (e.g. `nas.zoo`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import timm
+import torch
+from timm.data import Mixup, create_transform, resolve_data_config
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from timm.utils import ModelEmaV3, accuracy
+from torch.utils.data import DataLoader
+
+from space.errors import ConvspaceError
+from trainers.data import image_datasets
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The recipe; defaults are the ConvNeXt paper's (reference/convnext_roadmap.md)."""
+
+    model: str
+    data: str = "digits"
+    data_dir: str | None = None
+    output: str = "runs/train"
+    epochs: int = 300
+    batch_size: int = 128
+    lr: float | None = None  # None: 4e-3 * batch_size / 4096
+    weight_decay: float = 0.05
+    warmup_epochs: int = 20
+    min_lr: float = 1e-6
+    resolution: int | None = None  # None: the model's pretrained_cfg input size
+    randaugment: str = "rand-m9-mstd0.5-inc1"
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    smoothing: float = 0.1
+    reprob: float = 0.25
+    drop_path: float | None = None  # None: by size, as ConvNeXt T/S/B/L (0.1 / 0.4 / 0.5 / 0.5)
+    ema_decay: float = 0.9999
+    workers: int = 0
+    seed: int = 0
+
+    @property
+    def scaled_lr(self) -> float:
+        return self.lr if self.lr is not None else 4e-3 * self.batch_size / 4096
+
+
+def drop_path_by_size(params: int) -> float:
+    """ConvNeXt's stochastic depth: 0.1 for T (28M), 0.4 for S (50M), 0.5 for B/L (89M+)."""
+    return 0.1 if params < 40e6 else 0.4 if params < 70e6 else 0.5
+
+
+def _rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}  # fmt: skip
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_atomically(state: dict[str, Any], path: Path) -> None:
+    """Write to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, num_classes: int) -> tuple[float, float]:
+    """Top-1 and top-5 (top-k capped by the classes) in percent."""
+    model.eval()
+    top1 = top5 = count = 0.0
+    k = min(5, num_classes)
+    with torch.no_grad(), torch.autocast(device.type, enabled=device.type == "cuda"):
+        for x, y in loader:
+            x, y = x.to(device), y.to(device)
+            a1, a5 = accuracy(model(x), y, topk=(1, k))
+            top1, top5, count = top1 + a1.item() * len(y), top5 + a5.item() * len(y), count + len(y)
+    return top1 / count, top5 / count
+
+
+def train(s: TrainSettings, resume: bool = False, progress: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Train (or resume) and return the last epoch's summary; logs one JSON line per epoch to <output>/log.jsonl."""
+    out = Path(s.output)
+    checkpoint_path, log_path = out / "last.pth", out / "log.jsonl"
+    checkpoint = None
+    if resume:
+        if not checkpoint_path.exists():
+            raise ConvspaceError(f"resume: no checkpoint at {checkpoint_path}")
+        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        if checkpoint["settings"]["model"] != s.model:
+            raise ConvspaceError(f"resume: {checkpoint_path} trains {checkpoint['settings']['model']}, not {s.model}")
+    if not timm.models.is_model(s.model):
+        raise ConvspaceError(f"model: {s.model!r} is not a registered model (export one, or see `presets`)")
+    random.seed(s.seed)
+    np.random.seed(s.seed)
+    torch.manual_seed(s.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    probe = timm.create_model(s.model)
+    data_cfg = resolve_data_config({"input_size": (3, s.resolution, s.resolution)} if s.resolution else {}, model=probe)
+    drop_path = s.drop_path if s.drop_path is not None else drop_path_by_size(sum(p.numel() for p in probe.parameters()))
+    train_tf = create_transform(data_cfg["input_size"], is_training=True, auto_augment=s.randaugment, re_prob=s.reprob,
+                                interpolation="bicubic", mean=data_cfg["mean"], std=data_cfg["std"])  # fmt: skip
+    val_tf = create_transform(data_cfg["input_size"], interpolation="bicubic", mean=data_cfg["mean"], std=data_cfg["std"],
+                              crop_pct=data_cfg["crop_pct"])  # fmt: skip
+    data = image_datasets(s.data, s.seed, s.data_dir, train_tf, val_tf)
+    model = timm.create_model(s.model, num_classes=data.num_classes, drop_path_rate=drop_path).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    uses_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    ema = None if uses_bn or not s.ema_decay else ModelEmaV3(model, decay=s.ema_decay)
+
+    train_loader = DataLoader(data.train, s.batch_size, shuffle=True, drop_last=True, num_workers=s.workers,
+                              generator=torch.Generator().manual_seed(s.seed))  # fmt: skip
+    if len(train_loader) == 0:
+        raise ConvspaceError(f"batch-size: {s.batch_size} is larger than the {len(data.train)} training images")
+    val_loader = DataLoader(data.val, s.batch_size, num_workers=s.workers)
+    mixup = None
+    if s.mixup or s.cutmix:
+        mixup = Mixup(mixup_alpha=s.mixup, cutmix_alpha=s.cutmix, label_smoothing=s.smoothing, num_classes=data.num_classes)
+    loss_fn = SoftTargetCrossEntropy() if mixup else LabelSmoothingCrossEntropy(s.smoothing)
+    optimizer = create_optimizer_v2(model, "adamw", lr=s.scaled_lr, weight_decay=s.weight_decay)
+    scheduler, _ = create_scheduler_v2(optimizer, sched="cosine", num_epochs=s.epochs, warmup_epochs=min(s.warmup_epochs, s.epochs - 1),
+                                       warmup_lr=1e-6, min_lr=s.min_lr, updates_per_epoch=len(train_loader))  # fmt: skip
+    scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
+
+    start_epoch, best = 0, 0.0
+    if checkpoint:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if checkpoint["settings"]["epochs"] == s.epochs:  # else the new length's schedule applies from this step on
+            scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        if ema is not None and checkpoint["ema"] is not None:
+            ema.load_state_dict(checkpoint["ema"])
+        _set_rng_state(checkpoint["rng"])
+        train_loader.generator.set_state(checkpoint["loader_rng"])
+        start_epoch, best = checkpoint["epoch"] + 1, checkpoint["best_top1"]
+    out.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {}
+    for epoch in range(start_epoch, s.epochs):
+        model.train()
+        started, total_loss, steps = time.perf_counter(), 0.0, len(train_loader)
+        for i, (x, y) in enumerate(train_loader):
+            x, y = x.to(device), y.to(device)
+            if mixup:
+                x, y = mixup(x, y)
+            if device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                loss = loss_fn(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step_update(epoch * steps + i + 1)
+            if ema is not None:
+                ema.update(model, step=epoch * steps + i + 1)
+            total_loss += loss.item()
+            if progress:
+                progress("step", {"epoch": epoch + 1, "step": i + 1, "steps": steps})
+        scheduler.step(epoch + 1)
+        top1, top5 = evaluate(model, val_loader, device, data.num_classes)
+        summary = {"epoch": epoch + 1, "train_loss": total_loss / steps, "top1": top1, "top5": top5,
+                   "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
+        if ema is not None:
+            summary["ema_top1"], summary["ema_top5"] = evaluate(ema.module, val_loader, device, data.num_classes)
+        best = max(best, top1)
+        summary["best_top1"] = best
+        save_atomically({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                         "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+                         "rng": _rng_state(), "loader_rng": train_loader.generator.get_state(), "epoch": epoch,
+                         "best_top1": best, "settings": asdict(s)}, checkpoint_path)  # fmt: skip
+        with log_path.open("a") as log:
+            log.write(json.dumps(summary) + "\n")
+        if progress:
+            progress("epoch", summary)
+    return summary
