@@ -24,7 +24,8 @@ warnings.filterwarnings("ignore", message=".*torch.jit.script.*")
 warnings.filterwarnings("ignore", message=".*is experimental.*")  # Optuna's notice on set_metric_names
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
-console = Console()
+# Piped output (logs, CI) gets a wide table instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 160)
 
 
 def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -174,6 +175,7 @@ def search(
     epochs: int = typer.Option(3, min=1, help="Proxy training epochs per trial."),
     resolution: int = typer.Option(32, min=16, help="Proxy training resolution."),
     batch_size: int = typer.Option(64, min=1, help="Proxy batch size."),
+    train_images: int = typer.Option(768, min=0, help="Training images per proxy epoch (a fixed seeded subset; 0: all)."),
     lr: float = typer.Option(2e-3, help="Proxy peak learning rate (AdamW)."),
     data: str = typer.Option("digits", help="digits (embedded), cifar10, cifar100, an ImageFolder path, or synthetic (tests)."),
     data_dir: str = typer.Option(None, help="Where CIFAR files live."),
@@ -201,23 +203,24 @@ def search(
     load_data(data, resolution, seed, data_dir)  # a bad --data fails here, in one line, before Ray starts
     url = storage or default_storage(study)
     open_storage(url)
-    proxy = ProxySettings(epochs=epochs, resolution=resolution, batch_size=batch_size, lr=lr, data=data,
+    proxy = ProxySettings(epochs=epochs, resolution=resolution, batch_size=batch_size, lr=lr, data=data, train_images=train_images or None,
                           data_dir=data_dir, seed=seed)  # fmt: skip
     settings = SearchSettings(
         study=study, budget=limit, space=design, storage=url, proxy=proxy, trials=trials, cost_resolution=cost_resolution,
         cost_classes=cost_classes, sampler=sampler, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
         address=address, time_budget=time_budget, grace_period=grace_period, reduction_factor=reduction_factor, seed=seed,
     )  # fmt: skip
-    best = {"acc": 0.0}
+    seen = {"best": 0.0, "done": 0}
 
     def progress(event: str, info: dict[str, Any]) -> None:
         if event == "epoch" and info.get("acc") is not None:
-            best["acc"] = max(best["acc"], info["acc"])
+            seen["best"] = max(seen["best"], info["acc"])
             console.print(f"  trial {info['number']:>3}  epoch {info['epoch']}/{epochs}  acc {info['acc']:.4f}"
-                          f"  (best so far {best['acc']:.4f})")  # fmt: skip
+                          f"  (best so far {seen['best']:.4f})")  # fmt: skip
         elif event == "done":
+            seen["done"] += 1
             how = "failed: " + info["error"] if info.get("error") else ("trained" if info.get("epoch") == epochs else "stopped by ASHA")
-            console.print(f"[bold]trial {info['number']:>3} {how}[/]")
+            console.print(f"[bold]trial {info['number']:>3} {how}[/]  ({seen['done']} finished in this run)")
 
     console.print(f"study [bold]{study}[/] in {url}: {trials} trials within {limit / 1e9:.3g} GFLOPs "
                   f"(at {cost_resolution}px, {cost_classes} classes), proxy {epochs} epochs of {data} at {resolution}px")  # fmt: skip
@@ -355,6 +358,39 @@ def train(
     if not summary:
         console.print(f"nothing to do: {output}/last.pth already finished {epochs} epochs")
     console.print(f"checkpoint {output}/last.pth, log {output}/log.jsonl")
+
+
+@app.command()
+@user_errors
+def ablation(
+    file: str = typer.Argument(..., help="A study file listing networks and their reference accuracy (e.g. studies/roadmap.yaml)."),
+    storage: str = typer.Option(None, help="SQLAlchemy URL (default sqlite:///studies/<study>.db)."),
+    cpus_per_trial: float = typer.Option(1.0, help="CPUs each proxy training gets."),
+    gpus_per_trial: float = typer.Option(0.0, help="GPUs each proxy training gets."),
+    address: str = typer.Option(None, help="Address of an existing Ray cluster."),
+) -> None:
+    """Re-run fixed networks (the ConvNeXt roadmap) with the proxy trainer; compare with the paper (Kendall tau)."""
+    from nas.ablation import kendall_tau, load_study_file, run_ablation
+    from nas.storage import open_storage
+    from trainers.data import load_data
+
+    spec = load_study_file(file)
+    load_data(spec.proxy.data, spec.proxy.resolution, spec.proxy.seed, spec.proxy.data_dir)
+    url = study_storage(spec.study, storage)
+    open_storage(url)
+
+    def progress(event: str, info: dict[str, Any]) -> None:
+        if event == "done":
+            console.print(f"  a network finished: proxy accuracy {info.get('acc', float('nan')):.4f}")
+
+    rows = run_ablation(spec, url, cpus_per_trial, gpus_per_trial, address, progress=progress)
+    table = Table(title=f"{spec.study}: proxy accuracy beside the reference")
+    for column in ("network", "GFLOPs", "proxy top-1", "reference top-1"):
+        table.add_column(column, justify="left" if column == "network" else "right")
+    for r in rows:
+        table.add_row(r["preset"], f"{r['gflops']:.2f}", f"{100 * r['proxy_accuracy']:.2f}", f"{r['reference']:.2f}")
+    console.print(table)
+    console.print(f"Kendall tau between the columns: {kendall_tau(rows):+.3f} ({len(rows)} networks); stored in {url}")
 
 
 if __name__ == "__main__":

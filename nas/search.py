@@ -188,6 +188,7 @@ class BudgetedOptunaSearcher:
         trial.set_user_attr("wall_seconds", round(time.time() - trial.datetime_start.timestamp(), 2))
         if ACC in result:
             trial.set_user_attr("proxy_accuracy", float(result[ACC]))
+            trial.set_user_attr("train_seconds", round(float(result.get("train_seconds", 0.0)), 3))
         if error or "error" in result or ACC not in result:
             trial.set_user_attr(STATUS, "failed")
             trial.set_user_attr("fail_reason", result.get("error") or "the trial process died (see the Ray trial log)")
@@ -204,10 +205,10 @@ def proxy_trainable(config: dict[str, Any], proxy: dict[str, Any]) -> None:
     """The Ray Tune trainable: one proxy training, each epoch's accuracy reported to Tune (and ASHA)."""
     from trainers.proxy import train
 
-    settings, last = ProxySettings(**proxy), {ACC: 0.0, "epoch": 0}
+    settings, last = ProxySettings(**proxy), {ACC: 0.0, "epoch": 0, "train_seconds": 0.0}
 
-    def report(epoch: int, accuracy: float) -> None:
-        last.update({ACC: accuracy, "epoch": epoch})
+    def report(epoch: int, accuracy: float, seconds: float) -> None:
+        last.update({ACC: accuracy, "epoch": epoch, "train_seconds": seconds})
         tune.report(dict(last))
 
     try:
@@ -218,7 +219,7 @@ def proxy_trainable(config: dict[str, Any], proxy: dict[str, Any]) -> None:
 
 # Tune pickles its searcher and callbacks with its experiment state; the study (a live DB connection) and
 # the progress printer stay in this process, found by study name.
-_DRIVER: dict[str, tuple[BudgetedOptunaSearcher, Callable[[str, dict[str, Any]], None] | None]] = {}
+_DRIVER: dict[str, tuple[BudgetedOptunaSearcher | None, Callable[[str, dict[str, Any]], None] | None]] = {}
 
 
 class _RaySearcher(Searcher):
@@ -236,7 +237,7 @@ class _RaySearcher(Searcher):
         _DRIVER[self.study][0].on_trial_complete(trial_id, result, error)
 
 
-class _Progress(tune.Callback):
+class TrialProgress(tune.Callback):
     """Forwards per-epoch results and trial ends to the command's progress printer."""
 
     def __init__(self, study: str) -> None:
@@ -248,10 +249,28 @@ class _Progress(tune.Callback):
             progress(event, info)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self._emit("epoch", {"number": trial.config["number"], ACC: result.get(ACC), "epoch": result.get("epoch")})
+        self._emit("epoch", {"number": trial.config.get("number", trial.trial_id), ACC: result.get(ACC), "epoch": result.get("epoch")})
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._emit("done", {"number": trial.config["number"], **(trial.last_result or {})})
+        self._emit("done", {"number": trial.config.get("number", trial.trial_id), **(trial.last_result or {})})
+
+
+def set_progress(study: str, progress: Callable[[str, dict[str, Any]], None] | None) -> None:
+    """Let Tune's callbacks for `study` print through `progress` (fixed-architecture studies have no searcher)."""
+    _DRIVER[study] = (None, progress)
+
+
+def init_ray(address: str | None) -> None:
+    """Start Ray locally (all CPUs of this machine) or join a cluster, quietly."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if not ray.is_initialized():
+        ray.init(
+            address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+            runtime_env=_cluster_runtime_env() if address else None, **({} if address else {"num_cpus": os.cpu_count()}),
+        )  # fmt: skip
 
 
 def _cluster_runtime_env() -> dict[str, Any]:
@@ -272,10 +291,6 @@ class SearchOutcome:
 
 def run_search(s: SearchSettings, progress: Callable[[str, dict[str, Any]], None] | None = None) -> SearchOutcome:
     """Run (or resume) a study until `s.trials` trials have trained, or the time budget ends."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(s)
     recovered = recover_interrupted(study)
@@ -286,12 +301,7 @@ def run_search(s: SearchSettings, progress: Callable[[str, dict[str, Any]], None
 
     bridge = BudgetedOptunaSearcher(study, s, remaining)
     _DRIVER[s.study] = (bridge, progress)
-    if not ray.is_initialized():
-        ray.init(
-            address=s.address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
-            runtime_env=_cluster_runtime_env() if s.address else None,
-            **({} if s.address else {"num_cpus": os.cpu_count()}),
-        )  # fmt: skip
+    init_ray(s.address)
     resources = {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}
     proxy = dict(s.proxy.to_dict(), threads=max(1, int(s.cpus_per_trial)))
     trainable = tune.with_resources(tune.with_parameters(proxy_trainable, proxy=proxy), resources)
@@ -310,12 +320,13 @@ def run_search(s: SearchSettings, progress: Callable[[str, dict[str, Any]], None
         ),
         run_config=tune.RunConfig(
             name=f"{s.study}-{int(started)}", storage_path=str(Path(s.results_dir).resolve()), verbose=0,
-            callbacks=[_Progress(s.study)], failure_config=tune.FailureConfig(max_failures=0),
+            callbacks=[TrialProgress(s.study)], failure_config=tune.FailureConfig(max_failures=0),
         ),
     )  # fmt: skip
-    interrupted = False
     try:
         tuner.fit()
+        # Tune catches Ctrl-C itself and returns; trials still live then (and no time budget spent) mean an interrupt.
+        interrupted = bool(bridge.live) and not (s.time_budget and time.time() - started >= s.time_budget)
     except KeyboardInterrupt:
         interrupted = True
     bridge.interrupt_live()

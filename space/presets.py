@@ -99,18 +99,10 @@ PRESETS: dict[str, ArchConfig] = {
     **_roadmap(),
 }
 
-# What the papers report, for docs, tests and the roadmap ablation (params in M, GFLOPs at 224, top-1 %).
+# What the Conv2Former paper reports (params in M, GFLOPs at 224); the roadmap's ImageNet top-1 is in studies/roadmap.yaml.
 CONV2FORMER_PAPER = {
     "conv2former_n": (15, 2.2), "conv2former_t": (27, 4.4), "conv2former_s": (50, 8.7),
     "conv2former_b": (90, 15.9), "conv2former_l": (199, 36.0),
-}  # fmt: skip
-ROADMAP_IMAGENET_TOP1 = {
-    "roadmap_00_resnet50": 78.82, "roadmap_01_stage_ratio": 79.36, "roadmap_02_patchify_stem": 79.51,
-    "roadmap_03_depthwise": 78.28, "roadmap_04_width": 80.50, "roadmap_05_inverted_bottleneck": 80.64,
-    "roadmap_06_move_up_dwconv": 79.92, "roadmap_07_kernel5": 80.35, "roadmap_07_kernel7": 80.57,
-    "roadmap_07_kernel9": 80.57, "roadmap_07_kernel11": 80.47, "roadmap_08_gelu": 80.62,
-    "roadmap_09_fewer_activations": 81.27, "roadmap_10_fewer_norms": 81.41, "roadmap_11_layernorm": 81.47,
-    "roadmap_12_separate_downsampling": 81.97,
 }  # fmt: skip
 
 

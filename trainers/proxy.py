@@ -14,7 +14,7 @@ import torch
 from timm.loss import LabelSmoothingCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from space.config import ArchConfig
 from space.network import build_network
@@ -36,6 +36,7 @@ class ProxySettings:
     weight_decay: float = 0.05
     warmup_epochs: float = 0.5
     label_smoothing: float = 0.1
+    train_images: int | None = 768  # a fixed seeded subset per trial keeps the proxy cheap; None: all
     data: str = "digits"
     data_dir: str | None = None
     seed: int = 0
@@ -67,10 +68,13 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -
 def train(
     config: ArchConfig,
     settings: ProxySettings,
-    on_epoch: Callable[[int, float], None] | None = None,
+    on_epoch: Callable[[int, float, float], None] | None = None,
     data: Data | None = None,
 ) -> ProxyResult:
-    """Train `config` for settings.epochs (AdamW, warmup + cosine, label smoothing); report val top-1 each epoch."""
+    """Train `config` for settings.epochs (AdamW, warmup + cosine, label smoothing).
+
+    After each epoch `on_epoch(epoch, val_top1, seconds)` gets the seconds spent in training steps and evaluation so far.
+    """
     torch.manual_seed(settings.seed)
     torch.set_num_threads(max(1, settings.threads))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -79,7 +83,10 @@ def train(
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     generator = torch.Generator().manual_seed(settings.seed)
-    train_loader = DataLoader(data.train, settings.batch_size, shuffle=True, drop_last=True, generator=generator)
+    train_set = data.train
+    if settings.train_images and settings.train_images < len(train_set):
+        train_set = Subset(train_set, torch.randperm(len(train_set), generator=generator)[: settings.train_images].tolist())
+    train_loader = DataLoader(train_set, settings.batch_size, shuffle=True, drop_last=True, generator=generator)
     val_loader = DataLoader(data.val, settings.batch_size * 2)
     steps_per_epoch = max(1, len(train_loader))
     optimizer = create_optimizer_v2(model, "adamw", lr=settings.lr, weight_decay=settings.weight_decay)
@@ -108,5 +115,5 @@ def train(
             scheduler.step_update(step)
         accuracy = evaluate(model, val_loader, device)
         if on_epoch:
-            on_epoch(epoch, accuracy)
+            on_epoch(epoch, accuracy, time.perf_counter() - started)
     return ProxyResult(accuracy, settings.epochs, time.perf_counter() - started)

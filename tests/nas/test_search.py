@@ -94,7 +94,7 @@ def test_kill_9_mid_trial_then_resume_keeps_finished_trials_and_retrains_the_los
     assert lost, "the driver died while a trial was running"
     lost_params = [t.params for t in lost]
 
-    resumed = search(tmp_path, "--trials", "2")
+    resumed = search(tmp_path, "--trials", "2", "--epochs", "40", "--cpus-per-trial", "2")  # the same settings
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "marked failed and queued again" in resumed.stdout
     study = load(tmp_path)

@@ -1,0 +1,94 @@
+"""Fixed-architecture studies (e.g. the ConvNeXt roadmap): proxy-train each listed preset through Ray Tune,
+store the results in an Optuna study, and compare them with reference (paper) accuracies.
+
+Unlike a search nothing is sampled and nothing is stopped early: every listed network trains fully, and a
+rerun only trains the ones the study does not hold yet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import yaml
+from ray import tune
+
+from nas.search import ACC, TrialProgress, init_ray, proxy_trainable, set_progress
+from nas.storage import open_storage
+from space.config import check_int
+from space.cost import arch_cost
+from space.errors import ConvspaceError
+from space.presets import get_preset
+from trainers.proxy import ProxySettings
+
+_KEYS = {"study", "proxy", "reference"}
+
+
+@dataclass(frozen=True)
+class StudyFile:
+    """A ready study: its name, the proxy settings, and the networks with their reference accuracy."""
+
+    study: str
+    proxy: ProxySettings
+    reference: dict[str, float]
+
+
+def load_study_file(path: str | Path) -> StudyFile:
+    """Read and validate a study file (unknown keys and unknown presets are refused)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConvspaceError(f"study file: no file {str(path)!r}")
+    data = yaml.safe_load(path.read_text())
+    if not isinstance(data, dict) or set(data) - _KEYS or not {"study", "reference"} <= set(data):
+        raise ConvspaceError(f"study file: {path} needs the keys study, reference (and optionally proxy), nothing else")
+    for name in data["reference"]:
+        get_preset(name)
+    proxy_fields = {f.name for f in dataclasses.fields(ProxySettings)}
+    unknown = set(data.get("proxy") or {}) - proxy_fields
+    if unknown:
+        raise ConvspaceError(f"study file: proxy.{sorted(unknown)[0]} is unknown; allowed: {', '.join(sorted(proxy_fields))}")
+    proxy = ProxySettings(**(data.get("proxy") or {}))
+    check_int("proxy.epochs", proxy.epochs, 1)
+    return StudyFile(str(data["study"]), proxy, {k: float(v) for k, v in data["reference"].items()})
+
+
+def run_ablation(file: StudyFile, storage: str, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, address: str | None = None,
+                 results_dir: str = "studies/ray", progress: Callable[[str, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+    """Train the networks the study does not hold yet; return one row per network (proxy and reference accuracy)."""
+    study = optuna.create_study(study_name=file.study, storage=open_storage(storage), directions=["maximize", "minimize"],
+                                load_if_exists=True)  # fmt: skip
+    done = {t.user_attrs["preset"] for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
+    todo = [name for name in file.reference if name not in done]
+    if todo:
+        init_ray(address)
+        set_progress(file.study, progress)
+        jsons = [dataclasses.replace(get_preset(n), num_classes=1000).to_json() for n in todo]
+        proxy = dict(file.proxy.to_dict(), threads=max(1, int(cpus_per_trial)))
+        trainable = tune.with_resources(tune.with_parameters(proxy_trainable, proxy=proxy), {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
+        tuner = tune.Tuner(trainable, param_space={"config": tune.grid_search(jsons)},
+                           run_config=tune.RunConfig(name=f"{file.study}-ablation", storage_path=str(Path(results_dir).resolve()),
+                                                     verbose=0, callbacks=[TrialProgress(file.study)]))  # fmt: skip
+        for result in tuner.fit():
+            metrics, name = result.metrics or {}, todo[jsons.index(result.config["config"])]
+            if result.error or "error" in metrics or metrics.get("epoch") != file.proxy.epochs:
+                raise ConvspaceError(f"ablation: {name} failed ({metrics.get('error') or result.error}); rerun to retry it")
+            cost = arch_cost(get_preset(name))
+            study.add_trial(optuna.trial.create_trial(
+                values=[float(metrics[ACC]), float(cost.flops)],
+                user_attrs={"preset": name, "params": cost.params, "flops": cost.flops, "proxy": file.proxy.to_dict(),
+                            "train_seconds": metrics.get("train_seconds")},
+            ))  # fmt: skip
+    by_name = {t.user_attrs["preset"]: t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
+    return [{"preset": n, "proxy_accuracy": by_name[n].values[0], "reference": ref, "gflops": by_name[n].values[1] / 1e9}
+            for n, ref in file.reference.items()]  # fmt: skip
+
+
+def kendall_tau(rows: list[dict[str, Any]]) -> float:
+    """Rank agreement between the proxy and the reference accuracies (Kendall's tau-b)."""
+    from scipy.stats import kendalltau
+
+    return float(kendalltau([r["proxy_accuracy"] for r in rows], [r["reference"] for r in rows]).statistic)

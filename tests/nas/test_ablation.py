@@ -1,0 +1,46 @@
+"""A fixed-architecture study file: every listed network trains once, the study keeps the results."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import yaml
+
+from nas.ablation import load_study_file
+from space.presets import PRESETS
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_shipped_roadmap_file_lists_every_roadmap_step():
+    spec = load_study_file(ROOT / "studies" / "roadmap.yaml")
+    assert list(spec.reference) == [n for n in PRESETS if n.startswith("roadmap_")]
+    assert spec.reference["roadmap_12_separate_downsampling"] == 81.97
+
+
+def test_ablation_trains_each_network_once_and_prints_kendall_tau(tmp_path):
+    study_file = tmp_path / "two.yaml"
+    study_file.write_text(yaml.safe_dump({
+        "study": "two", "proxy": {"epochs": 1, "resolution": 32, "batch_size": 16, "data": "synthetic"},
+        "reference": {"roadmap_03_depthwise": 78.28, "roadmap_12_separate_downsampling": 81.97},
+    }))  # fmt: skip
+    run = [sys.executable, str(ROOT / "cli.py"), "ablation", str(study_file)]
+    first = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "Kendall tau between the columns" in first.stdout and "roadmap_03_depthwise" in first.stdout
+    study = optuna.load_study(study_name="two", storage=f"sqlite:///{tmp_path}/studies/two.db")
+    assert sorted(t.user_attrs["preset"] for t in study.trials) == ["roadmap_03_depthwise", "roadmap_12_separate_downsampling"]
+    again = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "a network finished" not in again.stdout  # nothing retrained
+    assert len(optuna.load_study(study_name="two", storage=f"sqlite:///{tmp_path}/studies/two.db").trials) == 2
+
+
+def test_bad_study_files_are_user_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"study": "x", "reference": {"resnet51": 1.0}}))
+    result = subprocess.run([sys.executable, str(ROOT / "cli.py"), "ablation", str(bad)], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.startswith("error: preset: unknown name 'resnet51'")
+    bad.write_text(yaml.safe_dump({"study": "x", "reference": {}, "proxy": {"epoch": 2}}))
+    result = subprocess.run([sys.executable, str(ROOT / "cli.py"), "ablation", str(bad)], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 2 and "proxy.epoch is unknown" in result.stderr
