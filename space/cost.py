@@ -124,9 +124,11 @@ def arch_cost(cfg: ArchConfig, resolution: int = 224) -> Cost:
         if stage.downsample:
             cost, size = unit_cost(stage.downsample, size)
             total += cost
-        for block in stage.blocks:
-            cost, size = block_cost(block, size)
-            total += cost
+        cost, size = block_cost(stage.first, size)
+        total += cost
+        if stage.rest:  # identical blocks at an unchanged resolution: count one, multiply
+            cost, _ = block_cost(stage.rest, size)
+            total += Cost(cost.flops * stage.repeats, cost.params * stage.repeats)
     head = head_plan(cfg)
     if head.conv:
         cost, size = unit_cost(head.conv, size)

@@ -78,9 +78,17 @@ class ConvModPlan:
 
 @dataclass(frozen=True)
 class StagePlan:
+    """A stage: its first block (which may change width and resolution), then `repeats` copies of `rest`."""
+
     downsample: Unit | None
-    blocks: tuple[BlockPlan, ...]
+    first: BlockPlan
+    rest: BlockPlan | None
+    repeats: int
     reduction: int
+
+    @property
+    def blocks(self) -> tuple[BlockPlan, ...]:
+        return (self.first,) + (self.rest,) * self.repeats if self.rest else (self.first,)
 
 
 @dataclass(frozen=True)
@@ -187,9 +195,8 @@ def stage_plans(cfg: ArchConfig) -> tuple[StagePlan, ...]:
         if cfg.downsample == "separate" and stride == 2:
             downsample = Unit(previous, stage.width, 2, 2, bias=cfg.conv_bias, norm=cfg.norm, order=NORM_CONV)
             stride = 1
-        blocks = [block_plan(cfg, stage, first_in, stride)]
-        blocks += [block_plan(cfg, stage, stage.width, 1) for _ in range(stage.depth - 1)]
-        plans.append(StagePlan(downsample, tuple(blocks), reduction))
+        rest = block_plan(cfg, stage, stage.width, 1) if stage.depth > 1 else None
+        plans.append(StagePlan(downsample, block_plan(cfg, stage, first_in, stride), rest, stage.depth - 1, reduction))
         previous = stage.width
     return tuple(plans)
 

@@ -54,8 +54,10 @@ class ConvSpaceNet(nn.Module):
     def _init_weights(self) -> None:
         """ConvNeXt-style nets (biased convs): trunc normal std .02; ResNet-style: Kaiming fan_out (as timm)."""
         truncated = self.config.conv_bias
+        classifier = self.head.fc
         for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)) and (truncated or isinstance(m, nn.Conv2d)):
+            # Linear layers inside blocks are 1x1 convs run channels-last: they get the convs' init
+            if isinstance(m, (nn.Conv2d, nn.Linear)) and (truncated or m is not classifier):
                 if truncated:
                     trunc_normal_(m.weight, std=0.02)
                 else:

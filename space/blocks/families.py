@@ -3,10 +3,12 @@ ConvNeXt roadmap step) and the Conv2Former ConvMod block."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from torch import Tensor, nn
 
-from space.blocks.parts import Residual, make_act, make_attention, make_norm, unit_layers
-from space.layout import BlockPlan, ConvModPlan
+from space.blocks.parts import ChannelsLastPointwise, Residual, channels_last_eligible, make_act, make_attention, make_norm, unit_layers
+from space.layout import CONV_NORM_ACT, BlockPlan, ConvModPlan, Unit
 
 
 class ConvModulation(nn.Module):
@@ -39,6 +41,19 @@ class ConvMlp(nn.Module):
         return self.fc2(x + self.pos(x))
 
 
+def _conv_path(units: list[Unit]) -> list[nn.Module]:
+    """The units in order; a trailing pair of 1x1 convs (inverted bottleneck) runs channels-last, taking along
+    the LayerNorm and act of the conv before it (exactly timm's ConvNeXt block)."""
+    if len(units) < 2 or not all(channels_last_eligible(u) for u in units[-2:]):
+        return [unit_layers(u) for u in units]
+    before, pointwise = units[:-2], units[-2:]
+    lead_norm = lead_act = None
+    if before and before[-1].norm == "ln" and before[-1].order == CONV_NORM_ACT:
+        lead_norm, lead_act = before[-1].norm, before[-1].act
+        before[-1] = dataclasses.replace(before[-1], norm=None, act=None)
+    return [unit_layers(u) for u in before] + [ChannelsLastPointwise(pointwise, lead_norm, lead_act)]
+
+
 def build_block(plan: BlockPlan, drop_path: float) -> nn.Module:
     """One residual block from its plan; attention (SE/CBAM) sits at the end of the last residual branch."""
     attention = make_attention(plan.attention, plan.out_ch)
@@ -47,8 +62,8 @@ def build_block(plan: BlockPlan, drop_path: float) -> nn.Module:
             Residual(ConvModulation(plan.convmod, plan.norm), plan.out_ch, plan.shortcut, plan.layer_scale_init, drop_path),
             Residual(nn.Sequential(ConvMlp(plan.convmod, plan.norm), attention), plan.out_ch, None, plan.layer_scale_init, drop_path),
         )
-    body = nn.Sequential(*[unit_layers(u) for u in plan.units], attention)
-    last = body[len(plan.units) - 1]
+    body = nn.Sequential(*_conv_path(list(plan.units)), attention)
+    last = body[len(body) - 2]
     if not plan.layer_scale_init and isinstance(getattr(last, "norm", None), nn.BatchNorm2d):
         nn.init.zeros_(last.norm.weight)  # timm's zero_init_last: each ResNet block starts as identity
     residual = Residual(body, plan.out_ch, plan.shortcut, plan.layer_scale_init, drop_path)

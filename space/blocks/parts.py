@@ -7,12 +7,12 @@ from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
 
-from timm.layers import DropPath, GroupNorm, LayerNorm2d, LayerScale2d, SEModule, create_act_layer, create_conv2d
+from timm.layers import DropPath, GroupNorm, LayerNorm, LayerNorm2d, LayerScale2d, SEModule, create_act_layer, create_conv2d
 from timm.layers.cbam import CbamModule
 from torch import Tensor, nn
 
 from space.cost import attention_channels
-from space.layout import CONV_ACT_NORM, NORM_CONV, Unit
+from space.layout import CONV_ACT_NORM, CONV_NORM_ACT, NORM_CONV, Unit
 
 
 def norm_layer(kind: str, channels: int) -> Callable[..., nn.Module]:
@@ -62,6 +62,37 @@ def make_attention(kind: str, channels: int) -> nn.Module:
         return nn.Identity()
     module = SEModule if kind == "se" else CbamModule
     return module(channels, rd_channels=attention_channels(kind, channels))
+
+
+def channels_last_eligible(unit: Unit) -> bool:
+    """A 1x1, stride-1, dense conv with no norm or a LayerNorm can run as a Linear layer on NHWC."""
+    return unit.kernel == 1 and unit.stride == 1 and unit.groups == 1 and unit.norm in (None, "ln") and unit.order == CONV_NORM_ACT
+
+
+class ChannelsLastPointwise(nn.Module):
+    """A run of 1x1 convs as Linear layers on NHWC, as timm's ConvNeXt runs its MLP.
+
+    Same parameters and fvcore FLOPs as the NCHW convs, but no LayerNorm2d permutes and better GEMMs: this is
+    what keeps our ConvNeXt as fast as timm's. `lead_norm`/`lead_act` are the preceding conv's norm and act.
+    """
+
+    def __init__(self, units: list[Unit], lead_norm: str | None = None, lead_act: str | None = None) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        if lead_norm:
+            layers.append(LayerNorm(units[0].in_ch))
+        if lead_act:
+            layers.append(make_act(lead_act))
+        for unit in units:
+            layers.append(nn.Linear(unit.in_ch, unit.out_ch, bias=unit.bias))
+            if unit.norm:
+                layers.append(LayerNorm(unit.out_ch))
+            if unit.act:
+                layers.append(make_act(unit.act))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 class Residual(nn.Module):
