@@ -189,6 +189,8 @@ def search(
     grace_period: int = typer.Option(1, min=1, help="ASHA: epochs every trial trains before it may be stopped."),
     reduction_factor: int = typer.Option(3, min=2, help="ASHA: keep the best 1/factor at each rung."),
     seed: int = typer.Option(0, help="Seeds the sampler, the data split and the training."),
+    heartbeat_interval: int = typer.Option(5, min=1, help="Seconds between heartbeats of running trials."),
+    heartbeat_grace: int = typer.Option(20, min=1, help="A running trial silent this long (its driver died) is retrained."),
 ) -> None:
     """Search the space under a FLOPs budget: Optuna multi-objective study + Ray Tune proxy trainings (ASHA)."""
     from nas.search import SearchSettings, run_search
@@ -209,6 +211,7 @@ def search(
         study=study, budget=limit, space=design, storage=url, proxy=proxy, trials=trials, cost_resolution=cost_resolution,
         cost_classes=cost_classes, sampler=sampler, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
         address=address, time_budget=time_budget, grace_period=grace_period, reduction_factor=reduction_factor, seed=seed,
+        heartbeat_interval=heartbeat_interval, heartbeat_grace=heartbeat_grace,
     )  # fmt: skip
     seen = {"best": 0.0, "done": 0}
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
-from nas.storage import open_storage
+from nas.storage import SqliteDriverLock, is_sqlite, open_storage
 from space.choices import Space
 from space.config import ArchConfig
 from space.cost import arch_cost
@@ -63,6 +64,8 @@ class SearchSettings:
     reduction_factor: int = 3
     seed: int = 0
     results_dir: str = "studies/ray"
+    heartbeat_interval: int = 5
+    heartbeat_grace: int = 20
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -89,7 +92,7 @@ def open_study(s: SearchSettings) -> optuna.Study:
     """Create or resume the study; refuse to resume one made with another space, budget or proxy."""
     import json
 
-    storage = open_storage(s.storage)
+    storage = open_storage(s.storage, heartbeat=(s.heartbeat_interval, s.heartbeat_grace))
     study = optuna.create_study(
         study_name=s.study, storage=storage, directions=["maximize", "minimize"],
         sampler=make_sampler(s.sampler, s.seed), load_if_exists=True,
@@ -121,51 +124,100 @@ def fail_and_requeue(study: optuna.Study, trial_id: int, params: dict[str, Any],
 
 
 def recover_interrupted(study: optuna.Study) -> int:
-    """Trials left RUNNING by a driver that died (kill -9): mark them FAIL and train their configs again."""
+    """With the study to ourselves (SQLite lock held), every RUNNING trial was left by a dead driver: retrain it."""
     stale = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
     for trial in stale:
         fail_and_requeue(study, trial._trial_id, trial.params, "its driver stopped")
     return len(stale)
 
 
+def counts_toward_total(trial: optuna.trial.FrozenTrial) -> bool:
+    """Trials that trained to an end (completed, stopped early, failed by their own fault) or are training now.
+
+    Interrupted trials (a dead driver, Ctrl-C) do not count: their configs are queued to train again.
+    """
+    if trial.state == TrialState.RUNNING:
+        return bool(trial.user_attrs.get("accepted"))
+    return trial.user_attrs.get(STATUS) in ("trained", "stopped", "failed") and not str(
+        trial.user_attrs.get("fail_reason", "")
+    ).startswith(INTERRUPTED)
+
+
+def holds_config(trial: optuna.trial.FrozenTrial) -> bool:
+    """Whether this trial's config has been (or is being) evaluated, so no other trial trains it."""
+    if trial.state == TrialState.RUNNING:
+        return bool(trial.user_attrs.get("accepted"))
+    return trial.state == TrialState.COMPLETE or trial.user_attrs.get(STATUS) == "stopped"
+
+
 def trained_count(study: optuna.Study) -> int:
-    """Trials that trained to an end (completed, stopped early, or failed by their own fault) count toward --trials."""
-    return sum(
-        1 for t in study.get_trials(deepcopy=False)
-        if t.user_attrs.get(STATUS) in ("trained", "stopped", "failed")
-        and not str(t.user_attrs.get("fail_reason", "")).startswith(INTERRUPTED)
-    )  # fmt: skip
+    """How many trials count toward --trials (across every driver of the study)."""
+    return sum(counts_toward_total(t) for t in study.get_trials(deepcopy=False))
 
 
 class BudgetedOptunaSearcher:
-    """Ask/tell bridge between Optuna and Ray Tune (wrapped as a Ray `Searcher` in `run_search`)."""
+    """Ask/tell bridge between Optuna and Ray Tune (wrapped as a Ray `Searcher` in `run_search`).
 
-    def __init__(self, study: optuna.Study, settings: SearchSettings, remaining: int) -> None:
-        self.study, self.settings, self.remaining = study, settings, remaining
+    Several drivers may share one study (PostgreSQL): the total and the no-duplicate rule are checked against
+    the storage after each trial is marked `accepted`, and a trial yields if it sees a rival (so at worst both
+    yield and the point is sampled again later; never do two train). Live trials send heartbeats so that
+    another driver can fail and re-queue them if this one dies.
+    """
+
+    def __init__(self, study: optuna.Study, settings: SearchSettings) -> None:
+        self.study, self.settings = study, settings
         self.live: dict[str, optuna.trial.Trial] = {}
-        self.rejected = 0
-        self.evaluated = {t.user_attrs.get("hash") for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-        self.evaluated |= {t.user_attrs.get("hash") for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,))
-                           if t.user_attrs.get(STATUS) == "stopped"}  # fmt: skip
+        self.rejected = self.handed_out = 0
+        self.evaluated = {t.user_attrs.get("hash") for t in study.get_trials(deepcopy=False) if holds_config(t)}
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeats, daemon=True)
+        self._beat.start()
+
+    def _heartbeats(self) -> None:
+        interval = self.study._storage.get_heartbeat_interval() if hasattr(self.study._storage, "get_heartbeat_interval") else None
+        while interval and not self._stop.wait(interval):
+            for trial in list(self.live.values()):
+                self.study._storage.record_heartbeat(trial._trial_id)
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _reject(self, trial: optuna.trial.Trial, status: str) -> None:
+        trial.set_user_attr(STATUS, status)
+        self.study.tell(trial, state=TrialState.PRUNED)
+        self.rejected += 1
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        """The next within-budget, never-evaluated config (None when the requested trials are handed out)."""
-        if self.remaining <= 0:
-            return None
+        """The next within-budget, never-evaluated config (None once the study holds --trials trials)."""
+        optuna.storages.fail_stale_trials(self.study)  # another driver died: its trials are re-queued
         for _ in range(10_000):
+            if trained_count(self.study) >= self.settings.trials:
+                return None
             trial = self.study.ask()
+            if hasattr(self.study._storage, "record_heartbeat") and self.study._storage.get_heartbeat_interval():
+                self.study._storage.record_heartbeat(trial._trial_id)
             cfg = dataclasses.replace(self.settings.space.sample(trial), num_classes=self.settings.cost_classes)
             cost = arch_cost(cfg, self.settings.cost_resolution)
             for key, value in {"config": cfg.to_json(), "hash": cfg.hash, FLOPS: cost.flops, "params": cost.params}.items():
                 trial.set_user_attr(key, value)
-            if cost.flops > self.settings.budget or cfg.hash in self.evaluated:
-                trial.set_user_attr(STATUS, "over_budget" if cost.flops > self.settings.budget else "duplicate")
-                self.study.tell(trial, state=TrialState.PRUNED)
-                self.rejected += 1
+            if cost.flops > self.settings.budget:
+                self._reject(trial, "over_budget")
                 continue
+            if cfg.hash in self.evaluated:
+                self._reject(trial, "duplicate")
+                continue
+            trial.set_user_attr("accepted", True)
+            others = [t for t in self.study.get_trials(deepcopy=False) if t.number != trial.number]
+            if any(t.user_attrs.get("hash") == cfg.hash and holds_config(t) for t in others):
+                self.evaluated.add(cfg.hash)
+                self._reject(trial, "duplicate")
+                continue
+            if sum(counts_toward_total(t) for t in others) >= self.settings.trials:
+                self._reject(trial, "surplus")  # another driver took the last slot first
+                return None
             self.evaluated.add(cfg.hash)
             self.live[trial_id] = trial
-            self.remaining -= 1
+            self.handed_out += 1
             trial.set_user_attr("proxy", self.settings.proxy.to_dict())
             return {"config": cfg.to_json(), "number": trial.number}
         raise ConvspaceError("budget: 10000 sampled points in a row were over budget or duplicates; raise the budget")
@@ -174,7 +226,7 @@ class BudgetedOptunaSearcher:
         """Trials still running when Tune stopped (Ctrl-C, time budget): queue them for the next run."""
         for trial_id in list(self.live):
             trial = self.live.pop(trial_id)
-            self.remaining += 1
+            self.handed_out -= 1
             fail_and_requeue(self.study, trial._trial_id, trial.params, "the search stopped before it finished")
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
@@ -289,17 +341,38 @@ class SearchOutcome:
     seconds: float
 
 
-def run_search(s: SearchSettings, progress: Callable[[str, dict[str, Any]], None] | None = None) -> SearchOutcome:
-    """Run (or resume) a study until `s.trials` trials have trained, or the time budget ends."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = open_study(s)
-    recovered = recover_interrupted(study)
-    remaining = s.trials - trained_count(study)
-    started = time.time()
-    if remaining <= 0:
-        return SearchOutcome(study, 0, 0, recovered, False, 0.0)
+def _recover(study: optuna.Study, sqlite: bool) -> int:
+    """Trials a dead driver left RUNNING: at once when we hold the SQLite lock, else once their heartbeat is stale."""
+    if sqlite:
+        return recover_interrupted(study)
+    failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+    optuna.storages.fail_stale_trials(study)
+    return len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))) - failed
 
-    bridge = BudgetedOptunaSearcher(study, s, remaining)
+
+def run_search(s: SearchSettings, progress: Callable[[str, dict[str, Any]], None] | None = None) -> SearchOutcome:
+    """Run (or resume) a study until it holds `s.trials` trials (from every driver), or the time budget ends."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    lock = SqliteDriverLock(s.storage) if is_sqlite(s.storage) else None
+    if lock:
+        lock.acquire()
+    try:
+        study = open_study(s)
+        recovered = _recover(study, lock is not None)
+        remaining = s.trials - trained_count(study)
+        if remaining <= 0:
+            return SearchOutcome(study, 0, 0, recovered, False, 0.0)
+        return _tune(s, study, remaining, recovered, progress)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _tune(s: SearchSettings, study: optuna.Study, remaining: int, recovered: int,
+          progress: Callable[[str, dict[str, Any]], None] | None) -> SearchOutcome:  # fmt: skip
+    """Ray Tune runs the proxy trainings the bridge hands out; ASHA stops the weak ones."""
+    started = time.time()
+    bridge = BudgetedOptunaSearcher(study, s)
     _DRIVER[s.study] = (bridge, progress)
     init_ray(s.address)
     resources = {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}
@@ -316,7 +389,7 @@ def run_search(s: SearchSettings, progress: Callable[[str, dict[str, Any]], None
         trainable,
         tune_config=tune.TuneConfig(
             search_alg=ConcurrencyLimiter(_RaySearcher(s.study), max_concurrent=concurrency), scheduler=scheduler,
-            num_samples=remaining, time_budget_s=s.time_budget, reuse_actors=False,
+            num_samples=remaining, time_budget_s=s.time_budget, reuse_actors=True,  # no re-import of torch per trial
         ),
         run_config=tune.RunConfig(
             name=f"{s.study}-{int(started)}", storage_path=str(Path(s.results_dir).resolve()), verbose=0,
@@ -329,6 +402,8 @@ def run_search(s: SearchSettings, progress: Callable[[str, dict[str, Any]], None
         interrupted = bool(bridge.live) and not (s.time_budget and time.time() - started >= s.time_budget)
     except KeyboardInterrupt:
         interrupted = True
-    bridge.interrupt_live()
-    _DRIVER.pop(s.study, None)
-    return SearchOutcome(study, remaining - bridge.remaining, bridge.rejected, recovered, interrupted, time.time() - started)
+    finally:
+        bridge.interrupt_live()
+        bridge.close()
+        _DRIVER.pop(s.study, None)
+    return SearchOutcome(study, bridge.handed_out, bridge.rejected, recovered, interrupted, time.time() - started)

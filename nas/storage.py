@@ -16,10 +16,22 @@ def default_storage(study: str) -> str:
     return f"sqlite:///studies/{study}.db"
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """RDBStorage from any SQLAlchemy URL; an unreachable or malformed one is a user error."""
+def requeue_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """A trial whose driver died (its heartbeat went stale) is FAIL; its parameters are queued to train again."""
+    study.enqueue_trial(trial.params, skip_if_exists=False)
+
+
+def open_storage(url: str, heartbeat: tuple[int, int] | None = None) -> optuna.storages.RDBStorage:
+    """RDBStorage from any SQLAlchemy URL; an unreachable or malformed one is a user error.
+
+    `heartbeat` = (interval, grace) seconds: a running trial whose heartbeat is older than `grace` is failed
+    and re-queued by whichever driver looks next (`optuna.storages.fail_stale_trials`).
+    """
+    beats = {}
+    if heartbeat:
+        beats = dict(heartbeat_interval=heartbeat[0], grace_period=heartbeat[1], heartbeat_stale_trial_callback=requeue_stale)
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **beats)
     except Exception as exc:  # SQLAlchemy raises many types for a bad URL/server
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConvspaceError(f"storage: cannot open {url!r} ({reason})") from None
@@ -28,6 +40,38 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
 def _engine_kwargs(url: str) -> dict[str, Any]:
     # SQLite: wait for a lock instead of failing at once ("database is locked").
     return {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+
+
+def is_sqlite(url: str) -> bool:
+    parsed = make_url_or_none(url)
+    return parsed is not None and parsed.get_backend_name() == "sqlite"
+
+
+class SqliteDriverLock:
+    """One driver at a time on a SQLite study: SQLite is not for parallel writers (Optuna's FAQ, optuna#820,
+    "database is locked"). An flock on <db>.lock; the kernel drops it when the driver dies, even by kill -9."""
+
+    def __init__(self, url: str) -> None:
+        self.path = Path(str(make_url_or_none(url).database) + ".lock")
+        self.handle: Any = None
+
+    def acquire(self) -> None:
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = self.path.open("w")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.close()
+            raise ConvspaceError(
+                f"storage: another driver is running on {self.path.with_suffix('')}; SQLite does not support parallel "
+                "drivers: use --storage postgresql+psycopg2://... to run several at once"
+            ) from None
+
+    def release(self) -> None:
+        if self.handle:
+            self.handle.close()
 
 
 def make_url_or_none(url: str) -> Any:

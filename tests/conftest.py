@@ -43,3 +43,15 @@ def tiny_config(**changes) -> ArchConfig:
 @pytest.fixture
 def tiny():
     return tiny_config()
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server for the session (skipped only where no server binary exists)."""
+    from tests.postgres import find_initdb, postgres_server
+
+    initdb = find_initdb()
+    if not initdb:
+        pytest.skip("no PostgreSQL server binary (initdb) on this machine")
+    with postgres_server(initdb) as url:
+        yield url

@@ -1,0 +1,125 @@
+"""Beyond one machine: a real PostgreSQL study shared by several drivers, the SQLite single-driver rule,
+kill -9 of a driver on a shared study, and a search through an existing Ray cluster."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.search import counts_toward_total
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = [sys.executable, str(ROOT / "cli.py"), "search", "--budget", "40000000", "--space", str(Path(__file__).with_name("tiny_space.yaml")),
+        "--data", "synthetic", "--seed", "1"]  # fmt: skip
+
+
+def start(tmp_path, *args, log="driver"):
+    out = open(tmp_path / f"{log}.log", "w")
+    return subprocess.Popen([*TINY, *args], cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def counted(study: optuna.Study) -> list:
+    return [t for t in study.get_trials() if counts_toward_total(t)]
+
+
+def test_search_pareto_and_export_on_postgresql(tmp_path, postgres_url):
+    run = subprocess.run([*TINY, "--study", "pg", "--storage", postgres_url, "--trials", "3", "--epochs", "1"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    study = optuna.load_study(study_name="pg", storage=postgres_url)
+    assert len(counted(study)) == 3
+    cli = [sys.executable, str(ROOT / "cli.py")]
+    front = subprocess.run([*cli, "pareto", "--study", "pg", "--storage", postgres_url, "--json"], cwd=tmp_path, capture_output=True, text=True)
+    assert front.returncode == 0 and json.loads(front.stdout)
+    export = subprocess.run([*cli, "export", "--study", "pg", "--storage", postgres_url, "--best", "--name", "pg_best"],
+                            cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+    assert export.returncode == 0, export.stderr
+    assert (tmp_path / "studies" / "exports" / "pg_best.py").exists()
+
+
+def test_four_drivers_on_one_postgresql_study(tmp_path, postgres_url):
+    drivers = [start(tmp_path, "--study", "four", "--storage", postgres_url, "--trials", "8", "--epochs", "1", log=f"d{i}")
+               for i in range(4)]  # fmt: skip
+    for d in drivers:
+        assert d.wait(600) == 0, (tmp_path / "d0.log").read_text()[-3000:]
+    study = optuna.load_study(study_name="four", storage=postgres_url)
+    trials = study.get_trials()
+    assert [t.number for t in trials] == list(range(len(trials)))  # no gaps
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    done = counted(study)
+    assert len(done) == 8  # exactly what was asked, across the four drivers
+    hashes = [t.user_attrs["hash"] for t in done]
+    assert len(set(hashes)) == len(hashes)  # no config trained twice
+
+
+def test_sqlite_refuses_a_second_driver_and_points_at_postgresql(tmp_path):
+    first = start(tmp_path, "--study", "lite", "--trials", "50", "--epochs", "30")
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "studies" / "lite.db").exists() and time.time() < deadline:
+            time.sleep(0.5)
+        time.sleep(2)
+        second = subprocess.run([*TINY, "--study", "lite", "--trials", "50", "--epochs", "30"], cwd=tmp_path, capture_output=True,
+                                text=True, timeout=120)  # fmt: skip
+        assert second.returncode == 2
+        assert second.stderr.startswith("error: storage: another driver is running on") and "postgresql" in second.stderr
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(30)
+
+
+def test_kill_9_on_a_shared_study_retrains_after_the_heartbeat_grace(tmp_path, postgres_url):
+    args = ["--study", "beat", "--storage", postgres_url, "--epochs", "60", "--heartbeat-interval", "1", "--heartbeat-grace", "4"]
+    victim = start(tmp_path, *args, "--trials", "3", "--cpus-per-trial", "2", log="victim")
+    deadline = time.time() + 180
+    running = []
+    while time.time() < deadline and not running:
+        time.sleep(1)
+        try:
+            running = [t for t in optuna.load_study(study_name="beat", storage=postgres_url).get_trials()
+                       if t.state == TrialState.RUNNING and t.user_attrs.get("accepted")]  # fmt: skip
+        except KeyError:
+            continue
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(30)
+    assert running, (tmp_path / "victim.log").read_text()[-2000:]
+    lost = running[0]
+    time.sleep(6)  # past the grace period
+    rescue = subprocess.run([*TINY, *args, "--trials", "2", "--epochs", "60"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert rescue.returncode == 0, rescue.stdout + rescue.stderr
+    study = optuna.load_study(study_name="beat", storage=postgres_url)
+    assert study.trials[lost.number].state == TrialState.FAIL
+    retrained = [t for t in study.get_trials() if t.number > lost.number and t.params == lost.params]
+    assert retrained and counts_toward_total(retrained[0])
+
+
+@pytest.mark.skipif(shutil.which("ray", path=str(Path(sys.executable).parent)) is None, reason="ray CLI not installed")
+def test_search_through_an_existing_ray_cluster(tmp_path):
+    ray = str(Path(sys.executable).parent / "ray")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    head = ["--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--include-dashboard=false"]
+    try:
+        subprocess.run([ray, "start", *head], check=True, capture_output=True, env=env, timeout=120)
+        subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", "--num-cpus=1"],
+                       check=True, capture_output=True, env=env, timeout=120)  # fmt: skip
+        run = subprocess.run([*TINY, "--study", "cluster", "--trials", "2", "--epochs", "1", "--address", f"127.0.0.1:{port}"],
+                             cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+        assert run.returncode == 0, run.stdout + run.stderr
+        study = optuna.load_study(study_name="cluster", storage=f"sqlite:///{tmp_path}/studies/cluster.db")
+        assert len(counted(study)) == 2
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)

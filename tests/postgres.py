@@ -1,0 +1,53 @@
+"""A throwaway PostgreSQL cluster for tests: initdb into a temp folder, start on a loopback port, stop after."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _as_postgres(args: list[str]) -> list[str]:
+    """initdb and the server refuse to run as root: run them as the `postgres` user then."""
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+
+
+def find_initdb() -> str | None:
+    """The server's initdb: on PATH, or where Debian installs it."""
+    return shutil.which("initdb") or next((str(p) for p in sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None)
+
+
+@contextmanager
+def postgres_server(initdb: str) -> Iterator[str]:
+    """Yield a SQLAlchemy URL of a fresh database; the cluster is removed afterwards."""
+    bin_dir = Path(initdb).parent
+    root = Path(tempfile.mkdtemp(prefix="convspace-pg-"))
+    data = root / "data"
+    os.chmod(root, 0o777)
+    port = _free_port()
+    subprocess.run(_as_postgres([str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"]), check=True, capture_output=True)
+    options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]),
+                   check=True, capture_output=True)  # fmt: skip
+    try:
+        import psycopg2
+
+        connection = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
+        connection.autocommit = True
+        connection.cursor().execute("CREATE DATABASE convspace")
+        connection.close()
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/convspace"
+    finally:
+        subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]), capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
