@@ -9,7 +9,9 @@ trial off the Pareto front (it reaches the study as COMPLETE with its partial ac
 - a trial that trained every epoch is told COMPLETE with [accuracy, FLOPs]; one ASHA stopped is PRUNED
   with its partial accuracy and epochs kept as attributes; one that raised is FAIL with its reason.
 
-On start, trials left RUNNING by a driver that died are marked FAIL and their configs queued again.
+Trials left RUNNING by a driver that died are marked FAIL and their configs queued again: at once on a
+SQLite study (one driver at a time, so they are surely orphans), after their heartbeat goes stale on a
+shared study (PostgreSQL, several drivers).
 """
 
 from __future__ import annotations

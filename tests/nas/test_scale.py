@@ -80,7 +80,8 @@ def test_sqlite_refuses_a_second_driver_and_points_at_postgresql(tmp_path):
 
 
 def test_kill_9_on_a_shared_study_retrains_after_the_heartbeat_grace(tmp_path, postgres_url):
-    args = ["--study", "beat", "--storage", postgres_url, "--epochs", "60", "--heartbeat-interval", "1", "--heartbeat-grace", "4"]
+    args = ["--study", "beat", "--storage", postgres_url, "--epochs", "100", "--grace-period", "100", "--heartbeat-interval", "1",
+            "--heartbeat-grace", "4"]  # fmt: skip
     victim = start(tmp_path, *args, "--trials", "3", "--cpus-per-trial", "2", log="victim")
     deadline = time.time() + 180
     running = []
@@ -96,7 +97,7 @@ def test_kill_9_on_a_shared_study_retrains_after_the_heartbeat_grace(tmp_path, p
     assert running, (tmp_path / "victim.log").read_text()[-2000:]
     lost = running[0]
     time.sleep(6)  # past the grace period
-    rescue = subprocess.run([*TINY, *args, "--trials", "2", "--epochs", "60"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    rescue = subprocess.run([*TINY, *args, "--trials", "2"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert rescue.returncode == 0, rescue.stdout + rescue.stderr
     study = optuna.load_study(study_name="beat", storage=postgres_url)
     assert study.trials[lost.number].state == TrialState.FAIL

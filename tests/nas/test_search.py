@@ -72,19 +72,20 @@ def test_search_trains_within_budget_dedups_and_resumes(tmp_path):
 
 
 def test_kill_9_mid_trial_then_resume_keeps_finished_trials_and_retrains_the_lost_ones(tmp_path):
-    driver = search(tmp_path, "--trials", "6", "--epochs", "40", "--cpus-per-trial", "2", wait=False)
+    long_trials = ["--epochs", "100", "--grace-period", "100", "--cpus-per-trial", "2"]  # ~15 s each, never stopped early
+    driver = search(tmp_path, "--trials", "6", *long_trials, wait=False)
     deadline = time.time() + 240
     try:
-        while time.time() < deadline:  # wait until one trial is running (its ask is in the study)
-            time.sleep(2)
+        while time.time() < deadline:  # wait until a trial is training (accepted and running)
+            time.sleep(1)
             db = tmp_path / "studies" / "s.db"
             if db.exists():
                 try:
-                    running = [t for t in load(tmp_path).get_trials() if t.state == TrialState.RUNNING]
+                    running = [t for t in load(tmp_path).get_trials() if t.state == TrialState.RUNNING and t.user_attrs.get("accepted")]
                 except Exception:
                     continue
                 if running:
-                    time.sleep(8)  # let it train a little
+                    time.sleep(2)  # let it train a little
                     break
     finally:
         # kill -9 the driver and the local Ray it started (as a crash of the machine would)
@@ -94,7 +95,7 @@ def test_kill_9_mid_trial_then_resume_keeps_finished_trials_and_retrains_the_los
     assert lost, "the driver died while a trial was running"
     lost_params = [t.params for t in lost]
 
-    resumed = search(tmp_path, "--trials", "2", "--epochs", "40", "--cpus-per-trial", "2")  # the same settings
+    resumed = search(tmp_path, "--trials", "2", *long_trials)  # the same settings
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "marked failed and queued again" in resumed.stdout
     study = load(tmp_path)
@@ -122,3 +123,29 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(tmp_path, args, messag
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.startswith(message) and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "studies" / "x.db").exists()
+
+
+def test_ctrl_c_stops_with_a_summary_and_the_study_resumes(tmp_path):
+    driver = subprocess.Popen(
+        [sys.executable, str(ROOT / "cli.py"), "search", "--budget", str(BUDGET), "--space", str(TINY_SPACE), "--study", "c",
+         "--epochs", "100", "--grace-period", "100", "--data", "synthetic", "--trials", "3", "--cpus-per-trial", "2"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        time.sleep(1)
+        try:
+            if any(t.state == TrialState.RUNNING and t.user_attrs.get("accepted") for t in load(tmp_path, "c").get_trials()):
+                break
+        except Exception:
+            continue
+    time.sleep(2)
+    driver.send_signal(signal.SIGINT)
+    out, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 130, out[-2000:]
+    assert "interrupted:" in out and "Pareto front of c" in out
+    study = load(tmp_path, "c")
+    assert not [t for t in study.get_trials() if t.state == TrialState.RUNNING]
+    stopped = [t for t in study.get_trials() if t.state == TrialState.FAIL]
+    assert stopped and all(t.user_attrs["fail_reason"].startswith("interrupted") for t in stopped)
+    assert study.get_trials(states=(TrialState.WAITING,))  # queued to train again on resume
