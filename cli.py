@@ -193,7 +193,7 @@ def search(
     heartbeat_grace: int = typer.Option(20, min=1, help="A running trial silent this long (its driver died) is retrained."),
 ) -> None:
     """Search the space under a FLOPs budget: Optuna multi-objective study + Ray Tune proxy trainings (ASHA)."""
-    from nas.search import SearchSettings, run_search
+    from nas.search import SearchSettings, make_sampler, run_search
     from nas.storage import default_storage, open_storage
     from space.choices import Space
     from space.cost import parse_flops
@@ -202,6 +202,7 @@ def search(
 
     limit = parse_flops(budget)
     design = Space.from_yaml(space)
+    make_sampler(sampler, seed)
     load_data(data, resolution, seed, data_dir)  # a bad --data fails here, in one line, before Ray starts
     url = storage or default_storage(study)
     open_storage(url)

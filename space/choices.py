@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from space.config import ArchConfig, StageConfig, StemConfig
+from space.config import ArchConfig, StageConfig, StemConfig, check_keys
 from space.errors import ConvspaceError
 
 NETWORK_DIMS = (
@@ -197,16 +197,7 @@ class Space:
         if not isinstance(raw, dict):
             raise ConvspaceError("space.dimensions: must be a mapping of dimension name -> spec")
         known = NETWORK_DIMS + STAGE_DIMS
-        for key in raw:
-            if key not in known:
-                import difflib
-
-                close = difflib.get_close_matches(str(key), known, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ConvspaceError(f"dimensions.{key}: unknown dimension{hint}")
-        missing = [k for k in known if k not in raw]
-        if missing:
-            raise ConvspaceError(f"dimensions.{missing[0]}: missing (every dimension must be declared: {', '.join(missing)})")
+        check_keys("dimensions", raw, known, what="dimension")
         space = cls(str(data.get("name", default_name)), str(data.get("description", "")),
                     {k: Dimension.from_spec(k, raw[k]) for k in known})  # fmt: skip
         space._check_lengths()

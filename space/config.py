@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -239,19 +239,24 @@ class ArchConfig:
             raise ConvspaceError(f"config: not valid YAML ({str(exc).splitlines()[0]})") from None
 
 
+def check_keys(path: str, keys: Iterable[Any], allowed: Sequence[str], what: str = "field") -> None:
+    """Refuse unknown keys (with a did-you-mean) and missing ones: a typo must not silently change a network."""
+    keys = list(keys)
+    for key in keys:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConvspaceError(f"{path}.{key}: unknown {what}{hint}; allowed: {', '.join(allowed)}")
+    missing = [n for n in allowed if n not in keys]
+    if missing:
+        raise ConvspaceError(f"{path}.{missing[0]}: missing {what} (required: {', '.join(missing)})")
+
+
 def _mapping(path: str, data: Any, cls: type) -> dict[str, Any]:
-    """Check keys against the dataclass: missing and unknown keys are errors (with a did-you-mean)."""
+    """Check keys against the dataclass."""
     if not isinstance(data, Mapping):
         _fail(path, "must be a mapping of fields", type(data).__name__)
-    names = [f.name for f in fields(cls)]
-    for key in data:
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConvspaceError(f"{path}.{key}: unknown field{hint}; allowed: {', '.join(names)}")
-    missing = [n for n in names if n not in data]
-    if missing:
-        raise ConvspaceError(f"{path}.{missing[0]}: missing field (required: {', '.join(missing)})")
+    check_keys(path, data, [f.name for f in fields(cls)])
     return dict(data)
 
 
