@@ -149,3 +149,15 @@ def test_ctrl_c_stops_with_a_summary_and_the_study_resumes(tmp_path):
     stopped = [t for t in study.get_trials() if t.state == TrialState.FAIL]
     assert stopped and all(t.user_attrs["fail_reason"].startswith("interrupted") for t in stopped)
     assert study.get_trials(states=(TrialState.WAITING,))  # queued to train again on resume
+
+
+def test_a_trial_that_raises_fails_alone_with_its_reason(tmp_path):
+    # at 16 px a separate 2x2/s2 downsampler meets a 1x1 map and raises; strided (padded) blocks do not
+    run = search(tmp_path, "--trials", "6", "--resolution", "16", "--epochs", "1", "--sampler", "random", study="r")
+    assert run.returncode == 0, run.stdout + run.stderr
+    groups = by_status(load(tmp_path, "r"))
+    failed, trained = groups.get("failed", []), groups.get("trained", []) + groups.get("stopped", [])
+    assert failed and trained
+    assert all(ArchConfig.from_json(t.user_attrs["config"]).downsample == "separate" for t in failed)
+    assert all("RuntimeError" in t.user_attrs["fail_reason"] for t in failed)
+    assert "failed: RuntimeError" in run.stdout
