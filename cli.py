@@ -43,7 +43,9 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def load_config(name_or_file: str) -> Any:
-    """A preset name, an exported model name, or a YAML/JSON ArchConfig file."""
+    """A preset name, an ArchConfig YAML/JSON file, or an exported model-factory entry (<name>.yaml)."""
+    import yaml
+
     from space.config import ArchConfig
     from space.presets import PRESETS
 
@@ -51,7 +53,13 @@ def load_config(name_or_file: str) -> Any:
         return PRESETS[name_or_file]
     path = Path(name_or_file)
     if path.is_file():
-        return ArchConfig.from_yaml(path.read_text())  # YAML is a superset of JSON
+        try:
+            data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+        except yaml.YAMLError as exc:
+            raise ConvspaceError(f"config: {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+        if isinstance(data, dict) and {"name", "config"} <= set(data):  # an exported entry wraps its config
+            data = data["config"]
+        return ArchConfig.from_dict(data)
     raise ConvspaceError(f"model: {name_or_file!r} is neither a preset (see `presets`) nor a config file")
 
 
