@@ -393,7 +393,7 @@ def ablation(
 
     def progress(event: str, info: dict[str, Any]) -> None:
         if event == "done":
-            console.print(f"  a network finished: proxy accuracy {info.get('acc', float('nan')):.4f}")
+            console.print(f"  {info.get('preset', 'a network')} finished: proxy accuracy {info.get('acc', float('nan')):.4f}")
 
     rows = run_ablation(spec, url, cpus_per_trial, gpus_per_trial, address, progress=progress)
     table = Table(title=f"{spec.study}: proxy accuracy beside the reference")

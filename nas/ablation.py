@@ -59,14 +59,21 @@ def load_study_file(path: str | Path) -> StudyFile:
 def run_ablation(file: StudyFile, storage: str, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, address: str | None = None,
                  results_dir: str = "studies/ray", progress: Callable[[str, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Train the networks the study does not hold yet; return one row per network (proxy and reference accuracy)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=file.study, storage=open_storage(storage), directions=["maximize", "minimize"],
                                 load_if_exists=True)  # fmt: skip
     done = {t.user_attrs["preset"] for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
     todo = [name for name in file.reference if name not in done]
     if todo:
         init_ray(address)
-        set_progress(file.study, progress)
         jsons = [dataclasses.replace(get_preset(n), num_classes=1000).to_json() for n in todo]
+
+        def named(event: str, info: dict[str, Any]) -> None:  # progress events name the network
+            if info.get("config") in jsons:
+                info = {**info, "preset": todo[jsons.index(info["config"])]}
+            progress(event, info)
+
+        set_progress(file.study, named if progress else None)
         proxy = dict(file.proxy.to_dict(), threads=max(1, int(cpus_per_trial)))
         trainable = tune.with_resources(tune.with_parameters(proxy_trainable, proxy=proxy), {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
         tuner = tune.Tuner(trainable, param_space={"config": tune.grid_search(jsons)},

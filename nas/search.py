@@ -306,7 +306,8 @@ class TrialProgress(tune.Callback):
         self._emit("epoch", {"number": trial.config.get("number", trial.trial_id), ACC: result.get(ACC), "epoch": result.get("epoch")})
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._emit("done", {"number": trial.config.get("number", trial.trial_id), **(trial.last_result or {})})
+        self._emit("done", {**(trial.last_result or {}), "number": trial.config.get("number", trial.trial_id),
+                            "config": trial.config.get("config")})  # fmt: skip
 
 
 def set_progress(study: str, progress: Callable[[str, dict[str, Any]], None] | None) -> None:

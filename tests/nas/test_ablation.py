@@ -32,7 +32,8 @@ def test_ablation_trains_each_network_once_and_prints_kendall_tau(tmp_path):
     study = optuna.load_study(study_name="two", storage=f"sqlite:///{tmp_path}/studies/two.db")
     assert sorted(t.user_attrs["preset"] for t in study.trials) == ["roadmap_03_depthwise", "roadmap_12_separate_downsampling"]
     again = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0 and "a network finished" not in again.stdout  # nothing retrained
+    assert "roadmap_03_depthwise finished" in first.stdout
+    assert again.returncode == 0 and "finished: proxy accuracy" not in again.stdout  # nothing retrained
     assert len(optuna.load_study(study_name="two", storage=f"sqlite:///{tmp_path}/studies/two.db").trials) == 2
 
 
