@@ -118,9 +118,13 @@ def train(s: TrainSettings, resume: bool = False, progress: Callable[[str, dict[
     torch.manual_seed(s.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    probe = timm.create_model(s.model)
-    data_cfg = resolve_data_config({"input_size": (3, s.resolution, s.resolution)} if s.resolution else {}, model=probe)
-    drop_path = s.drop_path if s.drop_path is not None else drop_path_by_size(sum(p.numel() for p in probe.parameters()))
+    pretrained_cfg = timm.models.get_pretrained_cfg(s.model)
+    data_cfg = resolve_data_config({"input_size": (3, s.resolution, s.resolution)} if s.resolution else {},
+                                   pretrained_cfg=pretrained_cfg.to_dict() if pretrained_cfg else None)  # fmt: skip
+    drop_path = s.drop_path
+    if drop_path is None:  # sized on the meta device: no memory, no second real build
+        with torch.device("meta"):
+            drop_path = drop_path_by_size(sum(p.numel() for p in timm.create_model(s.model).parameters()))
     train_tf = create_transform(data_cfg["input_size"], is_training=True, auto_augment=s.randaugment, re_prob=s.reprob,
                                 interpolation="bicubic", mean=data_cfg["mean"], std=data_cfg["std"])  # fmt: skip
     val_tf = create_transform(data_cfg["input_size"], interpolation="bicubic", mean=data_cfg["mean"], std=data_cfg["std"],
