@@ -192,9 +192,9 @@ class BudgetedOptunaSearcher:
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """The next within-budget, never-evaluated config (None once the study holds --trials trials)."""
         optuna.storages.fail_stale_trials(self.study)  # another driver died: its trials are re-queued
-        for _ in range(10_000):
-            if trained_count(self.study) >= self.settings.trials:
-                return None
+        if trained_count(self.study) >= self.settings.trials:
+            return None
+        for _ in range(10_000):  # rejected points do not change the count; races are settled after acceptance
             trial = self.study.ask()
             if hasattr(self.study._storage, "record_heartbeat") and self.study._storage.get_heartbeat_interval():
                 self.study._storage.record_heartbeat(trial._trial_id)

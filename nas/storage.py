@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import time
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +32,18 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None) -> optuna.s
     beats = {}
     if heartbeat:
         beats = dict(heartbeat_interval=heartbeat[0], grace_period=heartbeat[1], heartbeat_stale_trial_callback=requeue_stale)
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **beats)
-    except Exception as exc:  # SQLAlchemy raises many types for a bad URL/server
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConvspaceError(f"storage: cannot open {url!r} ({reason})") from None
+    for attempt in itertools.count():
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **beats)
+        except Exception as exc:  # SQLAlchemy raises many types for a bad URL/server
+            text = str(exc)
+            # Drivers started together on a fresh database race to create Optuna's tables; the losers retry
+            # once the winner's schema exists.
+            if attempt < 5 and ("UniqueViolation" in text or "already exists" in text):
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            reason = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+            raise ConvspaceError(f"storage: cannot open {url!r} ({reason})") from None
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:

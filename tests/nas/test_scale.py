@@ -49,10 +49,13 @@ def test_search_pareto_and_export_on_postgresql(tmp_path, postgres_url):
 
 
 def test_four_drivers_on_one_postgresql_study(tmp_path, postgres_url):
+    from tests.postgres import fresh_database
+
+    postgres_url = fresh_database(postgres_url, "four_drivers")  # no schema yet: the drivers race to create it
     drivers = [start(tmp_path, "--study", "four", "--storage", postgres_url, "--trials", "8", "--epochs", "1", log=f"d{i}")
                for i in range(4)]  # fmt: skip
-    for d in drivers:
-        assert d.wait(600) == 0, (tmp_path / "d0.log").read_text()[-3000:]
+    for i, d in enumerate(drivers):
+        assert d.wait(600) == 0, (tmp_path / f"d{i}.log").read_text()[-3000:]
     study = optuna.load_study(study_name="four", storage=postgres_url)
     trials = study.get_trials()
     assert [t.number for t in trials] == list(range(len(trials)))  # no gaps
