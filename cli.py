@@ -157,7 +157,7 @@ def sample(
         print_costs(rows, f"{design.name}: {n} points" + (f" within {budget} ({drawn} drawn)" if limit else ""))
 
 
-def print_front(study: Any, storage: str) -> None:
+def print_front(study: Any) -> None:
     """The Pareto table of a study."""
     from nas.pareto import counts, describe, front
 
@@ -242,7 +242,7 @@ def search(
     state = "interrupted" if outcome.interrupted else "done"
     console.print(f"{state}: {outcome.trained_now} trained now, {outcome.rejected_now} sampled points rejected "
                   f"(over budget or already evaluated), {outcome.seconds:.0f} s")  # fmt: skip
-    print_front(outcome.study, url)
+    print_front(outcome.study)
     console.print(f"stored in {url}; open it with: python cli.py dashboard --study {study}"
                   + (f" --storage {url}" if storage else ""))  # fmt: skip
     if outcome.interrupted:
@@ -276,7 +276,7 @@ def pareto(
     if as_json:
         print(json.dumps([describe(t) for t in front(loaded)]))
     else:
-        print_front(loaded, url)
+        print_front(loaded)
         if plot:
             console.print(f"plot written to {plot}")
 

@@ -14,7 +14,6 @@ from space.errors import ConvspaceError
 
 def default_storage(study: str) -> str:
     """sqlite:///studies/<study>.db, relative to the working directory."""
-    Path("studies").mkdir(exist_ok=True)
     return f"sqlite:///studies/{study}.db"
 
 
@@ -32,6 +31,9 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None) -> optuna.s
     beats = {}
     if heartbeat:
         beats = dict(heartbeat_interval=heartbeat[0], grace_period=heartbeat[1], heartbeat_stale_trial_callback=requeue_stale)
+    parsed = make_url_or_none(url)
+    if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)  # SQLite creates the file, not its folder
     for attempt in itertools.count():
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **beats)

@@ -40,11 +40,6 @@ def tiny_config(**changes) -> ArchConfig:
     return _change(convnext((1, 1, 1, 1), (8, 16, 32, 64)), **{"num_classes": 10, **changes})
 
 
-@pytest.fixture
-def tiny():
-    return tiny_config()
-
-
 @pytest.fixture(scope="session")
 def postgres_url():
     """A real PostgreSQL server for the session (skipped only where no server binary exists)."""
