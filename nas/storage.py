@@ -38,14 +38,23 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None) -> optuna.s
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **beats)
         except Exception as exc:  # SQLAlchemy raises many types for a bad URL/server
-            text = str(exc)
-            # Drivers started together on a fresh database race to create Optuna's tables; the losers retry
-            # once the winner's schema exists.
-            if attempt < 5 and ("UniqueViolation" in text or "already exists" in text):
+            if attempt < 5 and _lost_schema_race(exc):
                 time.sleep(0.5 * (attempt + 1))
                 continue
-            reason = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+            text = str(exc).strip()
+            reason = text.splitlines()[0] if text else type(exc).__name__
             raise ConvspaceError(f"storage: cannot open {url!r} ({reason})") from None
+
+
+def _lost_schema_race(exc: Exception) -> bool:
+    """Processes opening a fresh database at once (drivers, or a reader beside a driver) race to create Optuna's
+    tables and stamp its schema version; the losers see "table ... already exists" or a unique-key violation on
+    the version row (SQLite and PostgreSQL alike), and only need to open again once the winner is done."""
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    if isinstance(exc, IntegrityError):
+        return True
+    return isinstance(exc, (OperationalError, ProgrammingError)) and "already exists" in str(exc)
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:

@@ -25,8 +25,9 @@ BUDGET = 40_000_000  # about half of the tiny space is over it
 def search(tmp_path: Path, *extra: str, study: str = "s", wait: bool = True):
     args = [sys.executable, str(ROOT / "cli.py"), "search", "--budget", str(BUDGET), "--space", str(TINY_SPACE),
             "--study", study, "--epochs", "2", "--data", "synthetic", "--seed", "1", *extra]  # fmt: skip
-    if not wait:
-        return subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    if not wait:  # its output goes to driver.log, for the failure message of a test that kills it
+        log = (tmp_path / "driver.log").open("w")
+        return subprocess.Popen(args, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
 
 
@@ -91,8 +92,10 @@ def test_kill_9_mid_trial_then_resume_keeps_finished_trials_and_retrains_the_los
         # kill -9 the driver and the local Ray it started (as a crash of the machine would)
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait(30)
+    log = (tmp_path / "driver.log").read_text()[-3000:]
+    assert (tmp_path / "studies" / "s.db").exists(), f"the driver never created its study:\n{log}"
     lost = [t for t in load(tmp_path).get_trials() if t.state == TrialState.RUNNING]
-    assert lost, "the driver died while a trial was running"
+    assert lost, f"the driver should have died while a trial was running:\n{log}"
     lost_params = [t.params for t in lost]
 
     resumed = search(tmp_path, "--trials", "2", *long_trials)  # the same settings
