@@ -24,4 +24,3 @@ def test_processes_opening_a_fresh_sqlite_file_at_once_all_succeed(tmp_path):
         for round_ in range(5):
             url = f"sqlite:///{tmp_path}/fresh{round_}.db"
             assert pool.map(_open, [url] * 4) == ["ok"] * 4
-
