@@ -243,6 +243,8 @@ class BudgetedOptunaSearcher:
         if ACC in result:
             trial.set_user_attr("proxy_accuracy", float(result[ACC]))
             trial.set_user_attr("train_seconds", round(float(result.get("train_seconds", 0.0)), 3))
+            # Tune's clock inside the trainable: also counts model build and data, not dispatch or worker start
+            trial.set_user_attr("trainable_seconds", round(float(result.get("time_total_s", 0.0)), 3))
         if error or "error" in result or ACC not in result:
             trial.set_user_attr(STATUS, "failed")
             trial.set_user_attr("fail_reason", result.get("error") or "the trial process died (see the Ray trial log)")
