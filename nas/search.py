@@ -28,6 +28,7 @@ from typing import Any
 
 import optuna
 import ray
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
@@ -90,8 +91,11 @@ def study_identity(s: SearchSettings) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def open_study(s: SearchSettings) -> optuna.Study:
-    """Create or resume the study; refuse to resume one made with another space, budget or proxy."""
+def open_study(s: SearchSettings) -> tuple[optuna.Study, RDBStorage]:
+    """Create or resume the study; refuse to resume one made with another space, budget or proxy.
+
+    The storage comes back too: failing a trial of a dead driver and heartbeats go through its public API.
+    """
     import json
 
     storage = open_storage(s.storage, heartbeat=(s.heartbeat_interval, s.heartbeat_grace))
@@ -111,25 +115,34 @@ def open_study(s: SearchSettings) -> optuna.Study:
             f"study: {s.study!r} was made with a different {', '.join(changed)}; resume it with the same "
             "settings or pick a new --study name"
         )
-    return study
+    return study, storage
 
 
 INTERRUPTED = "interrupted"
 
 
-def fail_and_requeue(study: optuna.Study, trial_id: int, params: dict[str, Any], why: str) -> None:
-    """A trial that could not finish through no fault of its config: FAIL it and queue its parameters again."""
-    study._storage.set_trial_user_attr(trial_id, STATUS, "failed")
-    study._storage.set_trial_user_attr(trial_id, "fail_reason", f"{INTERRUPTED}: {why}")
-    study._storage.set_trial_state_values(trial_id, TrialState.FAIL)
+def storage_trial_id(study: optuna.Study, storage: RDBStorage, number: int) -> int:
+    """The storage's id of trial `number` (Optuna keeps it private on its trial objects)."""
+    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
+
+
+def fail_and_requeue(study: optuna.Study, storage: RDBStorage, number: int, params: dict[str, Any], why: str) -> None:
+    """A trial that could not finish through no fault of its config: FAIL it and queue its parameters again.
+
+    Through the storage: Optuna's trial objects give no public way to write attributes of a trial that another
+    process (a dead driver) asked for."""
+    trial_id = storage_trial_id(study, storage, number)
+    storage.set_trial_user_attr(trial_id, STATUS, "failed")
+    storage.set_trial_user_attr(trial_id, "fail_reason", f"{INTERRUPTED}: {why}")
+    storage.set_trial_state_values(trial_id, TrialState.FAIL)
     study.enqueue_trial(params, skip_if_exists=False)
 
 
-def recover_interrupted(study: optuna.Study) -> int:
+def recover_interrupted(study: optuna.Study, storage: RDBStorage) -> int:
     """With the study to ourselves (SQLite lock held), every RUNNING trial was left by a dead driver: retrain it."""
     stale = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
     for trial in stale:
-        fail_and_requeue(study, trial._trial_id, trial.params, "its driver stopped")
+        fail_and_requeue(study, storage, trial.number, trial.params, "its driver stopped")
     return len(stale)
 
 
@@ -166,8 +179,8 @@ class BudgetedOptunaSearcher:
     another driver can fail and re-queue them if this one dies.
     """
 
-    def __init__(self, study: optuna.Study, settings: SearchSettings) -> None:
-        self.study, self.settings = study, settings
+    def __init__(self, study: optuna.Study, storage: RDBStorage, settings: SearchSettings) -> None:
+        self.study, self.storage, self.settings = study, storage, settings
         self.live: dict[str, optuna.trial.Trial] = {}
         self.rejected = self.handed_out = 0
         self.evaluated = {t.user_attrs.get("hash") for t in study.get_trials(deepcopy=False) if holds_config(t)}
@@ -176,10 +189,13 @@ class BudgetedOptunaSearcher:
         self._beat.start()
 
     def _heartbeats(self) -> None:
-        interval = self.study._storage.get_heartbeat_interval() if hasattr(self.study._storage, "get_heartbeat_interval") else None
+        interval = self.storage.get_heartbeat_interval()
         while interval and not self._stop.wait(interval):
             for trial in list(self.live.values()):
-                self.study._storage.record_heartbeat(trial._trial_id)
+                self._beat_for(trial)
+
+    def _beat_for(self, trial: optuna.trial.Trial) -> None:
+        self.storage.record_heartbeat(storage_trial_id(self.study, self.storage, trial.number))
 
     def close(self) -> None:
         self._stop.set()
@@ -196,8 +212,8 @@ class BudgetedOptunaSearcher:
             return None
         for _ in range(10_000):  # rejected points do not change the count; races are settled after acceptance
             trial = self.study.ask()
-            if hasattr(self.study._storage, "record_heartbeat") and self.study._storage.get_heartbeat_interval():
-                self.study._storage.record_heartbeat(trial._trial_id)
+            if self.storage.get_heartbeat_interval():
+                self._beat_for(trial)
             cfg = dataclasses.replace(self.settings.space.sample(trial), num_classes=self.settings.cost_classes)
             cost = arch_cost(cfg, self.settings.cost_resolution)
             for key, value in {"config": cfg.to_json(), "hash": cfg.hash, FLOPS: cost.flops, "params": cost.params}.items():
@@ -229,7 +245,7 @@ class BudgetedOptunaSearcher:
         for trial_id in list(self.live):
             trial = self.live.pop(trial_id)
             self.handed_out -= 1
-            fail_and_requeue(self.study, trial._trial_id, trial.params, "the search stopped before it finished")
+            fail_and_requeue(self.study, self.storage, trial.number, trial.params, "the search stopped before it finished")
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
         """Tell Optuna how the trial ended: fully trained, stopped by ASHA, or failed."""
@@ -346,10 +362,10 @@ class SearchOutcome:
     seconds: float
 
 
-def _recover(study: optuna.Study, sqlite: bool) -> int:
+def _recover(study: optuna.Study, storage: RDBStorage, sqlite: bool) -> int:
     """Trials a dead driver left RUNNING: at once when we hold the SQLite lock, else once their heartbeat is stale."""
     if sqlite:
-        return recover_interrupted(study)
+        return recover_interrupted(study, storage)
     failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
     optuna.storages.fail_stale_trials(study)
     return len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))) - failed
@@ -362,22 +378,22 @@ def run_search(s: SearchSettings, progress: Callable[[str, dict[str, Any]], None
     if lock:
         lock.acquire()
     try:
-        study = open_study(s)
-        recovered = _recover(study, lock is not None)
+        study, storage = open_study(s)
+        recovered = _recover(study, storage, lock is not None)
         remaining = s.trials - trained_count(study)
         if remaining <= 0:
             return SearchOutcome(study, 0, 0, recovered, False, 0.0)
-        return _tune(s, study, remaining, recovered, progress)
+        return _tune(s, study, storage, remaining, recovered, progress)
     finally:
         if lock:
             lock.release()
 
 
-def _tune(s: SearchSettings, study: optuna.Study, remaining: int, recovered: int,
+def _tune(s: SearchSettings, study: optuna.Study, storage: RDBStorage, remaining: int, recovered: int,
           progress: Callable[[str, dict[str, Any]], None] | None) -> SearchOutcome:  # fmt: skip
     """Ray Tune runs the proxy trainings the bridge hands out; ASHA stops the weak ones."""
     started = time.time()
-    bridge = BudgetedOptunaSearcher(study, s)
+    bridge = BudgetedOptunaSearcher(study, storage, s)
     _DRIVER[s.study] = (bridge, progress)
     init_ray(s.address)
     resources = {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}
