@@ -1,10 +1,12 @@
 import pytest
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 from space.errors import ConvspaceError
+from space.network import build_network
 from tests.conftest import tiny_config
 from trainers.data import load_data
-from trainers.proxy import ProxySettings, TrainingDiverged, train
+from trainers.proxy import ProxySettings, TrainingDiverged, recalibrate_batchnorm, train
 
 
 def test_digits_split_is_stratified_fixed_per_seed_and_shipped():
@@ -35,3 +37,18 @@ def test_a_diverging_loss_fails_the_trial_with_its_reason():
     settings = ProxySettings(epochs=1, data="synthetic", batch_size=16, lr=1e12, warmup_epochs=0)
     with pytest.raises(TrainingDiverged, match="loss became"):
         train(tiny_config(layer_scale_init=0.0, norm="bn", conv_bias=False), settings)
+
+
+def test_batchnorm_statistics_are_re_estimated_from_training_batches_before_evaluation():
+    model = build_network(tiny_config(layer_scale_init=0.0, norm="bn", conv_bias=False, stem=dict(norm="bn")), num_classes=10)
+    stem = model.stem[0]
+    model.eval()
+    images = torch.randn(48, 3, 32, 32) * 3 + 1
+    loader = DataLoader(TensorDataset(images, torch.zeros(48, dtype=torch.long)), batch_size=16)
+    stem.norm.running_mean.fill_(5.0)  # statistics of weights long gone
+    recalibrate_batchnorm(model, loader, 0, torch.device("cpu"))
+    assert bool((stem.norm.running_mean == 5.0).all())  # 0: off
+    recalibrate_batchnorm(model, loader, 2, torch.device("cpu"))
+    with torch.no_grad():
+        expected = stem.conv(images[:32]).mean((0, 2, 3))  # the first two batches, through the current weights
+    assert torch.allclose(stem.norm.running_mean, expected, atol=1e-5) and not model.training  # left as found
