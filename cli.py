@@ -185,6 +185,7 @@ def search(
     batch_size: int = typer.Option(64, min=1, help="Proxy batch size."),
     train_images: int = typer.Option(768, min=0, help="Training images per proxy epoch (a fixed seeded subset; 0: all)."),
     lr: float = typer.Option(2e-3, help="Proxy peak learning rate (AdamW)."),
+    bn_batches: int = typer.Option(4, min=0, help="Training batches that re-estimate BatchNorm statistics before each evaluation (0: off)."),
     data: str = typer.Option("digits", help="digits (embedded), cifar10, cifar100, an ImageFolder path, or synthetic (tests)."),
     data_dir: str = typer.Option(None, help="Where CIFAR files live."),
     cost_resolution: int = typer.Option(224, help="Resolution at which FLOPs and the budget are counted."),
@@ -215,7 +216,7 @@ def search(
     url = storage or default_storage(study)
     open_storage(url)
     proxy = ProxySettings(epochs=epochs, resolution=resolution, batch_size=batch_size, lr=lr, data=data, train_images=train_images or None,
-                          data_dir=data_dir, seed=seed)  # fmt: skip
+                          bn_batches=bn_batches, data_dir=data_dir, seed=seed)  # fmt: skip
     settings = SearchSettings(
         study=study, budget=limit, space=design, storage=url, proxy=proxy, trials=trials, cost_resolution=cost_resolution,
         cost_classes=cost_classes, sampler=sampler, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,

@@ -43,7 +43,7 @@ def by_status(study: optuna.Study) -> dict[str, list]:
 
 
 def test_search_trains_within_budget_dedups_and_resumes(tmp_path):
-    first = search(tmp_path, "--trials", "4")
+    first = search(tmp_path, "--trials", "4", "--bn-batches", "2")
     assert first.returncode == 0, first.stdout + first.stderr
     assert "Pareto front of s" in first.stdout and "dashboard --study s" in first.stdout
     study = load(tmp_path)
@@ -54,7 +54,8 @@ def test_search_trains_within_budget_dedups_and_resumes(tmp_path):
     for t in trained:  # every trained trial is within the budget, with its record complete
         cfg = ArchConfig.from_json(t.user_attrs["config"])
         assert arch_cost(cfg).flops == t.user_attrs["flops"] <= BUDGET
-        assert {"hash", "params", "epochs", "wall_seconds", "proxy"} <= set(t.user_attrs)
+        assert {"hash", "params", "epochs", "wall_seconds", "train_seconds", "trainable_seconds", "proxy"} <= set(t.user_attrs)
+        assert t.user_attrs["proxy"]["bn_batches"] == 2 and t.user_attrs["trainable_seconds"] >= t.user_attrs["train_seconds"]
     assert all(t.user_attrs["flops"] > BUDGET for t in groups.get("over_budget", []))
     assert groups.get("over_budget"), "the tiny space has over-budget points: some must have been rejected"
     assert len({t.user_attrs["hash"] for t in trained}) == len(trained)  # never the same config twice
@@ -62,7 +63,7 @@ def test_search_trains_within_budget_dedups_and_resumes(tmp_path):
     assert on_front and all(t.user_attrs["status"] == "trained" and t.user_attrs["epochs"] == 2 for t in on_front)
 
     finished = {t.number: t.values for t in study.get_trials(states=(TrialState.COMPLETE,))}
-    again = search(tmp_path, "--trials", "6")
+    again = search(tmp_path, "--trials", "6", "--bn-batches", "2")
     assert again.returncode == 0, again.stdout + again.stderr
     study = load(tmp_path)
     groups = by_status(study)
