@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
+from timm.layers import DropPath
 from timm.loss import LabelSmoothingCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
@@ -75,9 +76,18 @@ def recalibrate_batchnorm(model: torch.nn.Module, loader: DataLoader, batches: i
     with depthwise convs eval-mode accuracy then sits at chance while the same net scores ~90% on batch
     statistics (measured on roadmap_04_width). Re-estimating them, as weight-sharing NAS does before it ranks
     subnets, makes the proxy score the network rather than its stale statistics. PyTorch's `update_bn` does
-    the work (a no-op for nets without BatchNorm)."""
-    if batches > 0:
+    the work (a no-op for nets without BatchNorm), with stochastic depth off so that the statistics are those
+    of the network that is evaluated, not of randomly thinned ones."""
+    if batches <= 0:
+        return
+    drop_paths = [(m, m.drop_prob) for m in model.modules() if isinstance(m, DropPath)]
+    for module, _ in drop_paths:
+        module.drop_prob = 0.0
+    try:
         update_bn((x.to(device) for x, _ in itertools.islice(loader, batches)), model)  # lazy: untouched without BN
+    finally:
+        for module, rate in drop_paths:
+            module.drop_prob = rate
 
 
 def train(

@@ -52,3 +52,18 @@ def test_batchnorm_statistics_are_re_estimated_from_training_batches_before_eval
     with torch.no_grad():
         expected = stem.conv(images[:32]).mean((0, 2, 3))  # the first two batches, through the current weights
     assert torch.allclose(stem.norm.running_mean, expected, atol=1e-5) and not model.training  # left as found
+
+
+def test_batchnorm_re_estimation_sees_the_evaluated_network_without_stochastic_depth():
+    model = build_network(tiny_config(layer_scale_init=0.0, norm="bn", conv_bias=False, drop_path_rate=0.5), num_classes=10)
+    images = torch.randn(32, 3, 32, 32)
+    loader = DataLoader(TensorDataset(images, torch.zeros(32, dtype=torch.long)), batch_size=16)
+    rates = [m.drop_prob for m in model.modules() if hasattr(m, "drop_prob")]
+    assert max(rates) > 0
+    last_bn = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)][-1]  # after three drop paths
+    estimates = []
+    for _ in range(2):
+        recalibrate_batchnorm(model, loader, 2, torch.device("cpu"))
+        estimates.append(last_bn.running_var.clone())
+    assert torch.equal(estimates[0], estimates[1])  # no random thinning: the same batches give the same statistics
+    assert [m.drop_prob for m in model.modules() if hasattr(m, "drop_prob")] == rates  # restored for training
