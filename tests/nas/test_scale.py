@@ -1,11 +1,11 @@
 """Beyond one machine: a real PostgreSQL study shared by several drivers, the SQLite single-driver rule,
-kill -9 of a driver on a shared study, and a search through an existing Ray cluster."""
+kill -9 of a driver on a shared study, a search through an existing Ray cluster, fractional-GPU packing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -108,50 +108,51 @@ def test_kill_9_on_a_shared_study_retrains_after_the_heartbeat_grace(tmp_path, p
     assert retrained and counts_toward_total(retrained[0])
 
 
-@pytest.mark.skipif(shutil.which("ray", path=str(Path(sys.executable).parent)) is None, reason="ray CLI not installed")
-def test_search_through_an_existing_ray_cluster(tmp_path):
-    ray = str(Path(sys.executable).parent / "ray")
+RAY = str(Path(sys.executable).parent / "ray")
+RAY_ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+needs_ray_cli = pytest.mark.skipif(not Path(RAY).exists(), reason="ray CLI not installed")
+
+
+@contextlib.contextmanager
+def ray_head(*flags: str):
+    """A Ray head on a free loopback port (its address is yielded), stopped with every node afterwards."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    head = ["--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--include-dashboard=false"]
+    head = ["--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false", *flags]
     try:
-        subprocess.run([ray, "start", *head], check=True, capture_output=True, env=env, timeout=120)
-        subprocess.run([ray, "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", "--num-cpus=1"],
-                       check=True, capture_output=True, env=env, timeout=120)  # fmt: skip
-        run = subprocess.run([*TINY, "--study", "cluster", "--trials", "2", "--epochs", "1", "--address", f"127.0.0.1:{port}"],
-                             cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
-        assert run.returncode == 0, run.stdout + run.stderr
-        study = optuna.load_study(study_name="cluster", storage=f"sqlite:///{tmp_path}/studies/cluster.db")
-        assert len(counted(study)) == 2
+        subprocess.run([RAY, "start", *head], check=True, capture_output=True, env=RAY_ENV, timeout=120)
+        yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        subprocess.run([RAY, "stop", "--force"], capture_output=True, env=RAY_ENV, timeout=120)
 
 
-@pytest.mark.skipif(shutil.which("ray", path=str(Path(sys.executable).parent)) is None, reason="ray CLI not installed")
+@needs_ray_cli
+def test_search_through_an_existing_ray_cluster(tmp_path):
+    with ray_head("--num-cpus=1") as address:
+        subprocess.run([RAY, "start", f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1"],
+                       check=True, capture_output=True, env=RAY_ENV, timeout=120)  # fmt: skip
+        run = subprocess.run([*TINY, "--study", "cluster", "--trials", "2", "--epochs", "1", "--address", address],
+                             cwd=tmp_path, capture_output=True, text=True, env=RAY_ENV, timeout=600)  # fmt: skip
+        assert run.returncode == 0, run.stdout + run.stderr
+    study = optuna.load_study(study_name="cluster", storage=f"sqlite:///{tmp_path}/studies/cluster.db")
+    assert len(counted(study)) == 2
+
+
+@needs_ray_cli
 def test_fractional_gpus_pack_four_trials_on_one_gpu(tmp_path):
     """--gpus-per-trial 0.25 on a node with one GPU: four proxy trainings at a time, never more, although the
     CPUs would allow eight. The node declares its GPU to Ray's scheduler (this machine has none; the trainings
     fall back to the CPU), so what is tested is the packing, not CUDA."""
-    ray = str(Path(sys.executable).parent / "ray")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    head = ["--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=4", "--num-gpus=1", "--include-dashboard=false"]
-    try:
-        subprocess.run([ray, "start", *head], check=True, capture_output=True, env=env, timeout=120)
+    with ray_head("--num-cpus=4", "--num-gpus=1") as address:
         run = subprocess.run([*TINY, "--study", "gpu", "--trials", "6", "--epochs", "400", "--grace-period", "400", "--gpus-per-trial", "0.25",
-                              "--cpus-per-trial", "0.5", "--address", f"127.0.0.1:{port}"],
-                             cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+                              "--cpus-per-trial", "0.5", "--address", address],
+                             cwd=tmp_path, capture_output=True, text=True, env=RAY_ENV, timeout=600)  # fmt: skip
         assert run.returncode == 0, run.stdout + run.stderr
-    finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
     study = optuna.load_study(study_name="gpu", storage=f"sqlite:///{tmp_path}/studies/gpu.db")
     trained = [t for t in study.get_trials() if t.user_attrs.get("status") == "trained"]
     assert len(trained) == 6
-    # each training's span: Tune's clock inside the trainable, up to when the trial was told. A trial that waits
+    # each training's span: the trainable's own clock from its entry, up to when the trial was told. A trial that waits
     # for a slot starts after the tell that freed it, so spans of trials that never ran together do not overlap.
     spans = [(t.datetime_complete.timestamp() - t.user_attrs["trainable_seconds"], t.datetime_complete.timestamp()) for t in trained]
     at_once = max(sum(begin <= start < end for begin, end in spans) for start, _ in spans)
