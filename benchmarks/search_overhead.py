@@ -1,12 +1,12 @@
 """Share of trial wall time not spent training (sampling, cost, storage, Ray dispatch, worker start, model build).
 
 Runs a real search (Optuna + Ray Tune + proxy trainings) into a throwaway SQLite study, then splits, per
-trained trial, the wall time the study recorded (ask -> tell) into: training steps + evaluation (what the proxy
-timed), set-up inside the trainable (model build, data: the trainable's clock from
-its entry, stored as `trainable_seconds`, minus the former), and the
-rest outside it (Ray dispatch and worker start, result round trips, the study's SQL). The first trial on each
-Ray worker also pays that worker's start (a process importing torch); it is paid once per concurrent slot per
-search, so the share is given with and without those trials.
+trained trial, the wall time the study recorded (ask -> tell) into: training steps + evaluation (what the
+proxy timed), set-up inside the trainable (model build, data: the trainable's clock from its entry, stored as
+`trainable_seconds`, minus the former), and the rest outside it (Ray dispatch and worker start, result round
+trips, the study's SQL). The first trial on each Ray worker also pays that worker's start (a process
+importing torch); it is paid once per concurrent slot per search, so the share is given with and without
+those trials.
 
 Usage: python benchmarks/search_overhead.py [--trials 12] [--budget 1G] [--epochs 2] [--space default]
 """
