@@ -406,5 +406,22 @@ def ablation(
     console.print(f"Kendall tau between the columns: {kendall_tau(rows):+.3f} ({len(rows)} networks); stored in {url}")
 
 
+# typer vendors click and exports only BadParameter of its exceptions; BadParameter's base is the
+# UsageError that every bad command line raises (missing option, bad value, unknown command).
+UsageError = typer.BadParameter.__base__
+
+
+def main() -> None:
+    """Run the app; a bad command line also prints one line (typer's own is a multi-line usage box)."""
+    try:
+        code = app(standalone_mode=False)
+    except UsageError as exc:
+        if message := exc.format_message():  # empty for a bare `cli.py`: the help was already printed
+            where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
+            print(f"error: {message}{where}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
 if __name__ == "__main__":
-    app()
+    main()

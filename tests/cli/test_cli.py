@@ -51,12 +51,23 @@ def test_sample_is_seeded_and_respects_the_budget():
         (["sample", "--space", "missing.yaml"], "error: space: no file 'missing.yaml'"),
         (["inspect", "resnet51"], "error: model: 'resnet51' is neither a preset"),
         (["inspect", "convnext_tiny", "--resolution", "8"], "error: resolution: must be >= 32"),
+        # the command line itself, checked by typer before any command runs
+        (["search"], "error: Missing option '--budget'. (see `cli.py search --help`)"),
+        (["search", "--budget", "1G", "--trials", "0"], "error: Invalid value for '--trials'"),
+        (["presets", "--resolution", "x"], "error: Invalid value for '--resolution'"),
+        (["presets", "--colour"], "error: No such option: --colour"),
+        (["serach"], "error: No such command 'serach'"),
     ],
 )
 def test_user_errors_are_one_line_and_exit_2(args, message):
     result = run(*args, check=False)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [result.stderr.strip()] and result.stderr.startswith(message)
+
+
+def test_bare_command_prints_the_help():
+    result = run(check=False)
+    assert result.returncode == 2 and "search" in result.stdout + result.stderr and "error" not in result.stderr
 
 
 def test_invalid_space_file_is_a_user_error(tmp_path):
