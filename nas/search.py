@@ -110,12 +110,23 @@ def open_study(s: SearchSettings) -> tuple[optuna.Study, RDBStorage]:
         study.set_user_attr("identity", identity)
         study.set_user_attr("budget", s.budget)
     elif stored != identity:
-        changed = sorted(k for k in identity if identity[k] != stored.get(k))
         raise ConvspaceError(
-            f"study: {s.study!r} was made with a different {', '.join(changed)}; resume it with the same "
-            "settings or pick a new --study name"
+            f"study: {s.study!r} was made with other settings ({'; '.join(changed_settings(stored, identity))}); "
+            "resume it with the study's settings or pick a new --study name"
         )
     return study, storage
+
+
+def changed_settings(stored: dict[str, Any], asked: dict[str, Any], prefix: str = "") -> list[str]:
+    """Each setting that differs, as `proxy.epochs 3 in the study, 5 now`, so the user sees what to change."""
+    changes = []
+    for key in sorted(set(stored) | set(asked)):
+        old, new = stored.get(key, "unset"), asked.get(key, "unset")
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += changed_settings(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changes.append(f"{prefix}{key} {old} in the study, {new} now")
+    return changes
 
 
 INTERRUPTED = "interrupted"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -16,6 +17,7 @@ from optuna.trial import TrialState
 from nas.pareto import front
 from space.config import ArchConfig
 from space.cost import arch_cost
+from space.errors import ConvspaceError
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY_SPACE = Path(__file__).with_name("tiny_space.yaml")
@@ -165,3 +167,23 @@ def test_a_trial_that_raises_fails_alone_with_its_reason(tmp_path):
     assert all(ArchConfig.from_json(t.user_attrs["config"]).downsample == "separate" for t in failed)
     assert all("RuntimeError" in t.user_attrs["fail_reason"] for t in failed)
     assert "failed: RuntimeError" in run.stdout
+
+
+def test_resuming_with_other_settings_is_refused_naming_each_change_and_keeps_the_study(tmp_path):
+    from nas.search import SearchSettings, open_study
+    from space.choices import Space
+    from trainers.proxy import ProxySettings
+
+    made = SearchSettings(study="r", budget=BUDGET, space=Space.from_yaml(TINY_SPACE), storage=f"sqlite:///{tmp_path}/r.db",
+                          proxy=ProxySettings(epochs=2))  # fmt: skip
+    study, _ = open_study(made)
+    identity = study.user_attrs["identity"]
+    other = dataclasses.replace(made, budget=BUDGET // 2, proxy=ProxySettings(epochs=3, bn_batches=0))
+    with pytest.raises(ConvspaceError) as refused:
+        open_study(other)
+    assert str(refused.value) == (
+        f"study: 'r' was made with other settings (budget {BUDGET} in the study, {BUDGET // 2} now; "
+        "proxy.bn_batches 4 in the study, 0 now; proxy.epochs 2 in the study, 3 now); "
+        "resume it with the study's settings or pick a new --study name"
+    )
+    assert open_study(made)[0].user_attrs["identity"] == identity  # the same settings still resume it
