@@ -34,7 +34,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
-from nas.storage import SqliteDriverLock, is_sqlite, open_storage
+from nas.storage import SqliteDriverLock, is_sqlite, open_storage, requeue
 from space.choices import Space
 from space.config import ArchConfig
 from space.cost import arch_cost
@@ -146,7 +146,7 @@ def fail_and_requeue(study: optuna.Study, storage: RDBStorage, number: int, para
     storage.set_trial_user_attr(trial_id, STATUS, "failed")
     storage.set_trial_user_attr(trial_id, "fail_reason", f"{INTERRUPTED}: {why}")
     storage.set_trial_state_values(trial_id, TrialState.FAIL)
-    study.enqueue_trial(params, skip_if_exists=False)
+    requeue(study, number, params, why)
 
 
 def recover_interrupted(study: optuna.Study, storage: RDBStorage) -> int:

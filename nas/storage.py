@@ -17,9 +17,16 @@ def default_storage(study: str) -> str:
     return f"sqlite:///studies/{study}.db"
 
 
+def requeue(study: optuna.Study, number: int, params: dict[str, Any], why: str) -> None:
+    """Queue a lost trial's parameters to train again; the new trial says which one it retries and why."""
+    study.enqueue_trial(params, user_attrs={"retry_of": number, "retry_reason": why}, skip_if_exists=False)
+
+
 def requeue_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-    """A trial whose driver died (its heartbeat went stale) is FAIL; its parameters are queued to train again."""
-    study.enqueue_trial(trial.params, skip_if_exists=False)
+    """A trial whose driver died (its heartbeat went stale) is FAIL already; queue its parameters again.
+
+    Optuna fails it before calling us and refuses attributes on finished trials, so the reason goes on the retry."""
+    requeue(study, trial.number, trial.params, "its driver stopped sending heartbeats")
 
 
 def open_storage(url: str, heartbeat: tuple[int, int] | None = None) -> optuna.storages.RDBStorage:

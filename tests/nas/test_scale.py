@@ -104,8 +104,9 @@ def test_kill_9_on_a_shared_study_retrains_after_the_heartbeat_grace(tmp_path, p
     assert rescue.returncode == 0, rescue.stdout + rescue.stderr
     study = optuna.load_study(study_name="beat", storage=postgres_url)
     assert study.trials[lost.number].state == TrialState.FAIL
-    retrained = [t for t in study.get_trials() if t.number > lost.number and t.params == lost.params]
-    assert retrained and counts_toward_total(retrained[0])
+    retries = [t for t in study.get_trials() if t.user_attrs.get("retry_of") == lost.number]
+    assert len(retries) == 1 and retries[0].params == lost.params and counts_toward_total(retries[0])
+    assert retries[0].user_attrs["retry_reason"] == "its driver stopped sending heartbeats"
 
 
 RAY = str(Path(sys.executable).parent / "ray")

@@ -108,8 +108,11 @@ def test_kill_9_mid_trial_then_resume_keeps_finished_trials_and_retrains_the_los
     for t in lost:
         again = study.trials[t.number]
         assert again.state == TrialState.FAIL and again.user_attrs["fail_reason"].startswith("interrupted")
-    retrained = [t.params for t in study.get_trials() if t.number > max(x.number for x in lost) and t.user_attrs.get("status") in ("trained", "stopped")]
-    assert all(p in retrained for p in lost_params)
+    retrained = [t for t in study.get_trials() if t.number > max(x.number for x in lost) and t.user_attrs.get("status") in ("trained", "stopped")]
+    assert all(p in [t.params for t in retrained] for p in lost_params)
+    retries = {t.user_attrs["retry_of"]: t for t in retrained if "retry_of" in t.user_attrs}
+    assert sorted(retries) == sorted(t.number for t in lost)  # each retry names the trial it replaces
+    assert all(t.params == study.trials[n].params and t.user_attrs["retry_reason"] == "its driver stopped" for n, t in retries.items())
 
 
 @pytest.mark.parametrize(
@@ -154,7 +157,9 @@ def test_ctrl_c_stops_with_a_summary_and_the_study_resumes(tmp_path):
     assert not [t for t in study.get_trials() if t.state == TrialState.RUNNING]
     stopped = [t for t in study.get_trials() if t.state == TrialState.FAIL]
     assert stopped and all(t.user_attrs["fail_reason"].startswith("interrupted") for t in stopped)
-    assert study.get_trials(states=(TrialState.WAITING,))  # queued to train again on resume
+    waiting = study.get_trials(states=(TrialState.WAITING,))  # queued to train again on resume
+    assert sorted(t.user_attrs["retry_of"] for t in waiting) == sorted(t.number for t in stopped)
+    assert all(t.user_attrs["retry_reason"] == "the search stopped before it finished" for t in waiting)
 
 
 def test_a_trial_that_raises_fails_alone_with_its_reason(tmp_path):
