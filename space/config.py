@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from space.errors import ConvspaceError
+from space.errors import ConvspaceError, refuse
 
 STEMS = ("patchify", "resnet", "conv2former", "deep")
 BLOCKS = ("basic", "bottleneck", "convmod")
@@ -27,43 +27,39 @@ DW_POSITIONS = ("middle", "first")
 KERNEL_MIN, KERNEL_MAX = 3, 21
 
 
-def _fail(name: str, message: str, value: Any) -> None:
-    raise ConvspaceError(f"{name}: {message}, got {value!r}")
-
-
 def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
     """Refuse a value outside a fixed set of names."""
     if value not in allowed:
-        _fail(name, f"must be one of {', '.join(allowed)}", value)
+        refuse(name, f"must be one of {', '.join(allowed)}", value)
 
 
 def check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
     """Refuse a non-integer or an integer outside [low, high]."""
     if isinstance(value, bool) or not isinstance(value, int):
-        _fail(name, "must be an integer", value)
+        refuse(name, "must be an integer", value)
     if value < low or (high is not None and value > high):
-        _fail(name, f"must be in {low}..{high}" if high is not None else f"must be >= {low}", value)
+        refuse(name, f"must be in {low}..{high}" if high is not None else f"must be >= {low}", value)
 
 
 def check_float(name: str, value: Any, low: float, high: float) -> None:
     """Refuse a non-number or a number outside [low, high]."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        _fail(name, "must be a number", value)
+        refuse(name, "must be a number", value)
     if not low <= value <= high:
-        _fail(name, f"must be in [{low}, {high}]", value)
+        refuse(name, f"must be in [{low}, {high}]", value)
 
 
 def check_bool(name: str, value: Any) -> None:
     """Refuse anything but true/false (YAML 'yes' already arrives as a bool)."""
     if not isinstance(value, bool):
-        _fail(name, "must be true or false", value)
+        refuse(name, "must be true or false", value)
 
 
 def check_kernel(name: str, value: Any) -> None:
     """Kernels are odd so that 'same' padding keeps the feature map centred."""
     check_int(name, value, KERNEL_MIN, KERNEL_MAX)
     if value % 2 == 0:
-        _fail(name, f"must be odd ({KERNEL_MIN}, {KERNEL_MIN + 2}, ..., {KERNEL_MAX})", value)
+        refuse(name, f"must be odd ({KERNEL_MIN}, {KERNEL_MIN + 2}, ..., {KERNEL_MAX})", value)
 
 
 @dataclass(frozen=True)
@@ -79,7 +75,7 @@ class StemConfig:
         check_int("width", self.width, 1)
         check_choice("norm", self.norm, NORMS)
         if self.type in ("deep", "conv2former") and self.width % 2:
-            _fail("width", f"must be even for the {self.type} stem (its first convs have width/2)", self.width)
+            refuse("width", f"must be even for the {self.type} stem (its first convs have width/2)", self.width)
 
 
 @dataclass(frozen=True)
@@ -110,13 +106,13 @@ class StageConfig:
         check_int("groups", self.groups, 1)
         check_choice("attention", self.attention, ATTENTIONS)
         if self.conv != "grouped" and self.groups != 1:
-            _fail("groups", f"must be 1 unless conv is grouped (conv is {self.conv})", self.groups)
+            refuse("groups", f"must be 1 unless conv is grouped (conv is {self.conv})", self.groups)
         if self.conv == "grouped" and self.groups < 2:
-            _fail("groups", "must be >= 2 for a grouped conv", self.groups)
+            refuse("groups", "must be >= 2 for a grouped conv", self.groups)
         if self.block == "basic" and self.conv != "dense":
-            _fail("conv", "must be dense for basic blocks (use a bottleneck for grouped/depthwise)", self.conv)
+            refuse("conv", "must be dense for basic blocks (use a bottleneck for grouped/depthwise)", self.conv)
         if self.block == "convmod" and self.conv != "depthwise":
-            _fail("conv", "must be depthwise for convmod blocks (its modulation conv is depthwise)", self.conv)
+            refuse("conv", "must be depthwise for convmod blocks (its modulation conv is depthwise)", self.conv)
 
     @property
     def inner_width(self) -> int:
@@ -146,11 +142,11 @@ class ArchConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.stem, StemConfig):
-            _fail("stem", "must be a StemConfig", self.stem)
+            refuse("stem", "must be a StemConfig", self.stem)
         if not isinstance(self.stages, tuple) or not all(isinstance(s, StageConfig) for s in self.stages):
-            _fail("stages", "must be a tuple of StageConfig", self.stages)
+            refuse("stages", "must be a tuple of StageConfig", self.stages)
         if not 1 <= len(self.stages) <= 6:
-            _fail("stages", "must hold 1..6 stages", len(self.stages))
+            refuse("stages", "must hold 1..6 stages", len(self.stages))
         check_choice("downsample", self.downsample, DOWNSAMPLES)
         check_choice("norm", self.norm, NORMS)
         check_choice("act", self.act, ACTS)
@@ -216,7 +212,7 @@ class ArchConfig:
         stem = _build(StemConfig, _mapping("stem", raw["stem"], StemConfig), "stem")
         stages_raw = raw["stages"]
         if not isinstance(stages_raw, (list, tuple)):
-            _fail("stages", "must be a list of stages", stages_raw)
+            refuse("stages", "must be a list of stages", stages_raw)
         stages = tuple(
             _build(StageConfig, _mapping(f"stages[{i}]", s, StageConfig), f"stages[{i}]")
             for i, s in enumerate(stages_raw)
@@ -255,7 +251,7 @@ def check_keys(path: str, keys: Iterable[Any], allowed: Sequence[str], what: str
 def _mapping(path: str, data: Any, cls: type) -> dict[str, Any]:
     """Check keys against the dataclass."""
     if not isinstance(data, Mapping):
-        _fail(path, "must be a mapping of fields", type(data).__name__)
+        refuse(path, "must be a mapping of fields", type(data).__name__)
     check_keys(path, data, [f.name for f in fields(cls)])
     return dict(data)
 

@@ -28,7 +28,7 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3, accuracy
 from torch.utils.data import DataLoader
 
-from space.errors import ConvspaceError
+from space.errors import ConvspaceError, require
 from trainers.data import image_datasets
 
 
@@ -56,6 +56,21 @@ class TrainSettings:
     ema_decay: float = 0.9999
     workers: int = 0
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        """A bad value fails here in one line, before anything is built (timm and torch would assert mid-run)."""
+        require(self.epochs >= 1, "epochs", "must be >= 1", self.epochs)
+        require(self.batch_size >= 2, "batch-size", "must be >= 2", self.batch_size)
+        require(self.batch_size % 2 == 0 or not (self.mixup or self.cutmix), "batch-size",
+                "mixup/cutmix pair the images of a batch, so it must be even", self.batch_size)  # fmt: skip
+        require(self.lr is None or self.lr > 0, "lr", "must be > 0", self.lr)
+        require(self.warmup_epochs >= 0, "warmup-epochs", "must be >= 0", self.warmup_epochs)
+        require((self.resolution or 32) >= 32, "resolution", "must be >= 32 (the network reduces 32x)", self.resolution)
+        require(self.mixup >= 0, "mixup", "must be >= 0 (0 disables)", self.mixup)
+        require(self.cutmix >= 0, "cutmix", "must be >= 0 (0 disables)", self.cutmix)
+        require(self.drop_path is None or 0 <= self.drop_path < 1, "drop-path", "must be in [0, 1)", self.drop_path)
+        require(0 <= self.ema_decay < 1, "ema-decay", "must be in [0, 1) (0 disables)", self.ema_decay)
+        require(self.workers >= 0, "workers", "must be >= 0", self.workers)
 
     @property
     def scaled_lr(self) -> float:

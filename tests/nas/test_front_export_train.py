@@ -91,6 +91,7 @@ def test_export_best_registers_a_timm_model_whose_cost_equals_the_record(study_d
         (["dashboard", "--study", "nope"], "error: study: no study 'nope'"),
         (["train", "--model", "no_such_model", "--epochs", "1"], "error: model: 'no_such_model' is not a registered model"),
         (["train", "--model", "convspace_resnet50", "--resume"], "error: resume: no checkpoint at runs/train/last.pth"),
+        (["train", "--model", "convspace_resnet50", "--batch-size", "3"], "error: batch-size: mixup/cutmix pair the images"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(study_dir, args, message):
