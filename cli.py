@@ -179,13 +179,13 @@ def search(
     space: str = typer.Option("default", help="Space YAML file, or the name of a shipped space."),
     study: str = typer.Option("convspace", help="Study name; rerunning with the same name resumes it."),
     storage: str = typer.Option(None, help="SQLAlchemy URL (default sqlite:///studies/<study>.db)."),
-    trials: int = typer.Option(12, min=1, help="Trained trials wanted in the study (those already there count)."),
-    epochs: int = typer.Option(3, min=1, help="Proxy training epochs per trial."),
-    resolution: int = typer.Option(32, min=16, help="Proxy training resolution."),
-    batch_size: int = typer.Option(64, min=1, help="Proxy batch size."),
-    train_images: int = typer.Option(768, min=0, help="Training images per proxy epoch (a fixed seeded subset; 0: all)."),
+    trials: int = typer.Option(12, help="Trained trials wanted in the study (those already there count)."),
+    epochs: int = typer.Option(3, help="Proxy training epochs per trial."),
+    resolution: int = typer.Option(32, help="Proxy training resolution."),
+    batch_size: int = typer.Option(64, help="Proxy batch size."),
+    train_images: int = typer.Option(768, help="Training images per proxy epoch (a fixed seeded subset; 0: all)."),
     lr: float = typer.Option(2e-3, help="Proxy peak learning rate (AdamW)."),
-    bn_batches: int = typer.Option(4, min=0, help="Training batches that re-estimate BatchNorm statistics before each evaluation (0: off)."),
+    bn_batches: int = typer.Option(4, help="Training batches that re-estimate BatchNorm statistics before each evaluation (0: off)."),
     data: str = typer.Option("digits", help="digits (embedded), cifar10, cifar100, an ImageFolder path, or synthetic (tests)."),
     data_dir: str = typer.Option(None, help="Where CIFAR files live."),
     cost_resolution: int = typer.Option(224, help="Resolution at which FLOPs and the budget are counted."),
@@ -195,34 +195,32 @@ def search(
     gpus_per_trial: float = typer.Option(0.0, help="GPUs each proxy training gets (fractions pack several per GPU)."),
     address: str = typer.Option(None, help="Address of an existing Ray cluster (default: start Ray locally)."),
     time_budget: float = typer.Option(None, help="Stop after this many seconds of wall clock."),
-    grace_period: int = typer.Option(1, min=1, help="ASHA: epochs every trial trains before it may be stopped."),
-    reduction_factor: int = typer.Option(3, min=2, help="ASHA: keep the best 1/factor at each rung."),
+    grace_period: int = typer.Option(1, help="ASHA: epochs every trial trains before it may be stopped."),
+    reduction_factor: int = typer.Option(3, help="ASHA: keep the best 1/factor at each rung."),
     seed: int = typer.Option(0, help="Seeds the sampler, the data split and the training."),
-    heartbeat_interval: int = typer.Option(5, min=1, help="Seconds between heartbeats of running trials."),
-    heartbeat_grace: int = typer.Option(20, min=1, help="A running trial silent this long (its driver died) is retrained."),
+    heartbeat_interval: int = typer.Option(5, help="Seconds between heartbeats of running trials."),
+    heartbeat_grace: int = typer.Option(20, help="A running trial silent this long (its driver died) is retrained."),
 ) -> None:
     """Search the space under a FLOPs budget: Optuna multi-objective study + Ray Tune proxy trainings (ASHA)."""
-    from nas.search import SearchSettings, make_sampler, run_search
+    from nas.search import SearchSettings, run_search
     from nas.storage import default_storage, open_storage
     from space.choices import Space
     from space.cost import parse_flops
     from trainers.data import load_data
     from trainers.proxy import ProxySettings
 
-    limit = parse_flops(budget)
-    design = Space.from_yaml(space)
-    make_sampler(sampler, seed)
-    load_data(data, resolution, seed, data_dir)  # a bad --data fails here, in one line, before Ray starts
+    # Every setting is checked before anything is opened or started: a mistake leaves no file and no Ray behind.
     url = storage or default_storage(study)
-    open_storage(url)
     proxy = ProxySettings(epochs=epochs, resolution=resolution, batch_size=batch_size, lr=lr, data=data, train_images=train_images or None,
                           bn_batches=bn_batches, data_dir=data_dir, seed=seed)  # fmt: skip
     settings = SearchSettings(
-        study=study, budget=limit, space=design, storage=url, proxy=proxy, trials=trials, cost_resolution=cost_resolution,
-        cost_classes=cost_classes, sampler=sampler, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
-        address=address, time_budget=time_budget, grace_period=grace_period, reduction_factor=reduction_factor, seed=seed,
-        heartbeat_interval=heartbeat_interval, heartbeat_grace=heartbeat_grace,
+        study=study, budget=parse_flops(budget), space=Space.from_yaml(space), storage=url, proxy=proxy, trials=trials,
+        cost_resolution=cost_resolution, cost_classes=cost_classes, sampler=sampler, cpus_per_trial=cpus_per_trial,
+        gpus_per_trial=gpus_per_trial, address=address, time_budget=time_budget, grace_period=grace_period,
+        reduction_factor=reduction_factor, seed=seed, heartbeat_interval=heartbeat_interval, heartbeat_grace=heartbeat_grace,
     )  # fmt: skip
+    load_data(data, resolution, seed, data_dir)  # a bad --data fails here, in one line, before Ray starts
+    open_storage(url)
     seen = {"best": 0.0, "done": 0}
 
     def progress(event: str, info: dict[str, Any]) -> None:
@@ -235,7 +233,7 @@ def search(
             how = "failed: " + info["error"] if info.get("error") else ("trained" if info.get("epoch") == epochs else "stopped by ASHA")
             console.print(f"[bold]trial {info['number']:>3} {how}[/]  ({seen['done']} finished in this run)")
 
-    console.print(f"study [bold]{study}[/] in {url}: {trials} trials within {limit / 1e9:.3g} GFLOPs "
+    console.print(f"study [bold]{study}[/] in {url}: {trials} trials within {settings.budget / 1e9:.3g} GFLOPs "
                   f"(at {cost_resolution}px, {cost_classes} classes), proxy {epochs} epochs of {data} at {resolution}px")  # fmt: skip
     outcome = run_search(settings, progress)
     if outcome.recovered:

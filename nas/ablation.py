@@ -17,9 +17,8 @@ import optuna
 import yaml
 from ray import tune
 
-from nas.search import ACC, TrialProgress, init_ray, proxy_trainable, set_progress
+from nas.search import ACC, TrialProgress, check_trial_resources, init_ray, proxy_trainable, set_progress
 from nas.storage import open_storage
-from space.config import check_int
 from space.cost import arch_cost
 from space.errors import ConvspaceError
 from space.presets import get_preset
@@ -51,14 +50,17 @@ def load_study_file(path: str | Path) -> StudyFile:
     unknown = set(data.get("proxy") or {}) - proxy_fields
     if unknown:
         raise ConvspaceError(f"study file: proxy.{sorted(unknown)[0]} is unknown; allowed: {', '.join(sorted(proxy_fields))}")
-    proxy = ProxySettings(**(data.get("proxy") or {}))
-    check_int("proxy.epochs", proxy.epochs, 1)
+    try:
+        proxy = ProxySettings(**(data.get("proxy") or {}))
+    except ConvspaceError as exc:
+        raise ConvspaceError(f"study file: proxy.{exc}") from None
     return StudyFile(str(data["study"]), proxy, {k: float(v) for k, v in data["reference"].items()})
 
 
 def run_ablation(file: StudyFile, storage: str, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, address: str | None = None,
                  results_dir: str = "studies/ray", progress: Callable[[str, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Train the networks the study does not hold yet; return one row per network (proxy and reference accuracy)."""
+    check_trial_resources(cpus_per_trial, gpus_per_trial, address)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=file.study, storage=open_storage(storage), directions=["maximize", "minimize"],
                                 load_if_exists=True)  # fmt: skip

@@ -28,6 +28,7 @@ from typing import Any
 
 import optuna
 import ray
+import torch
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from ray import tune
@@ -38,7 +39,7 @@ from nas.storage import SqliteDriverLock, is_sqlite, open_storage, requeue
 from space.choices import Space
 from space.config import ArchConfig
 from space.cost import arch_cost
-from space.errors import ConvspaceError
+from space.errors import ConvspaceError, require
 from trainers.proxy import ProxySettings
 
 ACC, FLOPS = "acc", "flops"
@@ -69,6 +70,30 @@ class SearchSettings:
     results_dir: str = "studies/ray"
     heartbeat_interval: int = 5
     heartbeat_grace: int = 20
+
+    def __post_init__(self) -> None:
+        """A bad value fails here in one line, before the study is opened or Ray starts."""
+        require(self.trials >= 1, "trials", "must be >= 1", self.trials)
+        require(self.sampler in SAMPLERS, "sampler", f"must be one of {', '.join(SAMPLERS)}", self.sampler)
+        require(self.budget > 0, "budget", "must be > 0", self.budget)
+        require(self.cost_resolution >= 32, "cost-resolution", "must be >= 32 (the network reduces 32x)", self.cost_resolution)
+        require(self.cost_classes >= 1, "cost-classes", "must be >= 1", self.cost_classes)
+        check_trial_resources(self.cpus_per_trial, self.gpus_per_trial, self.address)
+        require(self.time_budget is None or self.time_budget > 0, "time-budget", "must be > 0 seconds", self.time_budget)
+        require(self.grace_period >= 1, "grace-period", "must be >= 1", self.grace_period)
+        require(self.reduction_factor >= 2, "reduction-factor", "must be >= 2", self.reduction_factor)
+        require(self.heartbeat_interval >= 1, "heartbeat-interval", "must be >= 1", self.heartbeat_interval)
+        require(self.heartbeat_grace > self.heartbeat_interval, "heartbeat-grace",
+                f"must be longer than the heartbeat interval ({self.heartbeat_interval} s)", self.heartbeat_grace)  # fmt: skip
+
+
+def check_trial_resources(cpus: float, gpus: float, address: str | None) -> None:
+    """Resources Ray can give each trial; on a machine without a GPU, Ray would hold GPU trials pending forever."""
+    require(cpus > 0, "cpus-per-trial", "must be > 0", cpus)
+    require(gpus >= 0 and (gpus < 1 or float(gpus).is_integer()), "gpus-per-trial",
+            "must be 0, a fraction below 1 (trials share a GPU) or a whole number", gpus)  # fmt: skip
+    require(not gpus or address is not None or torch.cuda.device_count() > 0, "gpus-per-trial",
+            "this machine has no GPU: leave it out to train on CPUs, or join a cluster with GPUs (--address)", gpus)  # fmt: skip
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -405,9 +430,9 @@ def _tune(s: SearchSettings, study: optuna.Study, storage: RDBStorage, remaining
           progress: Callable[[str, dict[str, Any]], None] | None) -> SearchOutcome:  # fmt: skip
     """Ray Tune runs the proxy trainings the bridge hands out; ASHA stops the weak ones."""
     started = time.time()
+    init_ray(s.address)
     bridge = BudgetedOptunaSearcher(study, storage, s)
     _DRIVER[s.study] = (bridge, progress)
-    init_ray(s.address)
     resources = {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}
     proxy = dict(s.proxy.to_dict(), threads=max(1, int(s.cpus_per_trial)))
     trainable = tune.with_resources(tune.with_parameters(proxy_trainable, proxy=proxy), resources)

@@ -53,7 +53,7 @@ def test_sample_is_seeded_and_respects_the_budget():
         (["inspect", "convnext_tiny", "--resolution", "8"], "error: resolution: must be >= 32"),
         # the command line itself, checked by typer before any command runs
         (["search"], "error: Missing option '--budget'. (see `cli.py search --help`)"),
-        (["search", "--budget", "1G", "--trials", "0"], "error: Invalid value for '--trials'"),
+        (["sample", "-n", "0"], "error: Invalid value for '-n'"),
         (["presets", "--resolution", "x"], "error: Invalid value for '--resolution'"),
         (["presets", "--colour"], "error: No such option: --colour"),
         (["serach"], "error: No such command 'serach'"),

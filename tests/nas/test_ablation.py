@@ -45,3 +45,7 @@ def test_bad_study_files_are_user_errors(tmp_path):
     bad.write_text(yaml.safe_dump({"study": "x", "reference": {}, "proxy": {"epoch": 2}}))
     result = subprocess.run([sys.executable, str(ROOT / "cli.py"), "ablation", str(bad)], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 2 and "proxy.epoch is unknown" in result.stderr
+    bad.write_text(yaml.safe_dump({"study": "x", "reference": {}, "proxy": {"epochs": 0}}))
+    result = subprocess.run([sys.executable, str(ROOT / "cli.py"), "ablation", str(bad)], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.strip() == "error: study file: proxy.epochs: must be >= 1, got 0"
+

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 from optuna.trial import TrialState
 
 from nas.pareto import front
@@ -124,9 +125,18 @@ def test_kill_9_mid_trial_then_resume_keeps_finished_trials_and_retrains_the_los
         (["--storage", "notaurl"], "error: storage: cannot open 'notaurl'"),
         (["--data", "/no/such/folder"], "error: data: '/no/such/folder' is neither a dataset"),
         (["--data", "cifar10", "--data-dir", "nowhere"], "error: data: cifar10 not found"),
+        (["--trials", "0"], "error: trials: must be >= 1, got 0"),
+        (["--lr", "-1"], "error: lr: must be > 0, got -1.0"),
+        (["--cpus-per-trial", "0"], "error: cpus-per-trial: must be > 0, got 0.0"),
+        (["--gpus-per-trial", "1.5"], "error: gpus-per-trial: must be 0, a fraction below 1 (trials share a GPU) or a whole"),
+        (["--gpus-per-trial", "0.25"], "error: gpus-per-trial: this machine has no GPU: leave it out to train on CPUs"),
+        (["--heartbeat-grace", "5"], "error: heartbeat-grace: must be longer than the heartbeat interval (5 s), got 5"),
+        (["--sampler", "grid"], "error: sampler: must be one of nsga2, tpe, random, got 'grid'"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(tmp_path, args, message):
+    if "0.25" in args and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
     base = [sys.executable, str(ROOT / "cli.py"), "search", "--budget", "1G", "--space", str(TINY_SPACE), "--study", "x"]
     result = subprocess.run(base + args, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stdout + result.stderr
