@@ -295,9 +295,11 @@ def dashboard(
     from nas.storage import open_storage
 
     url = study_storage(study, storage)
-    loaded = load_study(study, url)
-    console.print(f"optuna-dashboard for study {study}: http://{host}:{port}/dashboard/studies/{loaded._study_id}  (Ctrl-C stops)")
-    run_server(open_storage(url), host=host, port=port)
+    load_study(study, url)  # an unknown study is a user error
+    served = open_storage(url)
+    study_id = served.get_study_id_from_name(study)
+    console.print(f"optuna-dashboard for study {study}: http://{host}:{port}/dashboard/studies/{study_id}  (Ctrl-C stops)")
+    run_server(served, host=host, port=port)
 
 
 @app.command()
@@ -382,10 +384,12 @@ def ablation(
 ) -> None:
     """Re-run fixed networks (the ConvNeXt roadmap) with the proxy trainer; compare with the paper (Kendall tau)."""
     from nas.ablation import kendall_tau, load_study_file, run_ablation
+    from nas.search import check_trial_resources
     from nas.storage import open_storage
     from trainers.data import load_data
 
     spec = load_study_file(file)
+    check_trial_resources(cpus_per_trial, gpus_per_trial, address)
     load_data(spec.proxy.data, spec.proxy.resolution, spec.proxy.seed, spec.proxy.data_dir)
     url = study_storage(spec.study, storage)
     open_storage(url)

@@ -120,7 +120,8 @@ def test_dashboard_serves_the_study_over_http(study_dir):
         assert urllib.request.urlopen(request, timeout=5).status == 200
     finally:
         server.terminate()
-        server.wait(10)
+        printed = server.communicate(timeout=10)[0]
+    assert f"http://127.0.0.1:{port}/dashboard/studies/{body['study_summaries'][0]['study_id']}" in printed
 
 
 def test_train_one_epoch_then_resume_to_epoch_two(study_dir):
