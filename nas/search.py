@@ -44,6 +44,7 @@ from trainers.proxy import ProxySettings
 
 ACC, FLOPS = "acc", "flops"
 STATUS = "status"  # user attr: trained | stopped | over_budget | duplicate | failed
+OVER_BUDGET = "flops_over_budget"  # the trial's constraint: FLOPs minus the budget
 SAMPLERS = ("nsga2", "tpe", "random")
 
 
@@ -254,6 +255,8 @@ class BudgetedOptunaSearcher:
             cost = arch_cost(cfg, self.settings.cost_resolution)
             for key, value in {"config": cfg.to_json(), "hash": cfg.hash, FLOPS: cost.flops, "params": cost.params}.items():
                 trial.set_user_attr(key, value)
+            # The budget as Optuna's constraint (feasible when <= 0): its dashboard, plots and best_trials see it.
+            trial.set_constraint(OVER_BUDGET, cost.flops - self.settings.budget)
             if cost.flops > self.settings.budget:
                 self._reject(trial, "over_budget")
                 continue

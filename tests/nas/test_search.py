@@ -60,6 +60,8 @@ def test_search_trains_within_budget_dedups_and_resumes(tmp_path):
         assert {"hash", "params", "epochs", "wall_seconds", "train_seconds", "trainable_seconds", "proxy"} <= set(t.user_attrs)
         assert t.user_attrs["proxy"]["bn_batches"] == 2 and t.user_attrs["trainable_seconds"] >= t.user_attrs["train_seconds"]
     assert all(t.user_attrs["flops"] > BUDGET for t in groups.get("over_budget", []))
+    for t in study.trials:  # the budget is Optuna's constraint on every sampled point (feasible when <= 0)
+        assert t.constraints == {"flops_over_budget": t.user_attrs["flops"] - BUDGET}
     assert groups.get("over_budget"), "the tiny space has over-budget points: some must have been rejected"
     assert len({t.user_attrs["hash"] for t in trained}) == len(trained)  # never the same config twice
     on_front = front(study)
