@@ -255,7 +255,7 @@ class BudgetedOptunaSearcher:
             cost = arch_cost(cfg, self.settings.cost_resolution)
             for key, value in {"config": cfg.to_json(), "hash": cfg.hash, FLOPS: cost.flops, "params": cost.params}.items():
                 trial.set_user_attr(key, value)
-            # The budget as Optuna's constraint (feasible when <= 0): its dashboard, plots and best_trials see it.
+            # The budget as Optuna's constraint (feasible when <= 0), for whoever reads the study with Optuna.
             trial.set_constraint(OVER_BUDGET, cost.flops - self.settings.budget)
             if cost.flops > self.settings.budget:
                 self._reject(trial, "over_budget")
