@@ -306,23 +306,34 @@ def dashboard(
 @user_errors
 def export(
     study: str = typer.Option(..., help="Study name."),
-    trial: int = typer.Option(None, help="Trial number to export."),
+    trial: list[int] = typer.Option(None, help="Trial number to export (repeat for several)."),
     best: bool = typer.Option(False, "--best", help="Export the most accurate fully trained trial (ties: fewer FLOPs)."),
-    name: str = typer.Option(None, help="Model name for timm.create_model (default <study>_trial<N>)."),
-    out: str = typer.Option("studies/exports", help="Zoo folder to write the entry into."),
+    front: bool = typer.Option(False, "--front", help="Export every trial on the Pareto front."),
+    name: str = typer.Option(None, help="Model name for timm.create_model (one trial only; default <study>_trial<N>)."),
+    out: str = typer.Option("studies/exports", help="Zoo folder to write the entries into."),
     storage: str = typer.Option(None, help="SQLAlchemy URL (default sqlite:///studies/<study>.db)."),
 ) -> None:
-    """Turn a trial into a timm model-factory entry (YAML config + @register_model module)."""
-    if (trial is None) == (not best):
-        raise ConvspaceError("export: give exactly one of --trial N and --best")
+    """Turn trials into timm model-factory entries (YAML config + @register_model module)."""
+    trial = trial or []  # typer gives None when --trial is absent
+    if sum((bool(trial), best, front)) != 1:
+        raise ConvspaceError("export: give exactly one of --trial N (repeatable), --best and --front")
+    if name and (front or len(trial) > 1):
+        raise ConvspaceError("name: names one entry; with several trials each is named <study>_trial<N>")
+    from nas.pareto import front as pareto_front
     from nas.pareto import load_study
     from nas.zoo import export as export_trial
+    from nas.zoo import pick_trial
 
-    entry = export_trial(load_study(study, study_storage(study, storage)), trial, name, Path(out))
-    console.print(f"exported trial {entry['trial']} as [bold]{entry['name']}[/]: {entry['params'] / 1e6:.2f}M params, "
-                  f"{entry['flops'] / 1e9:.3f} GFLOPs (checked against the rebuilt model)")  # fmt: skip
-    console.print(f"  {entry['config']}\n  {entry['module']}")
-    console.print(f"use: import nas.zoo; timm.create_model({entry['name']!r}, num_classes=..., drop_path_rate=...)"
+    loaded = load_study(study, study_storage(study, storage))
+    chosen = pareto_front(loaded) if front else [pick_trial(loaded, n) for n in trial or [None]]  # None: the best
+    if not chosen:
+        raise ConvspaceError(f"front: study {study!r} has no fully trained trial yet")
+    for picked in chosen:  # every trial is checked above before the first entry is written
+        entry = export_trial(loaded, picked, name, Path(out))
+        console.print(f"exported trial {entry['trial']} as [bold]{entry['name']}[/]: {entry['params'] / 1e6:.2f}M params, "
+                      f"{entry['flops'] / 1e9:.3f} GFLOPs (checked against the rebuilt model)")  # fmt: skip
+        console.print(f"  {entry['config']}\n  {entry['module']}")
+    console.print("use: import nas.zoo; timm.create_model(<name>, num_classes=..., drop_path_rate=...)"
                   + ("" if Path(out) == Path("studies/exports") else f"  (with CONVSPACE_ZOO={out})"))  # fmt: skip
 
 

@@ -158,11 +158,11 @@ def pick_trial(study: Any, number: int | None) -> Any:
     return trial
 
 
-def export(study: Any, number: int | None, name: str | None, out: Path) -> dict[str, Any]:
-    """Write a trial as a model-factory entry, register it, and check the rebuilt model against the study's record."""
+def export(study: Any, trial: Any, name: str | None, out: Path) -> dict[str, Any]:
+    """Write a trial (from `pick_trial`) as a model-factory entry, register it, and check the rebuilt model against
+    the study's record."""
     from space.verify import fvcore_flops
 
-    trial = pick_trial(study, number)
     name = name or f"{study.study_name}_trial{trial.number}".lower().replace("-", "_")
     check_name(name)
     cfg = ArchConfig.from_json(trial.user_attrs["config"])

@@ -77,6 +77,19 @@ def test_export_best_registers_a_timm_model_whose_cost_equals_the_record(study_d
     assert out.startswith("5 0.1 [8, 16, 32, 64]") and "study=s" in out and "trial=0" in out
 
 
+def test_export_front_and_several_trials_write_one_checked_entry_each(study_dir, tmp_path):
+    front_numbers = [r["trial"] for r in json.loads(cli(study_dir, "pareto", "--study", "s", "--json").stdout)]
+    out = tmp_path / "zoo"
+    result = cli(study_dir, "export", "--study", "s", "--front", "--out", str(out))
+    assert sorted(p.stem for p in out.glob("*.py")) == sorted(f"s_trial{n}" for n in front_numbers)
+    assert result.stdout.count("checked against the rebuilt model") == len(front_numbers) == 2
+    cli(study_dir, "export", "--study", "s", "--trial", "2", "--trial", "3", "--out", str(out))  # 3 was stopped early: allowed
+    assert sorted(p.stem for p in out.glob("*.yaml")) == ["s_trial0", "s_trial1", "s_trial2", "s_trial3"]
+    refused = cli(study_dir, "export", "--study", "s", "--trial", "2", "--trial", "4", "--out", str(tmp_path / "none"), check=False)
+    assert refused.returncode == 2 and refused.stderr.startswith("error: trial: 4 was not trained")
+    assert not (tmp_path / "none").exists()  # nothing written when one of the trials cannot be exported
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -85,7 +98,10 @@ def test_export_best_registers_a_timm_model_whose_cost_equals_the_record(study_d
         (["export", "--study", "s", "--trial", "4"], "error: trial: 4 was not trained (status over_budget)"),
         (["export", "--study", "s", "--best", "--name", "resnet50"], "error: name: 'resnet50' is already a timm model"),
         (["export", "--study", "s", "--best", "--name", "Bad-Name"], "error: name: must be a lowercase Python identifier"),
-        (["export", "--study", "s"], "error: export: give exactly one of --trial N and --best"),
+        (["export", "--study", "s"], "error: export: give exactly one of --trial N (repeatable), --best and --front"),
+        (["export", "--study", "s", "--best", "--front"], "error: export: give exactly one of --trial N (repeatable), --best and --front"),
+        (["export", "--study", "s", "--front", "--name", "x"], "error: name: names one entry; with several trials each is named"),
+        (["export", "--study", "s", "--trial", "0", "--trial", "1", "--name", "x"], "error: name: names one entry"),
         (["pareto", "--study", "nope"], "error: study: no study 'nope'"),
         (["pareto", "--study", "s", "--plot", "front.jpg"], "error: plot: must be a .png file name"),
         (["dashboard", "--study", "nope"], "error: study: no study 'nope'"),
