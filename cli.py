@@ -22,6 +22,9 @@ from space.errors import ConvspaceError
 # timm still calls torch.jit.script at import; the deprecation notice is noise for our users.
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*")
 warnings.filterwarnings("ignore", message=".*is experimental.*")  # Optuna's notice on set_metric_names
+warnings.filterwarnings("ignore", message=".*is an experimental feature.*")  # ... and on heartbeat_interval
+# Optuna expects heartbeats with Study.optimize; the search uses ask/tell and sends them itself (nas/search.py).
+warnings.filterwarnings("ignore", message=".*Heartbeat of storage is supposed to be used with Study.optimize.*")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
 # Piped output (logs, CI) gets a wide table instead of rich's 80-column default.

@@ -49,6 +49,7 @@ def test_search_trains_within_budget_dedups_and_resumes(tmp_path):
     first = search(tmp_path, "--trials", "4", "--bn-batches", "2")
     assert first.returncode == 0, first.stdout + first.stderr
     assert "Pareto front of s" in first.stdout and "dashboard --study s" in first.stdout
+    assert "Warning" not in first.stdout + first.stderr  # library notices (Optuna's experimental flags) stay out
     study = load(tmp_path)
     groups = by_status(study)
     trained = groups.get("trained", []) + groups.get("stopped", [])
