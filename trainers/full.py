@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader
 
 from space.errors import ConvspaceError, require
 from trainers.data import image_datasets
+from trainers.device import autocast, batch_on_device, grad_scaler, on_device, training_device
 
 
 @dataclass(frozen=True)
@@ -107,9 +108,9 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, n
     model.eval()
     top1 = top5 = count = 0.0
     k = min(5, num_classes)
-    with torch.no_grad(), torch.autocast(device.type, enabled=device.type == "cuda"):
+    with torch.no_grad(), autocast(device):
         for x, y in loader:
-            x, y = x.to(device), y.to(device)
+            x, y = batch_on_device(x, y, device)
             a1, a5 = accuracy(model(x), y, topk=(1, k))
             top1, top5, count = top1 + a1.item() * len(y), top5 + a5.item() * len(y), count + len(y)
     return top1 / count, top5 / count
@@ -131,7 +132,7 @@ def train(s: TrainSettings, resume: bool = False, progress: Callable[[str, dict[
     random.seed(s.seed)
     np.random.seed(s.seed)
     torch.manual_seed(s.seed)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = training_device()
 
     pretrained_cfg = timm.models.get_pretrained_cfg(s.model)
     data_cfg = resolve_data_config({"input_size": (3, s.resolution, s.resolution)} if s.resolution else {},
@@ -145,9 +146,7 @@ def train(s: TrainSettings, resume: bool = False, progress: Callable[[str, dict[
     val_tf = create_transform(data_cfg["input_size"], interpolation="bicubic", mean=data_cfg["mean"], std=data_cfg["std"],
                               crop_pct=data_cfg["crop_pct"])  # fmt: skip
     data = image_datasets(s.data, s.seed, s.data_dir, train_tf, val_tf)
-    model = timm.create_model(s.model, num_classes=data.num_classes, drop_path_rate=drop_path).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = on_device(timm.create_model(s.model, num_classes=data.num_classes, drop_path_rate=drop_path), device)
     uses_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     ema = None if uses_bn or not s.ema_decay else ModelEmaV3(model, decay=s.ema_decay)
 
@@ -163,7 +162,7 @@ def train(s: TrainSettings, resume: bool = False, progress: Callable[[str, dict[
     optimizer = create_optimizer_v2(model, "adamw", lr=s.scaled_lr, weight_decay=s.weight_decay)
     scheduler, _ = create_scheduler_v2(optimizer, sched="cosine", num_epochs=s.epochs, warmup_epochs=min(s.warmup_epochs, s.epochs - 1),
                                        warmup_lr=1e-6, min_lr=s.min_lr, updates_per_epoch=len(train_loader))  # fmt: skip
-    scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
+    scaler = grad_scaler(device)
 
     start_epoch, best = 0, 0.0
     if checkpoint:
@@ -183,12 +182,10 @@ def train(s: TrainSettings, resume: bool = False, progress: Callable[[str, dict[
         model.train()
         started, total_loss, steps = time.perf_counter(), 0.0, len(train_loader)
         for i, (x, y) in enumerate(train_loader):
-            x, y = x.to(device), y.to(device)
+            x, y = batch_on_device(x, y, device)
             if mixup:
-                x, y = mixup(x, y)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, enabled=device.type == "cuda"):
+                x, y = mixup(x, y)  # mixes in place: x keeps its memory format
+            with autocast(device):
                 loss = loss_fn(model(x), y)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()

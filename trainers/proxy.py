@@ -23,6 +23,7 @@ from space.config import ArchConfig
 from space.errors import require
 from space.network import build_network
 from trainers.data import Data, load_data
+from trainers.device import autocast, batch_on_device, grad_scaler, on_device, training_device
 
 
 class TrainingDiverged(RuntimeError):
@@ -75,9 +76,9 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -
     """Top-1 accuracy in [0, 1]."""
     model.eval()
     correct = total = 0
-    with torch.no_grad(), torch.autocast(device.type, enabled=device.type == "cuda"):
+    with torch.no_grad(), autocast(device):
         for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = batch_on_device(x, y, device)
             correct += (model(x).argmax(1) == y).sum().item()
             total += len(y)
     return correct / max(total, 1)
@@ -116,11 +117,9 @@ def train(
     """
     torch.manual_seed(settings.seed)
     torch.set_num_threads(max(1, settings.threads))
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = training_device()
     data = data or load_data(settings.data, settings.resolution, settings.seed, settings.data_dir)
-    model = build_network(config, num_classes=data.num_classes, in_chans=data.in_chans).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = on_device(build_network(config, num_classes=data.num_classes, in_chans=data.in_chans), device)
     generator = torch.Generator().manual_seed(settings.seed)
     train_set = data.train
     if settings.train_images and settings.train_images < len(train_set):
@@ -134,15 +133,13 @@ def train(
         warmup_lr_init=settings.lr / 100, lr_min=settings.lr / 100, t_in_epochs=False,
     )  # fmt: skip
     loss_fn = LabelSmoothingCrossEntropy(settings.label_smoothing)
-    scaler = torch.amp.GradScaler(enabled=device.type == "cuda")
+    scaler = grad_scaler(device)
     started, accuracy, step = time.perf_counter(), 0.0, 0
     for epoch in range(1, settings.epochs + 1):
         model.train()
         for x, y in train_loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-            if device.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, enabled=device.type == "cuda"):
+            x, y = batch_on_device(x, y, device)
+            with autocast(device):
                 loss = loss_fn(model(x), y)
             if not math.isfinite(loss.item()):
                 raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, step {step}")
