@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 from functools import partial
 from pathlib import Path
@@ -158,12 +159,18 @@ def pick_trial(study: Any, number: int | None) -> Any:
     return trial
 
 
+def default_entry_name(study: str, number: int) -> str:
+    """`<study>_trial<N>` made a valid entry name: lowercase, other characters as `_`, never a leading digit."""
+    name = re.sub(r"\W", "_", f"{study}_trial{number}".lower(), flags=re.ASCII)
+    return f"study_{name}" if name[0].isdigit() else name
+
+
 def export(study: Any, trial: Any, name: str | None, out: Path) -> dict[str, Any]:
     """Write a trial (from `pick_trial`) as a model-factory entry, register it, and check the rebuilt model against
     the study's record."""
     from space.verify import fvcore_flops
 
-    name = name or f"{study.study_name}_trial{trial.number}".lower().replace("-", "_")
+    name = name or default_entry_name(study.study_name, trial.number)
     check_name(name)
     cfg = ArchConfig.from_json(trial.user_attrs["config"])
     resolution = study.user_attrs.get("identity", {}).get("cost_resolution", 224)

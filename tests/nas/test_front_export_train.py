@@ -91,6 +91,16 @@ def test_export_front_and_several_trials_write_one_checked_entry_each(study_dir,
 
 
 @pytest.mark.parametrize(
+    "study, name", [("s", "s_trial3"), ("Run-2.v1", "run_2_v1_trial3"), ("2026 sweep", "study_2026_sweep_trial3"), ("é", "__trial3")]
+)
+def test_default_entry_names_are_valid_whatever_the_study_is_called(study, name):
+    from nas.zoo import check_name, default_entry_name
+
+    assert default_entry_name(study, 3) == name
+    check_name(name)  # a lowercase identifier no timm model uses
+
+
+@pytest.mark.parametrize(
     "args, message",
     [
         (["export", "--study", "nope", "--best"], "error: study: no study 'nope'"),
