@@ -158,9 +158,9 @@ def changed_settings(stored: dict[str, Any], asked: dict[str, Any], prefix: str 
 INTERRUPTED = "interrupted"
 
 
-def storage_trial_id(study: optuna.Study, storage: RDBStorage, number: int) -> int:
+def storage_trial_id(storage: RDBStorage, study_id: int, number: int) -> int:
     """The storage's id of trial `number` (Optuna keeps it private on its trial objects)."""
-    return storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
+    return storage.get_trial_id_from_study_id_trial_number(study_id, number)
 
 
 def fail_and_requeue(study: optuna.Study, storage: RDBStorage, number: int, params: dict[str, Any], why: str) -> None:
@@ -168,7 +168,7 @@ def fail_and_requeue(study: optuna.Study, storage: RDBStorage, number: int, para
 
     Through the storage: Optuna's trial objects give no public way to write attributes of a trial that another
     process (a dead driver) asked for."""
-    trial_id = storage_trial_id(study, storage, number)
+    trial_id = storage_trial_id(storage, storage.get_study_id_from_name(study.study_name), number)
     storage.set_trial_user_attr(trial_id, STATUS, "failed")
     storage.set_trial_user_attr(trial_id, "fail_reason", f"{INTERRUPTED}: {why}")
     storage.set_trial_state_values(trial_id, TrialState.FAIL)
@@ -218,6 +218,7 @@ class BudgetedOptunaSearcher:
 
     def __init__(self, study: optuna.Study, storage: RDBStorage, settings: SearchSettings) -> None:
         self.study, self.storage, self.settings = study, storage, settings
+        self.study_id = storage.get_study_id_from_name(study.study_name)  # once: every heartbeat names a trial by id
         self.live: dict[str, optuna.trial.Trial] = {}
         self.rejected = self.handed_out = 0
         self.evaluated = {t.user_attrs.get("hash") for t in study.get_trials(deepcopy=False) if holds_config(t)}
@@ -232,7 +233,7 @@ class BudgetedOptunaSearcher:
                 self._beat_for(trial)
 
     def _beat_for(self, trial: optuna.trial.Trial) -> None:
-        self.storage.record_heartbeat(storage_trial_id(self.study, self.storage, trial.number))
+        self.storage.record_heartbeat(storage_trial_id(self.storage, self.study_id, trial.number))
 
     def close(self) -> None:
         self._stop.set()
