@@ -158,17 +158,12 @@ def changed_settings(stored: dict[str, Any], asked: dict[str, Any], prefix: str 
 INTERRUPTED = "interrupted"
 
 
-def storage_trial_id(storage: RDBStorage, study_id: int, number: int) -> int:
-    """The storage's id of trial `number` (Optuna keeps it private on its trial objects)."""
-    return storage.get_trial_id_from_study_id_trial_number(study_id, number)
-
-
 def fail_and_requeue(study: optuna.Study, storage: RDBStorage, number: int, params: dict[str, Any], why: str) -> None:
     """A trial that could not finish through no fault of its config: FAIL it and queue its parameters again.
 
     Through the storage: Optuna's trial objects give no public way to write attributes of a trial that another
     process (a dead driver) asked for."""
-    trial_id = storage_trial_id(storage, storage.get_study_id_from_name(study.study_name), number)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
     storage.set_trial_user_attr(trial_id, STATUS, "failed")
     storage.set_trial_user_attr(trial_id, "fail_reason", f"{INTERRUPTED}: {why}")
     storage.set_trial_state_values(trial_id, TrialState.FAIL)
@@ -233,7 +228,7 @@ class BudgetedOptunaSearcher:
                 self._beat_for(trial)
 
     def _beat_for(self, trial: optuna.trial.Trial) -> None:
-        self.storage.record_heartbeat(storage_trial_id(self.storage, self.study_id, trial.number))
+        self.storage.record_heartbeat(self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number))
 
     def close(self) -> None:
         self._stop.set()
