@@ -224,17 +224,22 @@ def search(
     )  # fmt: skip
     load_data(data, resolution, seed, data_dir)  # a bad --data fails here, in one line, before Ray starts
     open_storage(url)
-    seen = {"best": 0.0, "done": 0}
+    seen = {"best": 0.0, "done": 0, "remaining": trials}
 
     def progress(event: str, info: dict[str, Any]) -> None:
-        if event == "epoch" and info.get("acc") is not None:
+        if event == "start":
+            seen["remaining"] = info["remaining"]
+            if info["remaining"] < info["trials"]:
+                console.print(f"{info['trials'] - info['remaining']} of {info['trials']} trials already in the study: "
+                              f"training {info['remaining']} more")  # fmt: skip
+        elif event == "epoch" and info.get("acc") is not None:
             seen["best"] = max(seen["best"], info["acc"])
             console.print(f"  trial {info['number']:>3}  epoch {info['epoch']}/{epochs}  acc {info['acc']:.4f}"
                           f"  (best so far {seen['best']:.4f})")  # fmt: skip
         elif event == "done":
             seen["done"] += 1
             how = "failed: " + info["error"] if info.get("error") else ("trained" if info.get("epoch") == epochs else "stopped by ASHA")
-            console.print(f"[bold]trial {info['number']:>3} {how}[/]  ({seen['done']} finished in this run)")
+            console.print(f"[bold]trial {info['number']:>3} {how}[/]  ({seen['done']} of {seen['remaining']} finished in this run)")
 
     console.print(f"study [bold]{study}[/] in {url}: {trials} trials within {settings.budget / 1e9:.3g} GFLOPs "
                   f"(at {cost_resolution}px, {cost_classes} classes), proxy {epochs} epochs of {data} at {resolution}px")  # fmt: skip

@@ -432,6 +432,8 @@ def _tune(s: SearchSettings, study: optuna.Study, storage: RDBStorage, remaining
     init_ray(s.address)
     bridge = BudgetedOptunaSearcher(study, storage, s)
     _DRIVER[s.study] = (bridge, progress)
+    if progress:
+        progress("start", {"remaining": remaining, "trials": s.trials})
     resources = {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}
     proxy = dict(s.proxy.to_dict(), threads=max(1, int(s.cpus_per_trial)))
     trainable = tune.with_resources(tune.with_parameters(proxy_trainable, proxy=proxy), resources)

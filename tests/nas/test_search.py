@@ -71,6 +71,7 @@ def test_search_trains_within_budget_dedups_and_resumes(tmp_path):
     finished = {t.number: t.values for t in study.get_trials(states=(TrialState.COMPLETE,))}
     again = search(tmp_path, "--trials", "6", "--bn-batches", "2")
     assert again.returncode == 0, again.stdout + again.stderr
+    assert "4 of 6 trials already in the study: training 2 more" in again.stdout and "2 of 2 finished in this run" in again.stdout
     study = load(tmp_path)
     groups = by_status(study)
     assert len(groups.get("trained", []) + groups.get("stopped", [])) == 6  # --trials counts the ones already there
