@@ -246,7 +246,7 @@ def search(
     outcome = run_search(settings, progress)
     if outcome.recovered:
         console.print(f"{outcome.recovered} trial(s) left running by an earlier driver were marked failed and queued again")
-    state = "interrupted" if outcome.interrupted else "done"
+    state = "interrupted" if outcome.interrupted else f"time budget of {time_budget:g} s spent" if outcome.out_of_time else "done"
     console.print(f"{state}: {outcome.trained_now} trained now, {outcome.rejected_now} sampled points rejected "
                   f"(over budget or already evaluated), {outcome.seconds:.0f} s")  # fmt: skip
     print_front(outcome.study)

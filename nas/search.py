@@ -396,6 +396,7 @@ class SearchOutcome:
     recovered: int
     interrupted: bool
     seconds: float
+    out_of_time: bool = False  # the time budget ended the search before the study held --trials trials
 
 
 def _recover(study: optuna.Study, storage: RDBStorage, sqlite: bool) -> int:
@@ -465,4 +466,6 @@ def _tune(s: SearchSettings, study: optuna.Study, storage: RDBStorage, remaining
         bridge.interrupt_live()
         bridge.close()
         _DRIVER.pop(s.study, None)
-    return SearchOutcome(study, bridge.handed_out, bridge.rejected, recovered, interrupted, time.time() - started)
+    seconds = time.time() - started
+    out_of_time = bool(s.time_budget) and seconds >= s.time_budget and trained_count(study) < s.trials
+    return SearchOutcome(study, bridge.handed_out, bridge.rejected, recovered, interrupted, seconds, out_of_time)

@@ -176,6 +176,20 @@ def test_ctrl_c_stops_with_a_summary_and_the_study_resumes(tmp_path):
     assert all(t.user_attrs["retry_reason"] == "the search stopped before it finished" for t in waiting)
 
 
+def test_time_budget_ends_the_search_cleanly_and_queues_the_unfinished_trials(tmp_path):
+    # a trial needs ~40 s at 3000 epochs, so one is always training when the 15 s run out
+    run = search(tmp_path, "--trials", "50", "--epochs", "3000", "--grace-period", "3000", "--cpus-per-trial", "2", "--time-budget", "15")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "time budget of 15 s spent:" in run.stdout and "Pareto front of s" in run.stdout
+    study = load(tmp_path)
+    assert not [t for t in study.get_trials() if t.state == TrialState.RUNNING]
+    cut = [t for t in study.get_trials() if t.state == TrialState.FAIL]  # training when the time ran out
+    assert cut and all(t.user_attrs["fail_reason"] == "interrupted: the search stopped before it finished" for t in cut)
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert sorted(t.user_attrs["retry_of"] for t in waiting) == sorted(t.number for t in cut)  # a rerun trains them first
+    assert not by_status(study).get("trained")
+
+
 def test_a_trial_that_raises_fails_alone_with_its_reason(tmp_path):
     # at 16 px a separate 2x2/s2 downsampler meets a 1x1 map and raises; strided (padded) blocks do not
     run = search(tmp_path, "--trials", "6", "--resolution", "16", "--epochs", "1", "--sampler", "random", study="r")
