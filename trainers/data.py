@@ -122,8 +122,15 @@ def image_folder(path: Path, train_tf: Callable, val_tf: Callable) -> Data:
     """An ImageFolder tree with train/ and val/ (one subfolder per class)."""
     from torchvision import datasets
 
-    train = datasets.ImageFolder(str(path / "train"), transform=train_tf)
-    return Data(train, datasets.ImageFolder(str(path / "val"), transform=val_tf), len(train.classes), 3)
+    try:
+        train = datasets.ImageFolder(str(path / "train"), transform=train_tf)
+        val = datasets.ImageFolder(str(path / "val"), transform=val_tf)
+    except FileNotFoundError as exc:  # no class folders, or a class folder without images
+        raise ConvspaceError(f"data: {str(exc).splitlines()[0]}") from None
+    if train.classes != val.classes:  # labels are folder indices: they would silently mean different classes
+        only_in_one = sorted(set(train.classes) ^ set(val.classes))
+        raise ConvspaceError(f"data: {path}/train and val/ must hold the same class folders (only in one: {', '.join(only_in_one[:5])})")
+    return Data(train, val, len(train.classes), 3)
 
 
 def _folder(name: str) -> Path:
