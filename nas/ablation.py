@@ -17,8 +17,9 @@ import optuna
 import yaml
 from ray import tune
 
-from nas.search import ACC, TrialProgress, check_trial_resources, init_ray, proxy_trainable, set_progress
+from nas.search import ACC, STATUS, TrialProgress, check_trial_resources, init_ray, proxy_trainable, set_progress
 from nas.storage import open_storage
+from space.config import ArchConfig
 from space.cost import arch_cost
 from space.errors import ConvspaceError
 from space.presets import get_preset
@@ -85,10 +86,13 @@ def run_ablation(file: StudyFile, storage: str, cpus_per_trial: float = 1.0, gpu
             metrics, name = result.metrics or {}, todo[jsons.index(result.config["config"])]
             if result.error or "error" in metrics or metrics.get("epoch") != file.proxy.epochs:
                 raise ConvspaceError(f"ablation: {name} failed ({metrics.get('error') or result.error}); rerun to retry it")
-            cost = arch_cost(get_preset(name))
+            cfg = ArchConfig.from_json(result.config["config"])
+            cost = arch_cost(cfg)
+            # the search's record of a trained trial, so that pareto and export work on this study too
             study.add_trial(optuna.trial.create_trial(
                 values=[float(metrics[ACC]), float(cost.flops)],
-                user_attrs={"preset": name, "params": cost.params, "flops": cost.flops, "proxy": file.proxy.to_dict(),
+                user_attrs={"preset": name, "config": cfg.to_json(), "hash": cfg.hash, "params": cost.params, "flops": cost.flops,
+                            STATUS: "trained", "epochs": file.proxy.epochs, "proxy": file.proxy.to_dict(),
                             "train_seconds": metrics.get("train_seconds")},
             ))  # fmt: skip
     by_name = {t.user_attrs["preset"]: t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}

@@ -1,5 +1,6 @@
 """A fixed-architecture study file: every listed network trains once, the study keeps the results."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -35,6 +36,11 @@ def test_ablation_trains_each_network_once_and_prints_kendall_tau(tmp_path):
     assert "roadmap_03_depthwise finished" in first.stdout
     assert again.returncode == 0 and "finished: proxy accuracy" not in again.stdout  # nothing retrained
     assert len(optuna.load_study(study_name="two", storage=f"sqlite:///{tmp_path}/studies/two.db").trials) == 2
+    # the study holds the search's record of a trained trial: its front can be listed and exported to timm
+    front = json.loads(subprocess.run([*run[:2], "pareto", "--study", "two", "--json"], cwd=tmp_path, capture_output=True, text=True).stdout)
+    assert front and {r["depths"] for r in front} == {"3-3-9-3"}  # both networks have ConvNeXt-T's stage ratio
+    exported = subprocess.run([*run[:2], "export", "--study", "two", "--best"], cwd=tmp_path, capture_output=True, text=True)
+    assert exported.returncode == 0 and "checked against the rebuilt model" in exported.stdout, exported.stderr
 
 
 def test_bad_study_files_are_user_errors(tmp_path):
