@@ -205,7 +205,7 @@ def search(
     heartbeat_grace: int = typer.Option(20, help="A running trial silent this long (its driver died) is retrained."),
 ) -> None:
     """Search the space under a FLOPs budget: Optuna multi-objective study + Ray Tune proxy trainings (ASHA)."""
-    from nas.search import SearchSettings, run_search
+    from nas.search import SearchSettings, check_budget_reachable, run_search
     from nas.storage import default_storage, open_storage
     from space.choices import Space
     from space.cost import parse_flops
@@ -222,6 +222,7 @@ def search(
         gpus_per_trial=gpus_per_trial, address=address, time_budget=time_budget, grace_period=grace_period,
         reduction_factor=reduction_factor, seed=seed, heartbeat_interval=heartbeat_interval, heartbeat_grace=heartbeat_grace,
     )  # fmt: skip
+    check_budget_reachable(settings)
     load_data(data, resolution, seed, data_dir)  # a bad --data fails here, in one line, before Ray starts
     open_storage(url)
     seen = {"best": 0.0, "done": 0, "remaining": trials}

@@ -408,9 +408,29 @@ def _recover(study: optuna.Study, storage: RDBStorage, sqlite: bool) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))) - failed
 
 
+def check_budget_reachable(s: SearchSettings, probes: int = 1000) -> None:
+    """Refuse a budget below every point of the space before any study is touched.
+
+    Otherwise the bridge would sample (and store as over_budget) up to 10,000 points, minutes of SQL, before
+    giving up. Random points in memory, stopping at the first that fits (usually the first few)."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # as the search: no notice for the throwaway study
+    probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=s.seed))  # in memory, never stored
+    cheapest = None
+    for _ in range(probes):
+        cfg = dataclasses.replace(s.space.sample(probe.ask()), num_classes=s.cost_classes)
+        flops = arch_cost(cfg, s.cost_resolution).flops
+        if flops <= s.budget:
+            return
+        cheapest = min(flops, cheapest or flops)
+    raise ConvspaceError(
+        f"budget: {s.budget / 1e9:.4g} GFLOPs is below every sampled point of space {s.space.name!r} (the cheapest of "
+        f"{probes} costs {cheapest / 1e9:.4g} GFLOPs at {s.cost_resolution}px and {s.cost_classes} classes); raise it"
+    )
+
+
 def run_search(s: SearchSettings, progress: Callable[[str, dict[str, Any]], None] | None = None) -> SearchOutcome:
     """Run (or resume) a study until it holds `s.trials` trials (from every driver), or the time budget ends."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    check_budget_reachable(s)
     lock = SqliteDriverLock(s.storage) if is_sqlite(s.storage) else None
     if lock:
         lock.acquire()

@@ -129,6 +129,7 @@ def test_kill_9_mid_trial_then_resume_keeps_finished_trials_and_retrains_the_los
         (["--storage", "notaurl"], "error: storage: cannot open 'notaurl'"),
         (["--data", "/no/such/folder"], "error: data: '/no/such/folder' is neither a dataset"),
         (["--data", "cifar10", "--data-dir", "nowhere"], "error: data: cifar10 not found"),
+        (["--budget", "1M"], "error: budget: 0.001 GFLOPs is below every sampled point of space 'tiny' (the cheapest of 1000 costs"),
         (["--trials", "0"], "error: trials: must be >= 1, got 0"),
         (["--lr", "-1"], "error: lr: must be > 0, got -1.0"),
         (["--cpus-per-trial", "0"], "error: cpus-per-trial: must be > 0, got 0.0"),
