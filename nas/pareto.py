@@ -31,9 +31,17 @@ def front(study: optuna.Study) -> list[FrozenTrial]:
     return sorted(trials, key=lambda t: t.values[1])
 
 
+def trial_config(trial: FrozenTrial) -> ArchConfig:
+    """The network a trial trained (ablation studies from before convspace recorded it have none)."""
+    if "config" not in trial.user_attrs:
+        raise ConvspaceError(f"study: trial {trial.number} holds no network config (an ablation study made before "
+                             "convspace recorded one); rerun the ablation into a new study")  # fmt: skip
+    return ArchConfig.from_json(trial.user_attrs["config"])
+
+
 def describe(trial: FrozenTrial) -> dict[str, Any]:
     """One row: the numbers and the architecture in a few words."""
-    cfg = ArchConfig.from_json(trial.user_attrs["config"])
+    cfg = trial_config(trial)
     blocks = sorted({s.block for s in cfg.stages})
     kernels = sorted({s.kernel for s in cfg.stages})
     return {

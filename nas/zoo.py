@@ -168,11 +168,12 @@ def default_entry_name(study: str, number: int) -> str:
 def export(study: Any, trial: Any, name: str | None, out: Path) -> dict[str, Any]:
     """Write a trial (from `pick_trial`) as a model-factory entry, register it, and check the rebuilt model against
     the study's record."""
+    from nas.pareto import trial_config  # here, not at the top: `import nas.zoo` (timm users) stays free of Optuna
     from space.verify import fvcore_flops
 
     name = name or default_entry_name(study.study_name, trial.number)
     check_name(name)
-    cfg = ArchConfig.from_json(trial.user_attrs["config"])
+    cfg = trial_config(trial)
     resolution = study.user_attrs.get("identity", {}).get("cost_resolution", 224)
     record = {"study": study.study_name, "trial": trial.number, "resolution": resolution,
               "proxy_accuracy": trial.user_attrs.get("proxy_accuracy"), "params": trial.user_attrs["params"],

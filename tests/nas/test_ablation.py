@@ -55,3 +55,15 @@ def test_bad_study_files_are_user_errors(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "cli.py"), "ablation", str(bad)], cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 2 and result.stderr.strip() == "error: study file: proxy.epochs: must be >= 1, got 0"
 
+
+def test_an_ablation_study_without_configs_is_a_one_line_error_for_pareto_and_export(tmp_path):
+    (tmp_path / "studies").mkdir()
+    study = optuna.create_study(study_name="old", storage=f"sqlite:///{tmp_path}/studies/old.db", directions=["maximize", "minimize"])
+    study.add_trial(optuna.trial.create_trial(values=[0.9, 4.47e9], user_attrs={"preset": "convnext_tiny", "flops": 4470437376}))
+    for command in (["pareto", "--study", "old"], ["export", "--study", "old", "--best"]):
+        result = subprocess.run([sys.executable, str(ROOT / "cli.py"), *command], cwd=tmp_path, capture_output=True, text=True)
+        assert result.returncode == 2 and result.stderr.strip() == (
+            "error: study: trial 0 holds no network config (an ablation study made before convspace recorded one); "
+            "rerun the ablation into a new study"
+        )
+
