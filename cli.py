@@ -205,14 +205,14 @@ def search(
     heartbeat_grace: int = typer.Option(20, help="A running trial silent this long (its driver died) is retrained."),
 ) -> None:
     """Search the space under a FLOPs budget: Optuna multi-objective study + Ray Tune proxy trainings (ASHA)."""
-    from nas.search import SearchSettings, check_budget_reachable, run_search
-    from nas.storage import default_storage, open_storage
+    from nas.search import SearchSettings, run_search
+    from nas.storage import default_storage
     from space.choices import Space
     from space.cost import parse_flops
-    from trainers.data import load_data
     from trainers.proxy import ProxySettings
 
-    # Every setting is checked before anything is opened or started: a mistake leaves no file and no Ray behind.
+    # Settings check themselves, and run_search checks budget and data before it opens the study or starts Ray:
+    # a mistake leaves no file and no Ray behind.
     url = storage or default_storage(study)
     proxy = ProxySettings(epochs=epochs, resolution=resolution, batch_size=batch_size, lr=lr, data=data, train_images=train_images or None,
                           bn_batches=bn_batches, data_dir=data_dir, seed=seed)  # fmt: skip
@@ -222,13 +222,12 @@ def search(
         gpus_per_trial=gpus_per_trial, address=address, time_budget=time_budget, grace_period=grace_period,
         reduction_factor=reduction_factor, seed=seed, heartbeat_interval=heartbeat_interval, heartbeat_grace=heartbeat_grace,
     )  # fmt: skip
-    check_budget_reachable(settings)
-    load_data(data, resolution, seed, data_dir)  # a bad --data fails here, in one line, before Ray starts
-    open_storage(url)
     seen = {"best": 0.0, "done": 0, "remaining": trials}
 
     def progress(event: str, info: dict[str, Any]) -> None:
-        if event == "start":
+        if event == "start":  # the study is open
+            console.print(f"study [bold]{study}[/] in {url}: {trials} trials within {settings.budget / 1e9:.3g} GFLOPs (at "
+                          f"{cost_resolution}px, {cost_classes} classes), proxy {epochs} epochs of {data} at {resolution}px")  # fmt: skip
             seen["remaining"] = info["remaining"]
             if info["remaining"] < info["trials"]:
                 console.print(f"{info['trials'] - info['remaining']} of {info['trials']} trials already in the study: "
@@ -242,8 +241,6 @@ def search(
             how = "failed: " + info["error"] if info.get("error") else ("trained" if info.get("epoch") == epochs else "stopped by ASHA")
             console.print(f"[bold]trial {info['number']:>3} {how}[/]  ({seen['done']} of {seen['remaining']} finished in this run)")
 
-    console.print(f"study [bold]{study}[/] in {url}: {trials} trials within {settings.budget / 1e9:.3g} GFLOPs "
-                  f"(at {cost_resolution}px, {cost_classes} classes), proxy {epochs} epochs of {data} at {resolution}px")  # fmt: skip
     outcome = run_search(settings, progress)
     if outcome.recovered:
         console.print(f"{outcome.recovered} trial(s) left running by an earlier driver were marked failed and queued again")

@@ -40,6 +40,7 @@ from space.choices import Space
 from space.config import ArchConfig
 from space.cost import arch_cost
 from space.errors import ConvspaceError, require
+from trainers.data import load_data
 from trainers.proxy import ProxySettings
 
 ACC, FLOPS = "acc", "flops"
@@ -430,7 +431,9 @@ def check_budget_reachable(s: SearchSettings, probes: int = 1000) -> None:
 
 def run_search(s: SearchSettings, progress: Callable[[str, dict[str, Any]], None] | None = None) -> SearchOutcome:
     """Run (or resume) a study until it holds `s.trials` trials (from every driver), or the time budget ends."""
+    # What the settings alone cannot tell fails here, before any file is written or Ray starts.
     check_budget_reachable(s)
+    load_data(s.proxy.data, s.proxy.resolution, s.proxy.seed, s.proxy.data_dir)
     lock = SqliteDriverLock(s.storage) if is_sqlite(s.storage) else None
     if lock:
         lock.acquire()
@@ -438,6 +441,8 @@ def run_search(s: SearchSettings, progress: Callable[[str, dict[str, Any]], None
         study, storage = open_study(s)
         recovered = _recover(study, storage, lock is not None)
         remaining = s.trials - trained_count(study)
+        if progress:
+            progress("start", {"remaining": max(remaining, 0), "trials": s.trials})
         if remaining <= 0:
             return SearchOutcome(study, 0, 0, recovered, False, 0.0)
         return _tune(s, study, storage, remaining, recovered, progress)
@@ -453,8 +458,6 @@ def _tune(s: SearchSettings, study: optuna.Study, storage: RDBStorage, remaining
     init_ray(s.address)
     bridge = BudgetedOptunaSearcher(study, storage, s)
     _DRIVER[s.study] = (bridge, progress)
-    if progress:
-        progress("start", {"remaining": remaining, "trials": s.trials})
     resources = {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}
     proxy = dict(s.proxy.to_dict(), threads=max(1, int(s.cpus_per_trial)))
     trainable = tune.with_resources(tune.with_parameters(proxy_trainable, proxy=proxy), resources)
