@@ -57,7 +57,7 @@ class ProxySettings:
         require(self.weight_decay >= 0, "weight-decay", "must be >= 0", self.weight_decay)
         require(self.warmup_epochs >= 0, "warmup-epochs", "must be >= 0", self.warmup_epochs)
         require(0 <= self.label_smoothing < 1, "label-smoothing", "must be in [0, 1)", self.label_smoothing)
-        require(self.train_images is None or self.train_images >= 1, "train-images", "must be >= 1 (None: all)", self.train_images)
+        require(self.train_images is None or self.train_images >= 1, "train-images", "must be >= 1, or none (0 on the command line) for all", self.train_images)
         require(self.bn_batches >= 0, "bn-batches", "must be >= 0 (0: off)", self.bn_batches)
         require(self.threads >= 1, "threads", "must be >= 1", self.threads)
 
