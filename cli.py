@@ -401,15 +401,9 @@ def ablation(
 ) -> None:
     """Re-run fixed networks (the ConvNeXt roadmap) with the proxy trainer; compare with the paper (Kendall tau)."""
     from nas.ablation import kendall_tau, load_study_file, run_ablation
-    from nas.search import check_trial_resources
-    from nas.storage import open_storage
-    from trainers.data import load_data
 
     spec = load_study_file(file)
-    check_trial_resources(cpus_per_trial, gpus_per_trial, address)
-    load_data(spec.proxy.data, spec.proxy.resolution, spec.proxy.seed, spec.proxy.data_dir)
     url = study_storage(spec.study, storage)
-    open_storage(url)
 
     def progress(event: str, info: dict[str, Any]) -> None:
         if event == "done":

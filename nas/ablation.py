@@ -23,6 +23,7 @@ from space.config import ArchConfig
 from space.cost import arch_cost
 from space.errors import ConvspaceError
 from space.presets import get_preset
+from trainers.data import load_data
 from trainers.proxy import ProxySettings
 
 _KEYS = {"study", "proxy", "reference"}
@@ -61,7 +62,9 @@ def load_study_file(path: str | Path) -> StudyFile:
 def run_ablation(file: StudyFile, storage: str, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, address: str | None = None,
                  results_dir: str = "studies/ray", progress: Callable[[str, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Train the networks the study does not hold yet; return one row per network (proxy and reference accuracy)."""
+    # What the study file alone cannot tell fails here, before any file is written or Ray starts.
     check_trial_resources(cpus_per_trial, gpus_per_trial, address)
+    load_data(file.proxy.data, file.proxy.resolution, file.proxy.seed, file.proxy.data_dir)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(study_name=file.study, storage=open_storage(storage), directions=["maximize", "minimize"],
                                 load_if_exists=True)  # fmt: skip

@@ -38,7 +38,7 @@ from ray.tune.search import ConcurrencyLimiter, Searcher
 from nas.storage import SqliteDriverLock, is_sqlite, open_storage, requeue
 from space.choices import Space
 from space.config import ArchConfig
-from space.cost import arch_cost
+from space.cost import arch_cost, check_resolution
 from space.errors import ConvspaceError, require
 from trainers.data import load_data
 from trainers.proxy import ProxySettings
@@ -46,7 +46,13 @@ from trainers.proxy import ProxySettings
 ACC, FLOPS = "acc", "flops"
 STATUS = "status"  # user attr: trained | stopped | over_budget | duplicate | failed
 OVER_BUDGET = "flops_over_budget"  # the trial's constraint: FLOPs minus the budget
-SAMPLERS = ("nsga2", "tpe", "random")
+# NSGA-II with a small population and TPE with few start-up trials, so that short searches still evolve.
+_SAMPLER_FACTORIES: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
+    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(population_size=8, seed=seed),
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, multivariate=True),
+    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+}
+SAMPLERS = tuple(_SAMPLER_FACTORIES)
 
 
 @dataclass(frozen=True)
@@ -78,7 +84,7 @@ class SearchSettings:
         require(self.trials >= 1, "trials", "must be >= 1", self.trials)
         require(self.sampler in SAMPLERS, "sampler", f"must be one of {', '.join(SAMPLERS)}", self.sampler)
         require(self.budget > 0, "budget", "must be > 0", self.budget)
-        require(self.cost_resolution >= 32, "cost-resolution", "must be >= 32 (the network reduces 32x)", self.cost_resolution)
+        check_resolution("cost-resolution", self.cost_resolution)
         require(self.cost_classes >= 1, "cost-classes", "must be >= 1", self.cost_classes)
         check_trial_resources(self.cpus_per_trial, self.gpus_per_trial, self.address)
         require(self.time_budget is None or self.time_budget > 0, "time-budget", "must be > 0 seconds", self.time_budget)
@@ -99,14 +105,8 @@ def check_trial_resources(cpus: float, gpus: float, address: str | None) -> None
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """Optuna's multi-objective samplers; NSGA-II with a small population so few trials still evolve."""
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=8, seed=seed)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, multivariate=True)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise ConvspaceError(f"sampler: must be one of {', '.join(SAMPLERS)}, got {name!r}")
+    """Optuna's multi-objective samplers (`name` from SAMPLERS, checked by SearchSettings)."""
+    return _SAMPLER_FACTORIES[name](seed)
 
 
 def study_identity(s: SearchSettings) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from space.config import ArchConfig
-from space.errors import ConvspaceError
+from space.errors import ConvspaceError, require
 from space.layout import NORM_CONV, BlockPlan, Unit, head_plan, stage_plans, stem_plan
 
 _NORM_FLOPS_PER_ELEMENT = {"bn": 2, "ln": 5, "gn": 5}
@@ -112,10 +112,14 @@ def block_cost(plan: BlockPlan, size: int) -> tuple[Cost, int]:
     return total, out
 
 
+def check_resolution(name: str, resolution: int) -> None:
+    """Every network reduces its input 32x (stem and three downsamplings), so smaller inputs cannot pass."""
+    require(resolution >= 32, name, "must be >= 32 (the network reduces 32x)", resolution)
+
+
 def arch_cost(cfg: ArchConfig, resolution: int = 224) -> Cost:
     """FLOPs and params of the whole network on a resolution x resolution input (fvcore's count, exactly)."""
-    if resolution < 32:
-        raise ConvspaceError(f"resolution: must be >= 32 (the network reduces 32x), got {resolution}")
+    check_resolution("resolution", resolution)
     stem = stem_plan(cfg)
     total, size = _units_cost(stem.units, resolution)
     if stem.maxpool:

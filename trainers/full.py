@@ -28,6 +28,7 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3, accuracy
 from torch.utils.data import DataLoader
 
+from space.cost import check_resolution
 from space.errors import ConvspaceError, require
 from trainers.data import image_datasets
 from trainers.device import autocast, batch_on_device, grad_scaler, on_device, training_device
@@ -66,7 +67,8 @@ class TrainSettings:
                 "mixup/cutmix pair the images of a batch, so it must be even", self.batch_size)  # fmt: skip
         require(self.lr is None or self.lr > 0, "lr", "must be > 0", self.lr)
         require(self.warmup_epochs >= 0, "warmup-epochs", "must be >= 0", self.warmup_epochs)
-        require((self.resolution or 32) >= 32, "resolution", "must be >= 32 (the network reduces 32x)", self.resolution)
+        if self.resolution is not None:
+            check_resolution("resolution", self.resolution)
         require(self.mixup >= 0, "mixup", "must be >= 0 (0 disables)", self.mixup)
         require(self.cutmix >= 0, "cutmix", "must be >= 0 (0 disables)", self.cutmix)
         require(self.drop_path is None or 0 <= self.drop_path < 1, "drop-path", "must be in [0, 1)", self.drop_path)
