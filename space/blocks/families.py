@@ -54,8 +54,11 @@ def _conv_path(units: list[Unit]) -> list[nn.Module]:
     return [unit_layers(u) for u in before] + [ChannelsLastPointwise(pointwise, lead_norm, lead_act)]
 
 
-def build_block(plan: BlockPlan, drop_path: float) -> nn.Module:
-    """One residual block from its plan; attention (SE/CBAM) sits at the end of the last residual branch."""
+def build_block(plan: BlockPlan, drop_path: float, zero_init_last: bool = True) -> nn.Module:
+    """One residual block from its plan; attention (SE/CBAM) sits at the end of the last residual branch.
+
+    `zero_init_last` (timm's ResNet keyword) zeroes the branch's last BatchNorm of blocks without layer scale.
+    """
     attention = make_attention(plan.attention, plan.out_ch)
     if plan.convmod is not None:
         return nn.Sequential(
@@ -64,7 +67,7 @@ def build_block(plan: BlockPlan, drop_path: float) -> nn.Module:
         )
     body = nn.Sequential(*_conv_path(list(plan.units)), attention)
     last = body[len(body) - 2]
-    if not plan.layer_scale_init and isinstance(getattr(last, "norm", None), nn.BatchNorm2d):
+    if zero_init_last and not plan.layer_scale_init and isinstance(getattr(last, "norm", None), nn.BatchNorm2d):
         nn.init.zeros_(last.norm.weight)  # timm's zero_init_last: each ResNet block starts as identity
     residual = Residual(body, plan.out_ch, plan.shortcut, plan.layer_scale_init, drop_path)
     return nn.Sequential(residual, make_act(plan.residual_act)) if plan.residual_act else residual
