@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from timm.layers import ClassifierHead, NormMlpClassifierHead, trunc_normal_
 from timm.models._features import feature_take_indices
-from timm.models._manipulate import checkpoint_seq
+from timm.models._manipulate import MATCH_PREV_GROUP, checkpoint_seq
 from torch import Tensor, nn
 
 from space.blocks.families import build_block
@@ -119,7 +119,7 @@ class ConvSpaceNet(nn.Module):
             blocks=r"^stages\.(\d+)" if coarse else [
                 (r"^stages\.(\d+)\.downsample", (0,)),  # with the stage's first block, as timm's ConvNeXt
                 (r"^stages\.(\d+)\.blocks\.(\d+)", None),
-                (r"^final_conv", (99999,)),  # Conv2Former's pre-pool conv: after every block, before the classifier
+                (r"^final_conv", MATCH_PREV_GROUP),  # Conv2Former's pre-pool conv joins the last block, as ConvNeXt's norm_pre
             ],
         )  # fmt: skip
 
