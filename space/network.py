@@ -36,6 +36,7 @@ class Stage(nn.Module):
         self.blocks = blocks
 
     def forward(self, x: Tensor) -> Tensor:
+        """Downsample, then the blocks."""
         x = self.downsample(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
             return checkpoint_seq(self.blocks, x)
@@ -197,6 +198,7 @@ class ConvSpaceNet(nn.Module):
         return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits (or pooled features when num_classes is 0)."""
         return self.forward_head(self.forward_features(x))
 
 
