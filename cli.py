@@ -17,7 +17,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from nas.settings import SAMPLERS, SearchSettings
+from nas.storage import STORAGE_ENV, display_url, resolve_storage
 from space.errors import ConvspaceError
+from trainers.settings import ProxySettings
 
 # timm still calls torch.jit.script at import; the deprecation notice is noise for our users.
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*")
@@ -45,25 +48,25 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def load_config(name_or_file: str) -> Any:
-    """A preset name, an ArchConfig YAML/JSON file, or an exported model-factory entry (<name>.yaml)."""
-    import yaml
-
+def load_config(name_or_file: str) -> tuple[Any, dict[str, Any]]:
+    """A preset (`convnext_tiny` or `convspace_convnext_tiny`), an exported entry's name, or an ArchConfig / entry
+    YAML or JSON file; with where it came from (study, trial, proxy accuracy) when it is an export."""
+    from nas.entries import find_entry
     from space.config import ArchConfig
+    from space.files import read_yaml
     from space.presets import PRESETS
 
-    if name_or_file in PRESETS:
-        return PRESETS[name_or_file]
+    preset = name_or_file.removeprefix("convspace_")
+    if preset in PRESETS:
+        return PRESETS[preset], {"preset": preset}
     path = Path(name_or_file)
-    if path.is_file():
-        try:
-            data = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
-        except yaml.YAMLError as exc:
-            raise ConvspaceError(f"config: {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
-        if isinstance(data, dict) and {"name", "config"} <= set(data):  # an exported entry wraps its config
-            data = data["config"]
-        return ArchConfig.from_dict(data)
-    raise ConvspaceError(f"model: {name_or_file!r} is neither a preset (see `presets`) nor a config file")
+    data = read_yaml(path, "config") if path.is_file() else find_entry(name_or_file)
+    if data is None:
+        raise ConvspaceError(f"model: {name_or_file!r} is neither a preset (see `presets`), an exported entry nor a config file")
+    if isinstance(data, dict) and {"name", "config"} <= set(data):  # an exported entry wraps its config
+        origin = {k: data[k] for k in ("name", "study", "trial", "proxy_accuracy") if data.get(k) is not None}
+        return ArchConfig.from_dict(data["config"]), origin
+    return ArchConfig.from_dict(data), {}
 
 
 def cost_row(name: str, cfg: Any, resolution: int) -> dict[str, Any]:
@@ -101,14 +104,14 @@ def presets(
 @app.command()
 @user_errors
 def inspect(
-    model: str = typer.Argument(..., help="Preset name or ArchConfig YAML/JSON file."),
+    model: str = typer.Argument(..., help="Preset name, exported entry name, or ArchConfig YAML/JSON file."),
     resolution: int = typer.Option(224, help="Input side length for the FLOPs count."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
     verify: bool = typer.Option(False, "--verify", help="Also build the model and count with fvcore and torch."),
 ) -> None:
     """One network: its config, params and FLOPs (analytic; --verify checks against fvcore)."""
-    cfg = load_config(model)
-    report = {**cost_row(model, cfg, resolution), "resolution": resolution, "config": cfg.to_dict()}
+    cfg, origin = load_config(model)
+    report = {**cost_row(model, cfg, resolution), "resolution": resolution, "origin": origin, "config": cfg.to_dict()}
     if verify:
         from space.network import build_network
         from space.verify import fvcore_flops
@@ -120,6 +123,8 @@ def inspect(
         print(json.dumps(report))
         return
     console.print(cfg.to_yaml())
+    if origin:
+        console.print("from " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in origin.items()))
     print_costs([report], f"{model} at {resolution}x{resolution}")
     if verify:
         same = report["params_torch"] == report["params"] and report["flops_fvcore"] == report["flops"]
@@ -161,18 +166,30 @@ def sample(
 
 
 def print_front(study: Any) -> None:
-    """The Pareto table of a study."""
-    from nas.pareto import counts, describe, front
+    """The Pareto table of a study, whole at 100 columns: the architecture folds onto a second line, never cut."""
+    from nas.live import ended_words, rejected_words
+    from nas.pareto import counts, front, summary, trial_config
 
-    rows = [describe(t) for t in front(study)]
-    table = Table(title=f"Pareto front of {study.study_name}: proxy accuracy up, FLOPs down")
-    for column in ("trial", "accuracy", "GFLOPs", "params (M)", "stem", "blocks", "depths", "widths", "kernel", "norm/act"):
-        table.add_column(column)
-    for r in rows:
-        table.add_row(str(r["trial"]), f"{r['accuracy']:.4f}", f"{r['flops'] / 1e9:.3f}", f"{r['params'] / 1e6:.2f}", r["stem"],
-                      r["blocks"], r["depths"], r["widths"], r["kernel"], r["norm_act"])  # fmt: skip
+    table = Table(title=f"Pareto front of {study.study_name}: proxy accuracy up, FLOPs down", title_justify="left")
+    for column in ("trial", "accuracy", "GFLOPs", "params M"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("architecture", overflow="fold", ratio=1)
+    for t in front(study):
+        architecture = summary(trial_config(t))  # first: a trial without a config is a one-line error
+        table.add_row(str(t.number), f"{t.values[0]:.4f}", f"{t.values[1] / 1e9:.3f}", f"{t.user_attrs['params'] / 1e6:.2f}", architecture)
     console.print(table)
-    console.print("trials: " + ", ".join(f"{k} {v}" for k, v in sorted(counts(study).items())))
+    tally = counts(study)
+    rejected = {k: tally.pop(k) for k in ("over_budget", "duplicate", "surplus") if k in tally}
+    running = f", {tally.pop('running')} training now" if "running" in tally else ""
+    others = {k: v for k, v in tally.items() if k not in ("trained", "stopped", "failed")}  # e.g. waiting to be retried
+    console.print(f"trials in the study: {ended_words(tally)}{running}"
+                  + "".join(f", {v} {k}" for k, v in sorted(others.items()))
+                  + f"; sampled points rejected before training: {rejected_words(rejected)}")  # fmt: skip
+
+
+PROXY, SEARCH = ProxySettings, SearchSettings  # the defaults live once, in the settings dataclasses
+STUDY = "convspace"  # the default study of every command
+STORAGE_HELP = f"SQLAlchemy URL (default ${STORAGE_ENV}, else sqlite:///studies/<study>.db)."
 
 
 @app.command()
@@ -180,91 +197,80 @@ def print_front(study: Any) -> None:
 def search(
     budget: str = typer.Option(..., help="FLOPs budget of the target network, e.g. 4.5GFLOPs, 450M, 4.5e9."),
     space: str = typer.Option("default", help="Space YAML file, or the name of a shipped space."),
-    study: str = typer.Option("convspace", help="Study name; rerunning with the same name resumes it."),
-    storage: str = typer.Option(None, help="SQLAlchemy URL (default sqlite:///studies/<study>.db)."),
-    trials: int = typer.Option(12, help="Trained trials wanted in the study (those already there count)."),
-    epochs: int = typer.Option(3, help="Proxy training epochs per trial."),
-    resolution: int = typer.Option(32, help="Proxy training resolution."),
-    batch_size: int = typer.Option(64, help="Proxy batch size."),
-    train_images: int = typer.Option(768, help="Training images per proxy epoch (a fixed seeded subset; 0: all)."),
-    lr: float = typer.Option(2e-3, help="Proxy peak learning rate (AdamW)."),
-    bn_batches: int = typer.Option(4, help="Training batches that re-estimate BatchNorm statistics before each evaluation (0: off)."),
-    data: str = typer.Option("digits", help="digits (embedded), cifar10, cifar100, an ImageFolder path, or synthetic (tests)."),
-    data_dir: str = typer.Option(None, help="Where CIFAR files live."),
-    cost_resolution: int = typer.Option(224, help="Resolution at which FLOPs and the budget are counted."),
-    cost_classes: int = typer.Option(1000, help="Classes of the target network's head for the FLOPs count."),
-    sampler: str = typer.Option("nsga2", help="nsga2, tpe or random."),
-    cpus_per_trial: float = typer.Option(1.0, help="CPUs each proxy training gets."),
-    gpus_per_trial: float = typer.Option(0.0, help="GPUs each proxy training gets (fractions pack several per GPU)."),
-    address: str = typer.Option(None, help="Address of an existing Ray cluster (default: start Ray locally)."),
-    time_budget: float = typer.Option(None, help="Stop after this many seconds of wall clock."),
-    grace_period: int = typer.Option(1, help="ASHA: epochs every trial trains before it may be stopped."),
-    reduction_factor: int = typer.Option(3, help="ASHA: keep the best 1/factor at each rung."),
-    seed: int = typer.Option(0, help="Seeds the sampler, the data split and the training."),
-    heartbeat_interval: int = typer.Option(5, help="Seconds between heartbeats of running trials."),
-    heartbeat_grace: int = typer.Option(20, help="A running trial silent this long (its driver died) is retrained."),
+    study: str = typer.Option(STUDY, help="Study name; rerunning with the same name resumes it."),
+    storage: str = typer.Option(None, help=STORAGE_HELP),
+    trials: int = typer.Option(SEARCH.trials, help="Trials to train in the study, counting those already there: trained to the end, "
+                                                   "stopped early by ASHA, or failed (points rejected before training do not count)."),
+    epochs: int = typer.Option(PROXY.epochs, help="Proxy training epochs per trial."),
+    resolution: int = typer.Option(PROXY.resolution, help="Proxy training resolution (>= 32: the networks reduce 32x)."),
+    batch_size: int = typer.Option(PROXY.batch_size, help="Proxy batch size."),
+    train_images: int = typer.Option(PROXY.train_images, help="Training images per proxy epoch (a fixed seeded subset; 0: all)."),
+    lr: float = typer.Option(PROXY.lr, help="Proxy peak learning rate (AdamW)."),
+    bn_batches: int = typer.Option(PROXY.bn_batches, help="Training batches that re-estimate BatchNorm statistics before each evaluation (0: off)."),
+    data: str = typer.Option(PROXY.data, help="digits (embedded), cifar10, cifar100, an ImageFolder path, or synthetic (tests)."),
+    data_dir: str = typer.Option(None, help="Where CIFAR files live (default ./data)."),
+    cost_resolution: int = typer.Option(SEARCH.cost_resolution, help="Resolution at which FLOPs and the budget are counted."),
+    cost_classes: int = typer.Option(SEARCH.cost_classes, help="Classes of the target network's head for the FLOPs count."),
+    sampler: str = typer.Option(SEARCH.sampler, help=f"{', '.join(SAMPLERS)}."),
+    cpus_per_trial: float = typer.Option(SEARCH.cpus_per_trial, help="CPUs each proxy training gets."),
+    gpus_per_trial: float = typer.Option(SEARCH.gpus_per_trial, help="GPUs each proxy training gets (fractions pack several per GPU)."),
+    address: str = typer.Option(None, help="Address of an existing Ray cluster, HOST:PORT (default: start Ray locally)."),
+    time_budget: float = typer.Option(None, help="Stop after this many seconds of wall clock (the trials still training are queued for the rerun)."),
+    grace_period: int = typer.Option(SEARCH.grace_period, help="ASHA: epochs every trial trains before it may be stopped."),
+    reduction_factor: int = typer.Option(SEARCH.reduction_factor, help="ASHA: keep the best 1/factor at each rung."),
+    seed: int = typer.Option(SEARCH.seed, help="Seeds the sampler, the data split and the training."),
+    heartbeat_interval: int = typer.Option(SEARCH.heartbeat_interval, help="Seconds between heartbeats of running trials."),
+    heartbeat_grace: int = typer.Option(SEARCH.heartbeat_grace, help="A running trial silent this long (its driver died) is retrained."),
 ) -> None:
     """Search the space under a FLOPs budget: Optuna multi-objective study + Ray Tune proxy trainings (ASHA)."""
-    from nas.search import SearchSettings, run_search
-    from nas.storage import default_storage
+    from nas.settings import check_search
     from space.choices import Space
     from space.cost import parse_flops
-    from trainers.proxy import ProxySettings
 
-    # Settings check themselves, and run_search checks budget and data before it opens the study or starts Ray:
-    # a mistake leaves no file and no Ray behind.
-    url = storage or default_storage(study)
-    proxy = ProxySettings(epochs=epochs, resolution=resolution, batch_size=batch_size, lr=lr, data=data, train_images=train_images or None,
-                          bn_batches=bn_batches, data_dir=data_dir, seed=seed)  # fmt: skip
-    settings = SearchSettings(
+    # Every setting, the data, the budget and the Ray address are checked before torch or Ray is imported and
+    # before the study is opened: a mistake is one line within a second, and leaves no file and no Ray behind.
+    url = resolve_storage(study, storage)
+    proxy = PROXY(epochs=epochs, resolution=resolution, batch_size=batch_size, lr=lr, data=data, train_images=train_images or None,
+                  bn_batches=bn_batches, data_dir=data_dir, seed=seed)  # fmt: skip
+    settings = SEARCH(
         study=study, budget=parse_flops(budget), space=Space.from_yaml(space), storage=url, proxy=proxy, trials=trials,
         cost_resolution=cost_resolution, cost_classes=cost_classes, sampler=sampler, cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial, address=address, time_budget=time_budget, grace_period=grace_period,
         reduction_factor=reduction_factor, seed=seed, heartbeat_interval=heartbeat_interval, heartbeat_grace=heartbeat_grace,
     )  # fmt: skip
-    seen = {"best": 0.0, "done": 0, "remaining": trials}
+    check_search(settings)
+    from nas.live import SearchView, ended_words, rejected_words
+    from nas.search import run_search
 
-    def progress(event: str, info: dict[str, Any]) -> None:
-        if event == "start":  # the study is open
-            console.print(f"study [bold]{study}[/] in {url}: {trials} trials within {settings.budget / 1e9:.3g} GFLOPs (at "
-                          f"{cost_resolution}px, {cost_classes} classes), proxy {epochs} epochs of {data} at {resolution}px")  # fmt: skip
-            seen["remaining"] = info["remaining"]
-            if info["remaining"] < info["trials"]:
-                console.print(f"{info['trials'] - info['remaining']} of {info['trials']} trials already in the study: "
-                              f"training {info['remaining']} more")  # fmt: skip
-        elif event == "epoch" and info.get("acc") is not None:
-            seen["best"] = max(seen["best"], info["acc"])
-            console.print(f"  trial {info['number']:>3}  epoch {info['epoch']}/{epochs}  acc {info['acc']:.4f}"
-                          f"  (best so far {seen['best']:.4f})")  # fmt: skip
-        elif event == "done":
-            seen["done"] += 1
-            how = "failed: " + info["error"] if info.get("error") else ("trained" if info.get("epoch") == epochs else "stopped by ASHA")
-            console.print(f"[bold]trial {info['number']:>3} {how}[/]  ({seen['done']} of {seen['remaining']} finished in this run)")
+    with SearchView(console, study=study, epochs=epochs, live=console.is_terminal) as view:
 
-    outcome = run_search(settings, progress)
+        def progress(event: str, info: dict[str, Any]) -> None:
+            if event == "start":  # the study is open
+                view.console.print(f"study [bold]{study}[/] in {display_url(url)}: {trials} trials within {settings.budget / 1e9:.3g} "
+                                   f"GFLOPs (at {cost_resolution}px, {cost_classes} classes), proxy {epochs} epochs of {data} at {resolution}px")  # fmt: skip
+                if info["remaining"] < info["trials"]:
+                    view.console.print(f"{info['trials'] - info['remaining']} of {info['trials']} trials already in the study: "
+                                       f"training {info['remaining']} more")  # fmt: skip
+            view(event, info)
+
+        outcome = run_search(settings, progress)
     if outcome.recovered:
         console.print(f"{outcome.recovered} trial(s) left running by an earlier driver were marked failed and queued again")
     state = "interrupted" if outcome.interrupted else f"time budget of {time_budget:g} s spent" if outcome.out_of_time else "done"
-    console.print(f"{state}: {outcome.trained_now} trained now, {outcome.rejected_now} sampled points rejected "
-                  f"(over budget or already evaluated), {outcome.seconds:.0f} s")  # fmt: skip
+    console.print(f"{state} ({outcome.seconds:.0f} s): {ended_words(outcome.ended)}; sampled points rejected before training: "
+                  f"{rejected_words(outcome.rejected)}")  # fmt: skip
     print_front(outcome.study)
-    console.print(f"stored in {url}; open it with: python cli.py dashboard --study {study}"
-                  + (f" --storage {url}" if storage else ""))  # fmt: skip
+    console.print(f"stored in {display_url(url)}; look at it with: python cli.py dashboard"
+                  + ("" if study == STUDY else f" --study {study}") + (f" --storage {display_url(storage)}" if storage else ""))  # fmt: skip
     if outcome.interrupted:
         raise typer.Exit(130)
-
-
-def study_storage(study: str, storage: str | None) -> str:
-    from nas.storage import default_storage
-
-    return storage or default_storage(study)
 
 
 @app.command()
 @user_errors
 def pareto(
-    study: str = typer.Option(..., help="Study name."),
-    storage: str = typer.Option(None, help="SQLAlchemy URL (default sqlite:///studies/<study>.db)."),
+    study: str = typer.Option(STUDY, help="Study name."),
+    storage: str = typer.Option(None, help=STORAGE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print the front as a JSON list."),
     plot: str = typer.Option(None, help="Also write a PNG of every trial with the front and the budget."),
 ) -> None:
@@ -274,9 +280,13 @@ def pareto(
 
     if plot and not plot.lower().endswith(".png"):
         raise ConvspaceError(f"plot: must be a .png file name, got {plot!r}")
-    url = study_storage(study, storage)
+    url = resolve_storage(study, storage)
     loaded = load_study(study, url)
     if plot:
+        try:
+            Path(plot).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConvspaceError(f"plot: cannot create the folder {str(Path(plot).parent)!r} ({exc.strerror})") from None
         plot_front(loaded, plot, loaded.user_attrs.get("budget"))
     if as_json:
         print(json.dumps([describe(t) for t in front(loaded)]))
@@ -289,35 +299,27 @@ def pareto(
 @app.command()
 @user_errors
 def dashboard(
-    study: str = typer.Option(..., help="Study name."),
-    storage: str = typer.Option(None, help="SQLAlchemy URL (default sqlite:///studies/<study>.db)."),
+    study: str = typer.Option(STUDY, help="Study name."),
+    storage: str = typer.Option(None, help=STORAGE_HELP),
     host: str = typer.Option("127.0.0.1", help="Interface to serve on (loopback by default)."),
     port: int = typer.Option(8080, help="Port."),
 ) -> None:
     """Serve the study in optuna-dashboard."""
-    from optuna_dashboard import run_server
+    from nas.dashboard import serve_dashboard
 
-    from nas.pareto import load_study
-    from nas.storage import open_storage
-
-    url = study_storage(study, storage)
-    load_study(study, url)  # an unknown study is a user error
-    served = open_storage(url)
-    study_id = served.get_study_id_from_name(study)
-    console.print(f"optuna-dashboard for study {study}: http://{host}:{port}/dashboard/studies/{study_id}  (Ctrl-C stops)")
-    run_server(served, host=host, port=port)
+    serve_dashboard(resolve_storage(study, storage), study, host, port, console.print)
 
 
 @app.command()
 @user_errors
 def export(
-    study: str = typer.Option(..., help="Study name."),
+    study: str = typer.Option(STUDY, help="Study name."),
     trial: list[int] = typer.Option(None, help="Trial number to export (repeat for several)."),
     best: bool = typer.Option(False, "--best", help="Export the most accurate fully trained trial (ties: fewer FLOPs)."),
     front: bool = typer.Option(False, "--front", help="Export every trial on the Pareto front."),
     name: str = typer.Option(None, help="Model name for timm.create_model (one trial only; default <study>_trial<N>)."),
     out: str = typer.Option("studies/exports", help="Zoo folder to write the entries into."),
-    storage: str = typer.Option(None, help="SQLAlchemy URL (default sqlite:///studies/<study>.db)."),
+    storage: str = typer.Option(None, help=STORAGE_HELP),
 ) -> None:
     """Turn trials into timm model-factory entries (YAML config + @register_model module)."""
     trial = trial or []  # typer gives None when --trial is absent
@@ -330,7 +332,7 @@ def export(
     from nas.zoo import export as export_trial
     from nas.zoo import pick_trial
 
-    loaded = load_study(study, study_storage(study, storage))
+    loaded = load_study(study, resolve_storage(study, storage))
     chosen = pareto_front(loaded) if front else [pick_trial(loaded, n) for n in trial or [None]]  # None: the best
     if not chosen:
         raise ConvspaceError(f"front: study {study!r} has no fully trained trial yet")
@@ -366,25 +368,36 @@ def train(
     """Full training of an exported architecture with the ConvNeXt recipe (timm's optimizer, scheduler, mixup, EMA)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 
-    import nas.zoo  # noqa: F401  (registers presets and exported entries with timm)
-    from trainers.full import TrainSettings
-    from trainers.full import train as run_training
+    from trainers.settings import TrainSettings, check_data
 
     settings = TrainSettings(model=model, data=data, data_dir=data_dir, output=output, epochs=epochs, batch_size=batch_size, lr=lr,
                              warmup_epochs=warmup_epochs, resolution=resolution, drop_path=drop_path, mixup=mixup, cutmix=cutmix,
                              ema_decay=ema_decay, workers=workers, seed=seed)  # fmt: skip
-    with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console) as bar:
-        task = bar.add_task("epoch", total=None)
+    check_data(data, data_dir)  # before torch is imported: a wrong path is one line at once
+    import nas.zoo  # noqa: F401  (registers presets and exported entries with timm)
+    from trainers.full import train as run_training
 
-        def progress(event: str, info: dict[str, Any]) -> None:
-            if event == "step":
-                bar.update(task, description=f"epoch {info['epoch']}/{epochs}", completed=info["step"], total=info["steps"])
-            else:
-                ema = f", EMA top-1 {info['ema_top1']:.2f}" if "ema_top1" in info else ""
-                bar.console.print(f"epoch {info['epoch']}/{epochs}: loss {info['train_loss']:.4f}, top-1 {info['top1']:.2f}, "
-                                  f"top-5 {info['top5']:.2f}{ema} ({info['seconds']:.0f} s)")  # fmt: skip
+    # The bar appears with the first training step: a mistake found while building (an unknown model, a batch larger
+    # than the data) is one line with no empty bar drawn above it.
+    bar = Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console)
+    task = None
 
+    def progress(event: str, info: dict[str, Any]) -> None:
+        nonlocal task
+        if task is None:
+            bar.start()
+            task = bar.add_task("epoch", total=None)
+        if event == "step":
+            bar.update(task, description=f"epoch {info['epoch']}/{epochs}", completed=info["step"], total=info["steps"])
+        else:
+            ema = f", EMA top-1 {info['ema_top1']:.2f}" if "ema_top1" in info else ""
+            bar.console.print(f"epoch {info['epoch']}/{epochs}: loss {info['train_loss']:.4f}, top-1 {info['top1']:.2f}, "
+                              f"top-5 {info['top5']:.2f}{ema} ({info['seconds']:.0f} s)")  # fmt: skip
+
+    try:
         summary = run_training(settings, resume=resume, progress=progress)
+    finally:
+        bar.stop()
     if not summary:
         console.print(f"nothing to do: {output}/last.pth already finished {epochs} epochs")
     console.print(f"checkpoint {output}/last.pth, log {output}/log.jsonl")
@@ -394,7 +407,7 @@ def train(
 @user_errors
 def ablation(
     file: str = typer.Argument(..., help="A study file listing networks and their reference accuracy (e.g. studies/roadmap.yaml)."),
-    storage: str = typer.Option(None, help="SQLAlchemy URL (default sqlite:///studies/<study>.db)."),
+    storage: str = typer.Option(None, help=STORAGE_HELP),
     cpus_per_trial: float = typer.Option(1.0, help="CPUs each proxy training gets."),
     gpus_per_trial: float = typer.Option(0.0, help="GPUs each proxy training gets."),
     address: str = typer.Option(None, help="Address of an existing Ray cluster."),
@@ -403,7 +416,7 @@ def ablation(
     from nas.ablation import kendall_tau, load_study_file, run_ablation
 
     spec = load_study_file(file)
-    url = study_storage(spec.study, storage)
+    url = resolve_storage(spec.study, storage)
 
     def progress(event: str, info: dict[str, Any]) -> None:
         if event == "done":
@@ -416,7 +429,7 @@ def ablation(
     for r in rows:
         table.add_row(r["preset"], f"{r['gflops']:.2f}", f"{100 * r['proxy_accuracy']:.2f}", f"{r['reference']:.2f}")
     console.print(table)
-    console.print(f"Kendall tau between the columns: {kendall_tau(rows):+.3f} ({len(rows)} networks); stored in {url}")
+    console.print(f"Kendall tau between the columns: {kendall_tau(rows):+.3f} ({len(rows)} networks); stored in {display_url(url)}")
 
 
 # typer vendors click and exports only BadParameter of its exceptions; BadParameter's base is the

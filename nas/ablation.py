@@ -14,17 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 from ray import tune
 
-from nas.search import ACC, STATUS, TrialProgress, check_trial_resources, init_ray, proxy_trainable, set_progress
-from nas.storage import open_storage
+from nas.search import ACC, STATUS, TrialProgress, init_ray, proxy_trainable, set_progress
+from nas.settings import check_trial_resources
+from nas.storage import open_storage, results_folder
 from space.config import ArchConfig
 from space.cost import arch_cost
 from space.errors import ConvspaceError
+from space.files import read_yaml
 from space.presets import get_preset
 from trainers.data import load_data
-from trainers.proxy import ProxySettings
+from trainers.settings import ProxySettings
 
 _KEYS = {"study", "proxy", "reference"}
 
@@ -43,7 +44,7 @@ def load_study_file(path: str | Path) -> StudyFile:
     path = Path(path)
     if not path.is_file():
         raise ConvspaceError(f"study file: no file {str(path)!r}")
-    data = yaml.safe_load(path.read_text())
+    data = read_yaml(path, "study file")
     if not isinstance(data, dict) or set(data) - _KEYS or not {"study", "reference"} <= set(data):
         raise ConvspaceError(f"study file: {path} needs the keys study, reference (and optionally proxy), nothing else")
     for name in data["reference"]:
@@ -60,7 +61,7 @@ def load_study_file(path: str | Path) -> StudyFile:
 
 
 def run_ablation(file: StudyFile, storage: str, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, address: str | None = None,
-                 results_dir: str = "studies/ray", progress: Callable[[str, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+                 results_dir: str | None = None, progress: Callable[[str, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Train the networks the study does not hold yet; return one row per network (proxy and reference accuracy)."""
     # What the study file alone cannot tell fails here, before any file is written or Ray starts.
     check_trial_resources(cpus_per_trial, gpus_per_trial, address)
@@ -82,10 +83,12 @@ def run_ablation(file: StudyFile, storage: str, cpus_per_trial: float = 1.0, gpu
         set_progress(file.study, named if progress else None)
         proxy = dict(file.proxy.to_dict(), threads=max(1, int(cpus_per_trial)))
         trainable = tune.with_resources(tune.with_parameters(proxy_trainable, proxy=proxy), {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
-        tuner = tune.Tuner(trainable, param_space={"config": tune.grid_search(jsons)},
-                           run_config=tune.RunConfig(name=f"{file.study}-ablation", storage_path=str(Path(results_dir).resolve()),
-                                                     verbose=0, callbacks=[TrialProgress(file.study)]))  # fmt: skip
-        for result in tuner.fit():
+        with results_folder(storage, results_dir) as results:
+            tuner = tune.Tuner(trainable, param_space={"config": tune.grid_search(jsons)},
+                               run_config=tune.RunConfig(name=f"{file.study}-ablation", storage_path=str(results),
+                                                         verbose=0, callbacks=[TrialProgress(file.study)]))  # fmt: skip
+            outcomes = list(tuner.fit())
+        for result in outcomes:
             metrics, name = result.metrics or {}, todo[jsons.index(result.config["config"])]
             if result.error or "error" in metrics or metrics.get("epoch") != file.proxy.epochs:
                 raise ConvspaceError(f"ablation: {name} failed ({metrics.get('error') or result.error}); rerun to retry it")

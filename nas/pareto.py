@@ -8,7 +8,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.storage import make_url_or_none, open_storage
+from nas.storage import display_url, make_url_or_none, open_storage
 from space.config import ArchConfig
 from space.errors import ConvspaceError
 
@@ -21,7 +21,7 @@ def load_study(name: str, storage: str) -> optuna.Study:
     rdb = open_storage(storage)
     names = [s.study_name for s in optuna.get_all_study_summaries(rdb, include_best_trial=False)]
     if name not in names:
-        raise ConvspaceError(f"study: no study {name!r} in {storage} (studies there: {', '.join(names) or 'none'})")
+        raise ConvspaceError(f"study: no study {name!r} in {display_url(storage)} (studies there: {', '.join(names) or 'none'})")
     return optuna.load_study(study_name=name, storage=rdb)
 
 
@@ -39,22 +39,32 @@ def trial_config(trial: FrozenTrial) -> ArchConfig:
     return ArchConfig.from_json(trial.user_attrs["config"])
 
 
+def architecture(cfg: ArchConfig) -> dict[str, str]:
+    """A network in a few words: stem, block families, depths, widths, kernels, norm/act."""
+    return {
+        "stem": cfg.stem.type,
+        "blocks": "/".join(sorted({s.block for s in cfg.stages})),
+        "depths": "-".join(str(s.depth) for s in cfg.stages),
+        "widths": "-".join(str(s.width) for s in cfg.stages),
+        "kernel": "/".join(map(str, sorted({s.kernel for s in cfg.stages}))),
+        "norm_act": f"{cfg.norm}/{cfg.act}",
+    }
+
+
+def summary(cfg: ArchConfig) -> str:
+    """One line for tables and progress: `convnext, patchify stem, depths 3-3-9-3, widths 96-...-768, k7, ln/gelu`."""
+    a = architecture(cfg)
+    return f"{a['blocks']}, {a['stem']} stem, depths {a['depths']}, widths {a['widths']}, k{a['kernel']}, {a['norm_act']}"
+
+
 def describe(trial: FrozenTrial) -> dict[str, Any]:
     """One row: the numbers and the architecture in a few words."""
-    cfg = trial_config(trial)
-    blocks = sorted({s.block for s in cfg.stages})
-    kernels = sorted({s.kernel for s in cfg.stages})
     return {
         "trial": trial.number,
         "accuracy": trial.values[0] if trial.values else trial.user_attrs.get("proxy_accuracy"),
         "flops": trial.user_attrs["flops"],
         "params": trial.user_attrs["params"],
-        "stem": cfg.stem.type,
-        "blocks": "/".join(blocks),
-        "depths": "-".join(str(s.depth) for s in cfg.stages),
-        "widths": "-".join(str(s.width) for s in cfg.stages),
-        "kernel": "/".join(map(str, kernels)),
-        "norm_act": f"{cfg.norm}/{cfg.act}",
+        **architecture(trial_config(trial)),
         "epochs": trial.user_attrs.get("epochs"),
         "hash": trial.user_attrs["hash"],
     }

@@ -28,20 +28,19 @@ from typing import Any
 
 import optuna
 import ray
-import torch
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
-from nas.storage import SqliteDriverLock, is_sqlite, open_storage, requeue
-from space.choices import Space
+from nas.settings import SearchSettings, check_search
+from nas.storage import SqliteDriverLock, is_sqlite, open_storage, requeue, results_folder
 from space.config import ArchConfig
-from space.cost import arch_cost, check_resolution
-from space.errors import ConvspaceError, require
+from space.cost import arch_cost
+from space.errors import ConvspaceError
 from trainers.data import load_data
-from trainers.proxy import ProxySettings
+from trainers.settings import ProxySettings
 
 ACC, FLOPS = "acc", "flops"
 STATUS = "status"  # user attr: trained | stopped | over_budget | duplicate | failed
@@ -52,60 +51,10 @@ _SAMPLER_FACTORIES: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
     "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, multivariate=True),
     "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
 }
-SAMPLERS = tuple(_SAMPLER_FACTORIES)
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    """One search command's settings (the study keeps the ones that define it: space, budget, proxy)."""
-
-    study: str
-    budget: int
-    space: Space
-    storage: str
-    proxy: ProxySettings = ProxySettings()
-    trials: int = 12
-    cost_resolution: int = 224
-    cost_classes: int = 1000
-    sampler: str = "nsga2"
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    address: str | None = None
-    time_budget: float | None = None
-    grace_period: int = 1
-    reduction_factor: int = 3
-    seed: int = 0
-    results_dir: str = "studies/ray"
-    heartbeat_interval: int = 5
-    heartbeat_grace: int = 20
-
-    def __post_init__(self) -> None:
-        """A bad value fails here in one line, before the study is opened or Ray starts."""
-        require(self.trials >= 1, "trials", "must be >= 1", self.trials)
-        require(self.sampler in SAMPLERS, "sampler", f"must be one of {', '.join(SAMPLERS)}", self.sampler)
-        require(self.budget > 0, "budget", "must be > 0", self.budget)
-        check_resolution("cost-resolution", self.cost_resolution)
-        require(self.cost_classes >= 1, "cost-classes", "must be >= 1", self.cost_classes)
-        check_trial_resources(self.cpus_per_trial, self.gpus_per_trial, self.address)
-        require(self.time_budget is None or self.time_budget > 0, "time-budget", "must be > 0 seconds", self.time_budget)
-        require(self.grace_period >= 1, "grace-period", "must be >= 1", self.grace_period)
-        require(self.reduction_factor >= 2, "reduction-factor", "must be >= 2", self.reduction_factor)
-        require(self.heartbeat_interval >= 1, "heartbeat-interval", "must be >= 1", self.heartbeat_interval)
-        require(self.heartbeat_grace > self.heartbeat_interval, "heartbeat-grace",
-                f"must be longer than the heartbeat interval ({self.heartbeat_interval} s)", self.heartbeat_grace)  # fmt: skip
-
-
-def check_trial_resources(cpus: float, gpus: float, address: str | None) -> None:
-    """Resources Ray can give each trial; on a machine without a GPU, Ray would hold GPU trials pending forever."""
-    require(cpus > 0, "cpus-per-trial", "must be > 0", cpus)
-    require(gpus >= 0 and (gpus < 1 or float(gpus).is_integer()), "gpus-per-trial",
-            "must be 0, a fraction below 1 (trials share a GPU) or a whole number", gpus)  # fmt: skip
-    require(not gpus or address is not None or torch.cuda.device_count() > 0, "gpus-per-trial",
-            "this machine has no GPU: leave it out to train on CPUs, or join a cluster with GPUs (--address)", gpus)  # fmt: skip
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """Optuna's multi-objective samplers (`name` from SAMPLERS, checked by SearchSettings)."""
+    """Optuna's multi-objective samplers, one per name in SAMPLERS (checked by SearchSettings)."""
     return _SAMPLER_FACTORIES[name](seed)
 
 
@@ -125,6 +74,7 @@ def open_study(s: SearchSettings) -> tuple[optuna.Study, RDBStorage]:
     """
     import json
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the command shows progress itself
     storage = open_storage(s.storage, heartbeat=(s.heartbeat_interval, s.heartbeat_grace))
     study = optuna.create_study(
         study_name=s.study, storage=storage, directions=["maximize", "minimize"],
@@ -212,11 +162,14 @@ class BudgetedOptunaSearcher:
     another driver can fail and re-queue them if this one dies.
     """
 
-    def __init__(self, study: optuna.Study, storage: RDBStorage, settings: SearchSettings) -> None:
+    def __init__(self, study: optuna.Study, storage: RDBStorage, settings: SearchSettings,
+                 progress: Callable[[str, dict[str, Any]], None] | None = None) -> None:  # fmt: skip
         self.study, self.storage, self.settings = study, storage, settings
+        self.progress = progress or (lambda event, info: None)  # "rejected" and "started" events for the live view
         self.study_id = storage.get_study_id_from_name(study.study_name)  # once: every heartbeat names a trial by id
         self.live: dict[str, optuna.trial.Trial] = {}
-        self.rejected = self.handed_out = 0
+        self.rejected: dict[str, int] = {}  # sampled points not trained, by reason: over_budget, duplicate, surplus
+        self.ended: dict[str, int] = {}  # trials of this run by how they ended: trained, stopped, failed
         self.evaluated = {t.user_attrs.get("hash") for t in study.get_trials(deepcopy=False) if holds_config(t)}
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeats, daemon=True)
@@ -237,7 +190,8 @@ class BudgetedOptunaSearcher:
     def _reject(self, trial: optuna.trial.Trial, status: str) -> None:
         trial.set_user_attr(STATUS, status)
         self.study.tell(trial, state=TrialState.PRUNED)
-        self.rejected += 1
+        self.rejected[status] = self.rejected.get(status, 0) + 1
+        self.progress("rejected", {"reason": status})
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """The next within-budget, never-evaluated config (None once the study holds --trials trials)."""
@@ -271,8 +225,8 @@ class BudgetedOptunaSearcher:
                 return None
             self.evaluated.add(cfg.hash)
             self.live[trial_id] = trial
-            self.handed_out += 1
             trial.set_user_attr("proxy", self.settings.proxy.to_dict())
+            self.progress("started", {"number": trial.number, "config": cfg, FLOPS: cost.flops})
             return {"config": cfg.to_json(), "number": trial.number}
         raise ConvspaceError("budget: 10000 sampled points in a row were over budget or duplicates; raise the budget")
 
@@ -280,7 +234,6 @@ class BudgetedOptunaSearcher:
         """Trials still running when Tune stopped (Ctrl-C, time budget): queue them for the next run."""
         for trial_id in list(self.live):
             trial = self.live.pop(trial_id)
-            self.handed_out -= 1
             fail_and_requeue(self.study, self.storage, trial.number, trial.params, "the search stopped before it finished")
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
@@ -298,15 +251,20 @@ class BudgetedOptunaSearcher:
             # from entering the trainable: also counts model build and data, not dispatch or worker start
             trial.set_user_attr("trainable_seconds", round(float(result.get("trainable_seconds", 0.0)), 3))
         if error or "error" in result or ACC not in result:
-            trial.set_user_attr(STATUS, "failed")
-            trial.set_user_attr("fail_reason", result.get("error") or "the trial process died (see the Ray trial log)")
+            status, reason = "failed", result.get("error") or "the trial process died (see the Ray trial log)"
+            trial.set_user_attr(STATUS, status)
+            trial.set_user_attr("fail_reason", reason)
             self.study.tell(trial, state=TrialState.FAIL)
         elif epochs >= self.settings.proxy.epochs:
-            trial.set_user_attr(STATUS, "trained")
+            status, reason = "trained", None
+            trial.set_user_attr(STATUS, status)
             self.study.tell(trial, [float(result[ACC]), float(trial.user_attrs[FLOPS])])
         else:
-            trial.set_user_attr(STATUS, "stopped")
+            status, reason = "stopped", None
+            trial.set_user_attr(STATUS, status)
             self.study.tell(trial, state=TrialState.PRUNED)
+        self.ended[status] = self.ended.get(status, 0) + 1
+        self.progress("finished", {"number": trial.number, "status": status, ACC: result.get(ACC), "epoch": epochs, "error": reason})
 
 
 def proxy_trainable(config: dict[str, Any], proxy: dict[str, Any]) -> None:
@@ -391,12 +349,14 @@ def _cluster_runtime_env() -> dict[str, Any]:
 
 @dataclass
 class SearchOutcome:
+    """How a run of the search ended (the study holds the trials of every run)."""
+
     study: optuna.Study
-    trained_now: int
-    rejected_now: int
-    recovered: int
-    interrupted: bool
-    seconds: float
+    ended: dict[str, int] = dataclasses.field(default_factory=dict)  # this run's trials: trained, stopped, failed
+    rejected: dict[str, int] = dataclasses.field(default_factory=dict)  # sampled points not trained: over_budget, duplicate
+    recovered: int = 0  # trials a dead driver left running, failed and queued again
+    interrupted: bool = False
+    seconds: float = 0.0
     out_of_time: bool = False  # the time budget ended the search before the study held --trials trials
 
 
@@ -409,31 +369,11 @@ def _recover(study: optuna.Study, storage: RDBStorage, sqlite: bool) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))) - failed
 
 
-def check_budget_reachable(s: SearchSettings, probes: int = 1000) -> None:
-    """Refuse a budget below every point of the space before any study is touched.
-
-    Otherwise the bridge would sample (and store as over_budget) up to 10,000 points, minutes of SQL, before
-    giving up. Random points in memory, stopping at the first that fits (usually the first few)."""
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # as the search: no notice for the throwaway study
-    probe = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=s.seed))  # in memory, never stored
-    cheapest = None
-    for _ in range(probes):
-        cfg = dataclasses.replace(s.space.sample(probe.ask()), num_classes=s.cost_classes)
-        flops = arch_cost(cfg, s.cost_resolution).flops
-        if flops <= s.budget:
-            return
-        cheapest = min(flops, cheapest or flops)
-    raise ConvspaceError(
-        f"budget: {s.budget / 1e9:.4g} GFLOPs is below every sampled point of space {s.space.name!r} (the cheapest of "
-        f"{probes} costs {cheapest / 1e9:.4g} GFLOPs at {s.cost_resolution}px and {s.cost_classes} classes); raise it"
-    )
-
-
 def run_search(s: SearchSettings, progress: Callable[[str, dict[str, Any]], None] | None = None) -> SearchOutcome:
     """Run (or resume) a study until it holds `s.trials` trials (from every driver), or the time budget ends."""
     # What the settings alone cannot tell fails here, before any file is written or Ray starts.
-    check_budget_reachable(s)
-    load_data(s.proxy.data, s.proxy.resolution, s.proxy.seed, s.proxy.data_dir)
+    check_search(s)
+    load_data(s.proxy.data, s.proxy.resolution, s.proxy.seed, s.proxy.data_dir)  # files that exist but do not load
     lock = SqliteDriverLock(s.storage) if is_sqlite(s.storage) else None
     if lock:
         lock.acquire()
@@ -444,19 +384,20 @@ def run_search(s: SearchSettings, progress: Callable[[str, dict[str, Any]], None
         if progress:
             progress("start", {"remaining": max(remaining, 0), "trials": s.trials})
         if remaining <= 0:
-            return SearchOutcome(study, 0, 0, recovered, False, 0.0)
-        return _tune(s, study, storage, remaining, recovered, progress)
+            return SearchOutcome(study, recovered=recovered)
+        with results_folder(s.storage, s.results_dir) as results:
+            return _tune(s, study, storage, remaining, recovered, progress, results)
     finally:
         if lock:
             lock.release()
 
 
 def _tune(s: SearchSettings, study: optuna.Study, storage: RDBStorage, remaining: int, recovered: int,
-          progress: Callable[[str, dict[str, Any]], None] | None) -> SearchOutcome:  # fmt: skip
+          progress: Callable[[str, dict[str, Any]], None] | None, results: Path) -> SearchOutcome:  # fmt: skip
     """Ray Tune runs the proxy trainings the bridge hands out; ASHA stops the weak ones."""
     started = time.time()
     init_ray(s.address)
-    bridge = BudgetedOptunaSearcher(study, storage, s)
+    bridge = BudgetedOptunaSearcher(study, storage, s, progress)
     _DRIVER[s.study] = (bridge, progress)
     resources = {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}
     proxy = dict(s.proxy.to_dict(), threads=max(1, int(s.cpus_per_trial)))
@@ -475,7 +416,7 @@ def _tune(s: SearchSettings, study: optuna.Study, storage: RDBStorage, remaining
             num_samples=remaining, time_budget_s=s.time_budget, reuse_actors=True,  # no re-import of torch per trial
         ),
         run_config=tune.RunConfig(
-            name=f"{s.study}-{int(started)}", storage_path=str(Path(s.results_dir).resolve()), verbose=0,
+            name=f"{s.study}-{int(started)}", storage_path=str(results), verbose=0,
             callbacks=[TrialProgress(s.study)], failure_config=tune.FailureConfig(max_failures=0),
         ),
     )  # fmt: skip
@@ -491,4 +432,5 @@ def _tune(s: SearchSettings, study: optuna.Study, storage: RDBStorage, remaining
         _DRIVER.pop(s.study, None)
     seconds = time.time() - started
     out_of_time = bool(s.time_budget) and seconds >= s.time_budget and trained_count(study) < s.trials
-    return SearchOutcome(study, bridge.handed_out, bridge.rejected, recovered, interrupted, seconds, out_of_time)
+    return SearchOutcome(study, ended=bridge.ended, rejected=bridge.rejected, recovered=recovered, interrupted=interrupted,
+                         seconds=seconds, out_of_time=out_of_time)  # fmt: skip

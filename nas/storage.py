@@ -1,20 +1,58 @@
-"""Where studies live: SQLAlchemy URLs (SQLite file under studies/ by default, PostgreSQL by URL)."""
+"""Where studies live: SQLAlchemy URLs (SQLite file under studies/ by default, PostgreSQL by URL).
+
+Optuna is imported inside the functions that open a study, so that the command line can resolve and show
+a storage URL before any heavy import.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-import optuna
+from typing import TYPE_CHECKING, Any
 
 from space.errors import ConvspaceError
 
+if TYPE_CHECKING:
+    import optuna
+
+STORAGE_ENV = "CONVSPACE_STORAGE"  # the default storage URL, so that a password stays off the command line
+
 
 def default_storage(study: str) -> str:
-    """sqlite:///studies/<study>.db, relative to the working directory."""
-    return f"sqlite:///studies/{study}.db"
+    """$CONVSPACE_STORAGE when set, else sqlite:///studies/<study>.db relative to the working directory."""
+    return os.environ.get(STORAGE_ENV) or f"sqlite:///studies/{study}.db"
+
+
+def resolve_storage(study: str, storage: str | None) -> str:
+    """The storage a command uses: --storage, else $CONVSPACE_STORAGE, else the study's SQLite file."""
+    return storage or default_storage(study)
+
+
+def display_url(url: str) -> str:
+    """The URL as it may be shown or stored: the password masked (terminals, logs and bug reports keep it)."""
+    parsed = make_url_or_none(url)
+    if parsed is None:  # not a URL SQLAlchemy reads: it may still hold user:password@, so mask that part
+        head, at, tail = url.rpartition("@")
+        scheme, sep, creds = head.partition("://")
+        return f"{scheme}{sep}{creds.split(':')[0]}:***{at}{tail}" if at and ":" in creds else url
+    return parsed.render_as_string(hide_password=True)
+
+
+@contextlib.contextmanager
+def results_folder(url: str, chosen: str | None = None) -> Iterator[Path]:
+    """Where Ray's trial folders go: `chosen`, else beside a SQLite study file (`<its folder>/ray`), else a
+    temporary folder removed afterwards; never the folder the command happens to run in."""
+    parsed = make_url_or_none(url)
+    if chosen or (parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")):
+        yield Path(chosen or Path(parsed.database).parent / "ray").resolve()
+        return
+    with tempfile.TemporaryDirectory(prefix="convspace-ray-") as folder:
+        yield Path(folder)
 
 
 def requeue(study: optuna.Study, number: int, params: dict[str, Any], why: str) -> None:
@@ -35,6 +73,8 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None) -> optuna.s
     `heartbeat` = (interval, grace) seconds: a running trial whose heartbeat is older than `grace` is failed
     and re-queued by whichever driver looks next (`optuna.storages.fail_stale_trials`).
     """
+    import optuna
+
     beats = {}
     if heartbeat:
         beats = dict(heartbeat_interval=heartbeat[0], grace_period=heartbeat[1], heartbeat_stale_trial_callback=requeue_stale)
@@ -50,7 +90,18 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None) -> optuna.s
                 continue
             text = str(exc).strip()
             reason = text.splitlines()[0] if text else type(exc).__name__
-            raise ConvspaceError(f"storage: cannot open {url!r} ({reason})") from None
+            raise ConvspaceError(f"storage: cannot open {display_url(url)!r} ({hide_password(reason, url)})") from None
+
+
+def hide_password(text: str, url: str) -> str:
+    """`text` (e.g. a driver's error message) with the URL's password masked wherever it appears."""
+    parsed = make_url_or_none(url)
+    if parsed is None or not parsed.password:
+        return text
+    from urllib.parse import quote
+
+    password = str(parsed.password)
+    return text.replace(password, "***").replace(quote(password, safe=""), "***")  # as given, or %-encoded in the URL
 
 
 def _lost_schema_race(exc: Exception) -> bool:

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from space.config import ArchConfig, StageConfig, StemConfig, check_keys
 from space.errors import ConvspaceError
+from space.files import read_yaml
 
 NETWORK_DIMS = (
     "stem", "stem_ratio", "stem_norm", "depth_pattern", "depth_scale", "base_width", "width_multipliers",
@@ -207,19 +208,13 @@ class Space:
     @classmethod
     def from_yaml(cls, path: str | Path) -> Space:
         """Load a space file; a bare name ('default') means a shipped space."""
-        import yaml
-
         path = Path(path)
         if not path.exists() and (SPACES_DIR / f"{path.name}.yaml").exists():
             path = SPACES_DIR / f"{path.name}.yaml"
         if not path.is_file():
             shipped = ", ".join(sorted(p.stem for p in SPACES_DIR.glob("*.yaml")))
             raise ConvspaceError(f"space: no file {str(path)!r} (shipped spaces: {shipped})")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ConvspaceError(f"space: {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
-        return cls.from_dict(data, default_name=path.stem)
+        return cls.from_dict(read_yaml(path, "space"), default_name=path.stem)
 
     def _check_lengths(self) -> None:
         lengths = {len(v) for d in ("depth_pattern", "width_multipliers") for v in self.dims[d].candidates()}

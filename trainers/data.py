@@ -16,8 +16,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
 from space.errors import ConvspaceError
-
-DATASETS = ("digits", "cifar10", "cifar100", "synthetic", "<ImageFolder path>")
+from trainers.settings import CIFAR_FOLDERS, check_data, cifar_root
 
 
 @dataclass
@@ -90,9 +89,10 @@ def image_datasets(name: str, seed: int, data_dir: str | None, train_tf: Callabl
     if name in _SMALL:
         x, y, train_idx, val_idx = _SMALL[name](seed)
         return Data(ImageList(x[train_idx], y[train_idx], train_tf), ImageList(x[val_idx], y[val_idx], val_tf), int(y.max()) + 1, 3)
-    if name in ("cifar10", "cifar100"):
+    check_data(name, data_dir)
+    if name in CIFAR_FOLDERS:
         return cifar(name, data_dir, train_tf, val_tf)
-    return image_folder(_folder(name), train_tf, val_tf)
+    return image_folder(Path(name).expanduser(), train_tf, val_tf)
 
 
 def _plain_transform(resolution: int) -> Callable:
@@ -106,20 +106,19 @@ def cifar(name: str, data_dir: str | None, train_tf: Callable, val_tf: Callable)
     """CIFAR-10/100 from torchvision's files under data_dir (never downloaded at run time)."""
     from torchvision import datasets
 
-    root = Path(data_dir or "data").expanduser()
+    root = cifar_root(data_dir)
     cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
-    folder = "cifar-10-batches-py" if name == "cifar10" else "cifar-100-python"
     try:
         train, val = cls(str(root), train=True, transform=train_tf), cls(str(root), train=False, transform=val_tf)
     except RuntimeError:
         raise ConvspaceError(
-            f"data: {name} not found: put the extracted python version ({folder}/) under {root} or pass --data-dir"
+            f"data: {name} under {root} is incomplete or corrupt: extract the python version ({CIFAR_FOLDERS[name]}/) again"
         ) from None
     return Data(train, val, len(train.classes), 3)
 
 
 def image_folder(path: Path, train_tf: Callable, val_tf: Callable) -> Data:
-    """An ImageFolder tree with train/ and val/ (one subfolder per class)."""
+    """An ImageFolder tree with train/ and val/ (one subfolder per class; `check_data` has seen its layout)."""
     from torchvision import datasets
 
     try:
@@ -127,20 +126,7 @@ def image_folder(path: Path, train_tf: Callable, val_tf: Callable) -> Data:
         val = datasets.ImageFolder(str(path / "val"), transform=val_tf)
     except FileNotFoundError as exc:  # no class folders, or a class folder without images
         raise ConvspaceError(f"data: {str(exc).splitlines()[0]}") from None
-    if train.classes != val.classes:  # labels are folder indices: they would silently mean different classes
-        only_in_one = sorted(set(train.classes) ^ set(val.classes))
-        raise ConvspaceError(f"data: {path}/train and val/ must hold the same class folders (only in one: {', '.join(only_in_one[:5])})")
     return Data(train, val, len(train.classes), 3)
-
-
-def _folder(name: str) -> Path:
-    path = Path(name).expanduser()
-    if not path.is_dir():
-        raise ConvspaceError(f"data: {name!r} is neither a dataset ({', '.join(DATASETS[:-1])}) nor an existing folder")
-    for split in ("train", "val"):
-        if not (path / split).is_dir():
-            raise ConvspaceError(f"data: {path} needs {split}/ with one folder per class (ImageFolder layout)")
-    return path
 
 
 def load_data(name: str, resolution: int, seed: int = 0, data_dir: str | None = None) -> Data:

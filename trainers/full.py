@@ -14,7 +14,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,56 +28,10 @@ from timm.scheduler import create_scheduler_v2
 from timm.utils import ModelEmaV3, accuracy
 from torch.utils.data import DataLoader
 
-from space.cost import check_resolution
-from space.errors import ConvspaceError, require
+from space.errors import ConvspaceError
 from trainers.data import image_datasets
 from trainers.device import autocast, batch_on_device, grad_scaler, on_device, training_device
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """The recipe; defaults are the ConvNeXt paper's (reference/convnext_roadmap.md)."""
-
-    model: str
-    data: str = "digits"
-    data_dir: str | None = None
-    output: str = "runs/train"
-    epochs: int = 300
-    batch_size: int = 128
-    lr: float | None = None  # None: 4e-3 * batch_size / 4096
-    weight_decay: float = 0.05
-    warmup_epochs: int = 20
-    min_lr: float = 1e-6
-    resolution: int | None = None  # None: the model's pretrained_cfg input size
-    randaugment: str = "rand-m9-mstd0.5-inc1"
-    mixup: float = 0.8
-    cutmix: float = 1.0
-    smoothing: float = 0.1
-    reprob: float = 0.25
-    drop_path: float | None = None  # None: by size, as ConvNeXt T/S/B/L (0.1 / 0.4 / 0.5 / 0.5)
-    ema_decay: float = 0.9999
-    workers: int = 0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        """A bad value fails here in one line, before anything is built (timm and torch would assert mid-run)."""
-        require(self.epochs >= 1, "epochs", "must be >= 1", self.epochs)
-        require(self.batch_size >= 2, "batch-size", "must be >= 2", self.batch_size)
-        require(self.batch_size % 2 == 0 or not (self.mixup or self.cutmix), "batch-size",
-                "mixup/cutmix pair the images of a batch, so it must be even", self.batch_size)  # fmt: skip
-        require(self.lr is None or self.lr > 0, "lr", "must be > 0", self.lr)
-        require(self.warmup_epochs >= 0, "warmup-epochs", "must be >= 0", self.warmup_epochs)
-        if self.resolution is not None:
-            check_resolution("resolution", self.resolution)
-        require(self.mixup >= 0, "mixup", "must be >= 0 (0 disables)", self.mixup)
-        require(self.cutmix >= 0, "cutmix", "must be >= 0 (0 disables)", self.cutmix)
-        require(self.drop_path is None or 0 <= self.drop_path < 1, "drop-path", "must be in [0, 1)", self.drop_path)
-        require(0 <= self.ema_decay < 1, "ema-decay", "must be in [0, 1) (0 disables)", self.ema_decay)
-        require(self.workers >= 0, "workers", "must be >= 0", self.workers)
-
-    @property
-    def scaled_lr(self) -> float:
-        return self.lr if self.lr is not None else 4e-3 * self.batch_size / 4096
+from trainers.settings import TrainSettings
 
 
 def drop_path_by_size(params: int) -> float:

@@ -9,7 +9,7 @@ import itertools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from timm.layers import DropPath
@@ -20,49 +20,14 @@ from torch.optim.swa_utils import update_bn
 from torch.utils.data import DataLoader, Subset
 
 from space.config import ArchConfig
-from space.errors import require
 from space.network import build_network
 from trainers.data import Data, load_data
 from trainers.device import autocast, batch_on_device, grad_scaler, on_device, training_device
+from trainers.settings import ProxySettings
 
 
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite: this trial fails, the search goes on."""
-
-
-@dataclass(frozen=True)
-class ProxySettings:
-    """Everything that decides a proxy score (stored with each trial so scores stay comparable)."""
-
-    epochs: int = 4
-    resolution: int = 32
-    batch_size: int = 64
-    lr: float = 2e-3
-    weight_decay: float = 0.05
-    warmup_epochs: float = 0.5
-    label_smoothing: float = 0.1
-    train_images: int | None = 768  # a fixed seeded subset per trial keeps the proxy cheap; None: all
-    bn_batches: int = 4  # training batches that re-estimate BatchNorm statistics before each evaluation; 0: off
-    data: str = "digits"
-    data_dir: str | None = None
-    seed: int = 0
-    threads: int = 1
-
-    def __post_init__(self) -> None:
-        """A bad value fails here in one line, before any trial starts (else every trial would fail alike)."""
-        require(self.epochs >= 1, "epochs", "must be >= 1", self.epochs)
-        require(self.resolution >= 16, "resolution", "must be >= 16", self.resolution)
-        require(self.batch_size >= 1, "batch-size", "must be >= 1", self.batch_size)
-        require(self.lr > 0, "lr", "must be > 0", self.lr)
-        require(self.weight_decay >= 0, "weight-decay", "must be >= 0", self.weight_decay)
-        require(self.warmup_epochs >= 0, "warmup-epochs", "must be >= 0", self.warmup_epochs)
-        require(0 <= self.label_smoothing < 1, "label-smoothing", "must be in [0, 1)", self.label_smoothing)
-        require(self.train_images is None or self.train_images >= 1, "train-images", "must be >= 1, or none (0 on the command line) for all", self.train_images)
-        require(self.bn_batches >= 0, "bn-batches", "must be >= 0 (0: off)", self.bn_batches)
-        require(self.threads >= 1, "threads", "must be >= 1", self.threads)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from nas.search import SAMPLERS, BudgetedOptunaSearcher, SearchSettings, open_study
+from nas.search import BudgetedOptunaSearcher, open_study
+from nas.settings import SAMPLERS, SearchSettings
 from space.choices import Space
 from space.config import ArchConfig
 from space.cost import arch_cost

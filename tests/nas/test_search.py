@@ -71,7 +71,7 @@ def test_search_trains_within_budget_dedups_and_resumes(tmp_path):
     finished = {t.number: t.values for t in study.get_trials(states=(TrialState.COMPLETE,))}
     again = search(tmp_path, "--trials", "6", "--bn-batches", "2")
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "4 of 6 trials already in the study: training 2 more" in again.stdout and "2 of 2 finished in this run" in again.stdout
+    assert "4 of 6 trials already in the study: training 2 more" in again.stdout and "(2 of 2 finished," in again.stdout
     study = load(tmp_path)
     groups = by_status(study)
     assert len(groups.get("trained", []) + groups.get("stopped", [])) == 6  # --trials counts the ones already there
@@ -129,6 +129,9 @@ def test_kill_9_mid_trial_then_resume_keeps_finished_trials_and_retrains_the_los
         (["--storage", "notaurl"], "error: storage: cannot open 'notaurl'"),
         (["--data", "/no/such/folder"], "error: data: '/no/such/folder' is neither a dataset"),
         (["--data", "cifar10", "--data-dir", "nowhere"], "error: data: cifar10 not found"),
+        (["--resolution", "16"], "error: resolution: must be >= 32 (the network reduces 32x), got 16"),
+        (["--address", "127.0.0.1:1"], "error: address: no Ray head answers at 127.0.0.1:1"),
+        (["--address", "nohost"], "error: address: must be HOST:PORT"),
         (["--budget", "1M"], "error: budget: 0.001 GFLOPs is below every sampled point of space 'tiny' (the cheapest of 1000 costs"),
         (["--trials", "0"], "error: trials: must be >= 1, got 0"),
         (["--lr", "-1"], "error: lr: must be > 0, got -1.0"),
@@ -167,7 +170,7 @@ def test_ctrl_c_stops_with_a_summary_and_the_study_resumes(tmp_path):
     driver.send_signal(signal.SIGINT)
     out, _ = driver.communicate(timeout=120)
     assert driver.returncode == 130, out[-2000:]
-    assert "interrupted:" in out and "Pareto front of c" in out
+    assert "interrupted (" in out and "Pareto front of c" in out
     study = load(tmp_path, "c")
     assert not [t for t in study.get_trials() if t.state == TrialState.RUNNING]
     stopped = [t for t in study.get_trials() if t.state == TrialState.FAIL]
@@ -181,7 +184,7 @@ def test_time_budget_ends_the_search_cleanly_and_queues_the_unfinished_trials(tm
     # a trial needs ~40 s at 3000 epochs, so one is always training when the 15 s run out
     run = search(tmp_path, "--trials", "50", "--epochs", "3000", "--grace-period", "3000", "--cpus-per-trial", "2", "--time-budget", "15")
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "time budget of 15 s spent:" in run.stdout and "Pareto front of s" in run.stdout
+    assert "time budget of 15 s spent (" in run.stdout and "Pareto front of s" in run.stdout
     study = load(tmp_path)
     assert not [t for t in study.get_trials() if t.state == TrialState.RUNNING]
     cut = [t for t in study.get_trials() if t.state == TrialState.FAIL]  # training when the time ran out
@@ -191,16 +194,14 @@ def test_time_budget_ends_the_search_cleanly_and_queues_the_unfinished_trials(tm
     assert not by_status(study).get("trained")
 
 
-def test_a_trial_that_raises_fails_alone_with_its_reason(tmp_path):
-    # at 16 px a separate 2x2/s2 downsampler meets a 1x1 map and raises; strided (padded) blocks do not
-    run = search(tmp_path, "--trials", "6", "--resolution", "16", "--epochs", "1", "--sampler", "random", study="r")
+def test_a_trial_that_raises_fails_with_its_reason_and_the_search_goes_on(tmp_path):
+    # at this learning rate every loss becomes NaN within a few steps: each trial raises TrainingDiverged
+    run = search(tmp_path, "--trials", "3", "--lr", "1e30", "--batch-size", "16", "--epochs", "1", "--sampler", "random", study="r")
     assert run.returncode == 0, run.stdout + run.stderr
     groups = by_status(load(tmp_path, "r"))
-    failed, trained = groups.get("failed", []), groups.get("trained", []) + groups.get("stopped", [])
-    assert failed and trained
-    assert all(ArchConfig.from_json(t.user_attrs["config"]).downsample == "separate" for t in failed)
-    assert all("RuntimeError" in t.user_attrs["fail_reason"] for t in failed)
-    assert "failed: RuntimeError" in run.stdout
+    assert len(groups.get("failed", [])) == 3 and not groups.get("trained") and not groups.get("stopped")
+    assert all(t.user_attrs["fail_reason"].startswith("TrainingDiverged: loss became nan") for t in groups["failed"])
+    assert "failed: TrainingDiverged" in run.stdout and "0 trained to the end, 0 stopped early, 3 failed" in run.stdout
 
 
 def test_resuming_with_other_settings_is_refused_naming_each_change_and_keeps_the_study(tmp_path):

@@ -1,0 +1,195 @@
+"""A study in optuna-dashboard as a person reads it: one trial per training, one state per outcome, GFLOPs.
+
+The search stores every sampled point as an Optuna trial (TPE learns from the refused ones, and Optuna cannot
+sample a point without storing it), so a search of 12 trainings leaves a study of over a hundred trials, most of
+them over-budget samples that optuna-dashboard shows with the same "Pruned" chip as the trials ASHA stopped. The
+dashboard is therefore served through `TrainedTrialsView`, a read view of the storage that lists only the trials
+whose network was (or is being) trained, so that each chip means one thing, and counts the samples it leaves out
+on the study's page. The study itself is untouched: `pareto`, `export` and Optuna see every trial.
+"""
+
+from __future__ import annotations
+
+import copy
+import errno
+import socket
+from collections import Counter
+from collections.abc import Callable, Container, Sequence
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from optuna.storages import BaseStorage
+from optuna.study import StudyDirection
+from optuna.study._frozen import FrozenStudy
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.pareto import load_study
+from nas.storage import open_storage
+from space.errors import ConvspaceError
+
+# Statuses of sampled points that were refused before any training (see nas/search.py's bridge).
+NEVER_TRAINED = ("over_budget", "duplicate", "surplus")
+# What each chip the dashboard draws means once the refused samples are left out.
+STATES = {"trained": "Complete", "stopped": "Pruned", "failed": "Fail"}
+_METRIC_NAMES = "study:metric_names"  # where Optuna keeps `study.set_metric_names` (optuna-dashboard reads it too)
+
+
+class TrainedTrialsView(BaseStorage):
+    """A storage as the dashboard shows it: trained, stopped, failed and live trials only, FLOPs objectives in
+    GFLOPs, a summary of outcomes first among the study's attributes; every write goes to the storage unchanged."""
+
+    def __init__(self, storage: BaseStorage) -> None:
+        self._storage = storage
+        self._outcomes: dict[int, Counter[str]] = {}  # per study, from the last full read of its trials
+
+    def get_all_trials(
+        self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None
+    ) -> list[FrozenTrial]:
+        """The trials that trained or are training, numbered as in the study (so `export --trial N` matches)."""
+        flops_at = _flops_objective(self._storage.get_study_system_attrs(study_id))
+        outcomes: Counter[str] = Counter()
+        shown = []
+        for trial in self._storage.get_all_trials(study_id, deepcopy=deepcopy, states=states):
+            status = trial.user_attrs.get("status")
+            outcomes[status if trial.state.is_finished() else trial.state.name.lower()] += 1
+            if status not in NEVER_TRAINED:
+                shown.append(_readable(trial, flops_at))
+        if states is None:  # a filtered read would undercount
+            self._outcomes[study_id] = outcomes
+        return shown
+
+    def get_all_studies(self) -> list[FrozenStudy]:
+        """The studies, each with its outcomes summarised first among its user attributes."""
+        return [self._readable_study(s) for s in self._storage.get_all_studies()]
+
+    def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
+        """System attributes with a FLOPs objective renamed GFLOPs, as its values are shown."""
+        return _readable_system_attrs(self._storage.get_study_system_attrs(study_id))
+
+    def _readable_study(self, study: FrozenStudy) -> FrozenStudy:
+        study_id = study._study_id
+        if study_id not in self._outcomes:
+            self.get_all_trials(study_id, deepcopy=False)
+        summary = outcome_summary(self._outcomes[study_id], study.user_attrs.get("budget"))
+        return FrozenStudy(
+            study.study_name, None, {**summary, **study.user_attrs}, _readable_system_attrs(study.system_attrs),
+            study_id, directions=study.directions,
+        )  # fmt: skip
+
+    # Everything else passes through: the dashboard writes notes, fails running trials, deletes studies.
+    def create_new_study(self, directions: Sequence[StudyDirection], study_name: str | None = None) -> int:
+        return self._storage.create_new_study(directions, study_name)
+
+    def delete_study(self, study_id: int) -> None:
+        self._storage.delete_study(study_id)
+
+    def set_study_user_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._storage.set_study_user_attr(study_id, key, value)
+
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        self._storage.set_study_system_attr(study_id, key, value)
+
+    def get_study_id_from_name(self, study_name: str) -> int:
+        return self._storage.get_study_id_from_name(study_name)
+
+    def get_study_name_from_id(self, study_id: int) -> str:
+        return self._storage.get_study_name_from_id(study_id)
+
+    def get_study_directions(self, study_id: int) -> list[StudyDirection]:
+        return self._storage.get_study_directions(study_id)
+
+    def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
+        return self._storage.get_study_user_attrs(study_id)
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        return self._storage.create_new_trial(study_id, template_trial)
+
+    def set_trial_param(self, trial_id: int, param_name: str, param_value_internal: float, distribution: Any) -> None:
+        self._storage.set_trial_param(trial_id, param_name, param_value_internal, distribution)
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None) -> bool:
+        return self._storage.set_trial_state_values(trial_id, state, values)
+
+    def set_trial_intermediate_value(self, trial_id: int, step: int, intermediate_value: float) -> None:
+        self._storage.set_trial_intermediate_value(trial_id, step, intermediate_value)
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._storage.set_trial_user_attr(trial_id, key, value)
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._storage.set_trial_system_attr(trial_id, key, value)
+
+    def get_trial(self, trial_id: int) -> FrozenTrial:
+        return self._storage.get_trial(trial_id)
+
+
+def outcome_summary(outcomes: Counter[str], budget: int | None) -> dict[str, str]:
+    """The study's first lines in the dashboard: what each chip counts, and the samples that are not listed."""
+    listed = ", ".join(f"{outcomes[s]} {what} ({STATES[s]})" for s, what in
+                       (("trained", "trained to the end"), ("stopped", "stopped early by ASHA"), ("failed", "failed")))  # fmt: skip
+    listed += "".join(f", {outcomes[s]} {s}" for s in ("running", "waiting") if outcomes[s])
+    refused = f"{outcomes['over_budget']} over the budget" + (f" of {budget / 1e9:g} GFLOPs" if budget else "")
+    refused += f", {outcomes['duplicate']} duplicates of an evaluated network"
+    if outcomes["surplus"]:
+        refused += f", {outcomes['surplus']} past --trials (another driver took the last slot)"
+    return {"trials": listed, "samples never trained (not listed)": refused}
+
+
+def _flops_objective(system_attrs: dict[str, Any]) -> int | None:
+    """Which objective holds FLOPs (the search names its objectives proxy_accuracy, flops)."""
+    names = system_attrs.get(_METRIC_NAMES) or []
+    return names.index("flops") if "flops" in names else None
+
+
+def _readable_system_attrs(system_attrs: dict[str, Any]) -> dict[str, Any]:
+    names = system_attrs.get(_METRIC_NAMES)
+    if not names or "flops" not in names:
+        return system_attrs
+    return {**system_attrs, _METRIC_NAMES: ["GFLOPs" if n == "flops" else n for n in names]}
+
+
+def _readable(trial: FrozenTrial, flops_at: int | None) -> FrozenTrial:
+    """A copy with its outcome and GFLOPs first among its attributes (the box that shows them is short)."""
+    shown = copy.copy(trial)
+    attrs = dict(trial.user_attrs)
+    first = {"status": attrs.pop("status", None)}
+    if "flops" in attrs:
+        first["gflops"] = round(attrs["flops"] / 1e9, 3)
+    first.update({k: attrs.pop(k) for k in ("proxy_accuracy", "epochs", "fail_reason") if k in attrs})
+    shown.user_attrs = {**first, **attrs}
+    if flops_at is not None and trial.values is not None:
+        shown.values = [v / 1e9 if i == flops_at else v for i, v in enumerate(trial.values)]
+    return shown
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """No line per request: the dashboard polls every few seconds, which would bury the URL."""
+
+
+class _IPv6Server(WSGIServer):
+    address_family = socket.AF_INET6
+
+
+def serve_dashboard(url: str, study: str, host: str, port: int, announce: Callable[[str], None] = print) -> None:
+    """Serve the storage's studies in optuna-dashboard until Ctrl-C; a host or port that cannot be bound is a user
+    error raised before anything is announced or served."""
+    from optuna_dashboard import wsgi
+
+    load_study(study, url)  # an unknown study is a user error
+    storage = open_storage(url)
+    try:  # binding is the only reliable test of a port: bind first, announce after
+        server = make_server(host, port, wsgi(TrainedTrialsView(storage)),
+                             server_class=_IPv6Server if ":" in host else WSGIServer, handler_class=_QuietHandler)  # fmt: skip
+    except OSError as exc:
+        field = "host" if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL else "port"
+        hint = "pick a free one with --port" if field == "port" else "give an address of this machine with --host"
+        raise ConvspaceError(f"{field}: cannot serve on {host}:{port} ({exc.strerror or exc}); {hint}") from None
+    shown_host = f"[{host}]" if ":" in host else host
+    study_id = storage.get_study_id_from_name(study)
+    announce(f"optuna-dashboard for study {study}: http://{shown_host}:{port}/dashboard/studies/{study_id}  (Ctrl-C stops)")
+    with server:
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass  # Ctrl-C is how the user stops it

@@ -1,0 +1,115 @@
+"""A search's settings and every check that needs no torch, Ray or study: run before any of them starts.
+
+A mistake on the command line (a bad value, an unreachable budget, a Ray address where nothing answers)
+is reported here in a fraction of a second, and leaves no study file and no Ray processes behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import socket
+from dataclasses import dataclass, field
+
+from space.choices import SeededSuggester, Space
+from space.cost import arch_cost, check_resolution
+from space.errors import ConvspaceError, require
+from trainers.settings import ProxySettings
+
+SAMPLERS = ("nsga2", "tpe", "random")
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """One search command's settings (the study keeps the ones that define it: space, budget, proxy)."""
+
+    study: str
+    budget: int
+    space: Space
+    storage: str
+    proxy: ProxySettings = field(default_factory=ProxySettings)
+    trials: int = 12
+    cost_resolution: int = 224
+    cost_classes: int = 1000
+    sampler: str = "nsga2"
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    address: str | None = None
+    time_budget: float | None = None
+    grace_period: int = 1
+    reduction_factor: int = 3
+    seed: int = 0
+    results_dir: str | None = None  # Ray's trial folders; None: beside a SQLite study, else a temporary folder
+    heartbeat_interval: int = 5
+    heartbeat_grace: int = 20
+
+    def __post_init__(self) -> None:
+        """A bad value fails here in one line, before the study is opened or Ray starts."""
+        require(self.trials >= 1, "trials", "must be >= 1", self.trials)
+        require(self.sampler in SAMPLERS, "sampler", f"must be one of {', '.join(SAMPLERS)}", self.sampler)
+        require(self.budget > 0, "budget", "must be > 0", self.budget)
+        check_resolution("cost-resolution", self.cost_resolution)
+        require(self.cost_classes >= 1, "cost-classes", "must be >= 1", self.cost_classes)
+        check_trial_resources(self.cpus_per_trial, self.gpus_per_trial, self.address)
+        require(self.time_budget is None or self.time_budget > 0, "time-budget", "must be > 0 seconds", self.time_budget)
+        require(self.grace_period >= 1, "grace-period", "must be >= 1", self.grace_period)
+        require(self.reduction_factor >= 2, "reduction-factor", "must be >= 2", self.reduction_factor)
+        require(self.heartbeat_interval >= 1, "heartbeat-interval", "must be >= 1", self.heartbeat_interval)
+        require(self.heartbeat_grace > self.heartbeat_interval, "heartbeat-grace",
+                f"must be longer than the heartbeat interval ({self.heartbeat_interval} s)", self.heartbeat_grace)  # fmt: skip
+
+
+def check_trial_resources(cpus: float, gpus: float, address: str | None) -> None:
+    """Resources Ray can give each trial; on a machine without a GPU, Ray would hold GPU trials pending forever."""
+    require(cpus > 0, "cpus-per-trial", "must be > 0", cpus)
+    require(gpus >= 0 and (gpus < 1 or float(gpus).is_integer()), "gpus-per-trial",
+            "must be 0, a fraction below 1 (trials share a GPU) or a whole number", gpus)  # fmt: skip
+    if gpus and address is None:
+        import torch  # only here: asking for GPUs is the one setting that needs it to be checked
+
+        require(torch.cuda.device_count() > 0, "gpus-per-trial",
+                "this machine has no GPU: leave it out to train on CPUs, or join a cluster with GPUs (--address)", gpus)  # fmt: skip
+
+
+def check_budget_reachable(space: Space, budget: int, cost_resolution: int, cost_classes: int, seed: int = 0,
+                           probes: int = 1000) -> None:  # fmt: skip
+    """Refuse a budget below every point of the space before any study is touched.
+
+    Otherwise the search would sample (and store as over_budget) up to 10,000 points, minutes of SQL, before
+    giving up. Random points in memory, stopping at the first that fits (usually the first few)."""
+    rng, cheapest = random.Random(seed), None
+    for _ in range(probes):
+        cfg = dataclasses.replace(space.sample(SeededSuggester(rng)), num_classes=cost_classes)
+        flops = arch_cost(cfg, cost_resolution).flops
+        if flops <= budget:
+            return
+        cheapest = min(flops, cheapest or flops)
+    raise ConvspaceError(
+        f"budget: {budget / 1e9:.4g} GFLOPs is below every sampled point of space {space.name!r} (the cheapest of "
+        f"{probes} costs {cheapest / 1e9:.4g} GFLOPs at {cost_resolution}px and {cost_classes} classes); raise it"
+    )
+
+
+def check_address(address: str | None, timeout: float = 10.0) -> None:
+    """A Ray cluster address must answer before a study is created: Ray itself retries a dead one for minutes."""
+    if address is None or address in ("auto", "local"):
+        return
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    require(bool(host) and port.isdigit(), "address", "must be HOST:PORT (the Ray head's GCS port, 6379 by default)", address)
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__).lower()
+        raise ConvspaceError(f"address: no Ray head answers at {hostport} ({reason}); start one with "
+                             "`ray start --head --port 6379` or leave --address out to run locally") from None  # fmt: skip
+
+
+def check_search(s: SearchSettings) -> None:
+    """Everything about a search that can be known before the study is opened and Ray is started."""
+    from trainers.settings import check_data
+
+    check_data(s.proxy.data, s.proxy.data_dir)
+    check_budget_reachable(s.space, s.budget, s.cost_resolution, s.cost_classes, s.seed)
+    check_address(s.address)
+

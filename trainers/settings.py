@@ -1,0 +1,126 @@
+"""What decides a training: the proxy's and the full recipe's settings, and which data a name means.
+
+No torch here: the command line checks every setting and data path in a fraction of a second, before
+torch, timm or Ray are imported (a mistake must not wait for them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from space.cost import check_resolution
+from space.errors import ConvspaceError, require
+
+DATASETS = ("digits", "cifar10", "cifar100", "synthetic", "<ImageFolder path>")
+SMALL_DATASETS = ("digits", "synthetic")  # held in memory as tensors
+CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}  # torchvision's extracted layout
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """Everything that decides a proxy score (stored with each trial so scores stay comparable)."""
+
+    epochs: int = 3
+    resolution: int = 32
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 0.5
+    label_smoothing: float = 0.1
+    train_images: int | None = 768  # a fixed seeded subset per trial keeps the proxy cheap; None: all
+    bn_batches: int = 4  # training batches that re-estimate BatchNorm statistics before each evaluation; 0: off
+    data: str = "digits"
+    data_dir: str | None = None
+    seed: int = 0
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        """A bad value fails here in one line, before any trial starts (else every trial would fail alike)."""
+        require(self.epochs >= 1, "epochs", "must be >= 1", self.epochs)
+        check_resolution("resolution", self.resolution)  # below it every network fails in its last stage
+        require(self.batch_size >= 1, "batch-size", "must be >= 1", self.batch_size)
+        require(self.lr > 0, "lr", "must be > 0", self.lr)
+        require(self.weight_decay >= 0, "weight-decay", "must be >= 0", self.weight_decay)
+        require(self.warmup_epochs >= 0, "warmup-epochs", "must be >= 0", self.warmup_epochs)
+        require(0 <= self.label_smoothing < 1, "label-smoothing", "must be in [0, 1)", self.label_smoothing)
+        require(self.train_images is None or self.train_images >= 1, "train-images", "must be >= 1, or none (0 on the command line) for all", self.train_images)
+        require(self.bn_batches >= 0, "bn-batches", "must be >= 0 (0: off)", self.bn_batches)
+        require(self.threads >= 1, "threads", "must be >= 1", self.threads)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The full recipe; defaults are the ConvNeXt paper's (reference/convnext_roadmap.md)."""
+
+    model: str
+    data: str = "digits"
+    data_dir: str | None = None
+    output: str = "runs/train"
+    epochs: int = 300
+    batch_size: int = 128
+    lr: float | None = None  # None: 4e-3 * batch_size / 4096
+    weight_decay: float = 0.05
+    warmup_epochs: int = 20
+    min_lr: float = 1e-6
+    resolution: int | None = None  # None: the model's pretrained_cfg input size
+    randaugment: str = "rand-m9-mstd0.5-inc1"
+    mixup: float = 0.8
+    cutmix: float = 1.0
+    smoothing: float = 0.1
+    reprob: float = 0.25
+    drop_path: float | None = None  # None: by size, as ConvNeXt T/S/B/L (0.1 / 0.4 / 0.5 / 0.5)
+    ema_decay: float = 0.9999
+    workers: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        """A bad value fails here in one line, before anything is built (timm and torch would assert mid-run)."""
+        require(self.epochs >= 1, "epochs", "must be >= 1", self.epochs)
+        require(self.batch_size >= 2, "batch-size", "must be >= 2", self.batch_size)
+        require(self.batch_size % 2 == 0 or not (self.mixup or self.cutmix), "batch-size",
+                "mixup/cutmix pair the images of a batch, so it must be even", self.batch_size)  # fmt: skip
+        require(self.lr is None or self.lr > 0, "lr", "must be > 0", self.lr)
+        require(self.warmup_epochs >= 0, "warmup-epochs", "must be >= 0", self.warmup_epochs)
+        if self.resolution is not None:
+            check_resolution("resolution", self.resolution)
+        require(self.mixup >= 0, "mixup", "must be >= 0 (0 disables)", self.mixup)
+        require(self.cutmix >= 0, "cutmix", "must be >= 0 (0 disables)", self.cutmix)
+        require(self.drop_path is None or 0 <= self.drop_path < 1, "drop-path", "must be in [0, 1)", self.drop_path)
+        require(0 <= self.ema_decay < 1, "ema-decay", "must be in [0, 1) (0 disables)", self.ema_decay)
+        require(self.workers >= 0, "workers", "must be >= 0", self.workers)
+
+    @property
+    def scaled_lr(self) -> float:
+        return self.lr if self.lr is not None else 4e-3 * self.batch_size / 4096
+
+
+def cifar_root(data_dir: str | None) -> Path:
+    """Where CIFAR's extracted folders are looked for: --data-dir, else ./data."""
+    return Path(data_dir or "data").expanduser()
+
+
+def check_data(name: str, data_dir: str | None = None) -> None:
+    """Refuse data that cannot load (unknown name, missing CIFAR files, a malformed ImageFolder), in one line."""
+    if name in SMALL_DATASETS:
+        return
+    if name in CIFAR_FOLDERS:
+        root = cifar_root(data_dir)
+        if not (root / CIFAR_FOLDERS[name]).is_dir():
+            raise ConvspaceError(f"data: {name} not found: put the extracted python version ({CIFAR_FOLDERS[name]}/) "
+                                 f"under {root} or pass --data-dir")  # fmt: skip
+        return
+    path = Path(name).expanduser()
+    if not path.is_dir():
+        raise ConvspaceError(f"data: {name!r} is neither a dataset ({', '.join(DATASETS[:-1])}) nor an existing folder")
+    classes = {}
+    for split in ("train", "val"):
+        if not (path / split).is_dir():
+            raise ConvspaceError(f"data: {path} needs {split}/ with one folder per class (ImageFolder layout)")
+        classes[split] = {p.name for p in (path / split).iterdir() if p.is_dir()}
+    if classes["train"] != classes["val"]:  # labels are folder indices: they would silently mean different classes
+        only_in_one = sorted(classes["train"] ^ classes["val"])
+        raise ConvspaceError(f"data: {path}/train and val/ must hold the same class folders (only in one: {', '.join(only_in_one[:5])})")
