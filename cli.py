@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nas.settings import SAMPLERS, SearchSettings
-from nas.storage import STORAGE_ENV, display_url, resolve_storage
+from nas.storage import STORAGE_ENV, display_url, has_password, mask_passwords, resolve_storage
 from space.errors import ConvspaceError
 from trainers.settings import ProxySettings
 
@@ -29,7 +29,8 @@ warnings.filterwarnings("ignore", message=".*is an experimental feature.*")  # .
 # Optuna expects heartbeats with Study.optimize; the search uses ask/tell and sends them itself (nas/search.py).
 warnings.filterwarnings("ignore", message=".*Heartbeat of storage is supposed to be used with Study.optimize.*")
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0])
+# No local variables in a traceback: they would show a --storage URL with its password.
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0], pretty_exceptions_show_locals=False)
 # Piped output (logs, CI) gets a wide table instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -42,7 +43,7 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return command(*args, **kwargs)
         except ConvspaceError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            print(f"error: {mask_passwords(str(exc))}", file=sys.stderr)  # a URL in a message never shows its password
             raise typer.Exit(2) from None
 
     return wrapper
@@ -261,7 +262,8 @@ def search(
                   f"{rejected_words(outcome.rejected)}")  # fmt: skip
     print_front(outcome.study)
     console.print(f"stored in {display_url(url)}; look at it with: python cli.py dashboard"
-                  + ("" if study == STUDY else f" --study {study}") + (f" --storage {display_url(storage)}" if storage else ""))  # fmt: skip
+                  + ("" if study == STUDY else f" --study {study}") + (f" --storage {display_url(storage)}" if storage else "")
+                  + (" (*** stands for the password)" if storage and has_password(storage) else ""))  # fmt: skip
     if outcome.interrupted:
         raise typer.Exit(130)
 
@@ -303,8 +305,15 @@ def dashboard(
     storage: str = typer.Option(None, help=STORAGE_HELP),
     host: str = typer.Option("127.0.0.1", help="Interface to serve on (loopback by default)."),
     port: int = typer.Option(8080, help="Port."),
+    allow_remote: bool = typer.Option(False, "--allow-remote", help="Serve on a --host other machines can reach (optuna-dashboard has "
+                                                                    "no authentication: prefer an SSH tunnel)."),
 ) -> None:
-    """Serve the study in optuna-dashboard."""
+    """Serve the study in optuna-dashboard (on this machine only, unless --allow-remote)."""
+    from nas.settings import check_host
+
+    if check_host(host, allow_remote):  # before anything is opened or served
+        print(f"warning: optuna-dashboard has no authentication: anyone who can reach {host}:{port} can read the study and change it "
+              "(write notes, tell trials); an SSH tunnel (ssh -L 8080:127.0.0.1:8080 HOST) keeps it on loopback", file=sys.stderr)  # fmt: skip
     from nas.dashboard import serve_dashboard
 
     serve_dashboard(resolve_storage(study, storage), study, host, port, console.print)
@@ -444,7 +453,7 @@ def main() -> None:
     except UsageError as exc:
         if message := exc.format_message():  # empty for a bare `cli.py`: the help was already printed
             where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx else ""
-            print(f"error: {message}{where}", file=sys.stderr)
+            print(f"error: {mask_passwords(message)}{where}", file=sys.stderr)  # e.g. "unexpected extra argument (URL)"
         sys.exit(exc.exit_code)
     sys.exit(code if isinstance(code, int) else 0)
 

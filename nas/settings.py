@@ -105,6 +105,37 @@ def check_address(address: str | None, timeout: float = 10.0) -> None:
                              "`ray start --head --port 6379` or leave --address out to run locally") from None  # fmt: skip
 
 
+def is_loopback(host: str) -> bool:
+    """Whether `host` is only reachable from this machine: a loopback address, `localhost`, or a name that resolves
+    to loopback addresses only (0.0.0.0 and ::, every interface, are not)."""
+    import ipaddress
+
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:  # a host name: what it resolves to decides
+        try:
+            resolved = {info[4][0] for info in socket.getaddrinfo(host, None)}
+        except (OSError, UnicodeError):
+            return False
+        return bool(resolved) and all(is_loopback(a.split("%")[0]) for a in resolved)
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is IPv4's loopback
+    return (mapped or address).is_loopback
+
+
+def check_host(host: str, allow_remote: bool) -> bool:
+    """Whether the dashboard would be reachable from other machines; without --allow-remote that is refused, because
+    optuna-dashboard has no authentication (whoever reaches the port reads the study and can change it)."""
+    if is_loopback(host):
+        return False
+    if not allow_remote:
+        raise ConvspaceError(f"host: {host} is not a loopback address: other machines could reach the dashboard, and optuna-dashboard "
+                             "has no authentication (anyone who reaches the port can read and change the study); keep 127.0.0.1 and "
+                             "use an SSH tunnel (ssh -L 8080:127.0.0.1:8080 HOST), or pass --allow-remote")  # fmt: skip
+    return True
+
+
 def check_search(s: SearchSettings) -> None:
     """Everything about a search that can be known before the study is opened and Ray is started."""
     from trainers.settings import check_data

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -93,6 +94,21 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None) -> optuna.s
             raise ConvspaceError(f"storage: cannot open {display_url(url)!r} ({hide_password(reason, url)})") from None
 
 
+# `scheme://user:password@` anywhere in a text (a command line, a message): the password part, up to the `@`.
+_CREDENTIALS = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)[^\s@]+(?=@)")
+
+
+def mask_passwords(text: str) -> str:
+    """`text` with the password of every URL in it masked (for text whose URLs are not known: argv, errors)."""
+    return _CREDENTIALS.sub(r"\1***", text)
+
+
+def has_password(url: str) -> bool:
+    """Whether the URL carries a password (which every display of it masks)."""
+    parsed = make_url_or_none(url)
+    return bool(parsed.password) if parsed is not None else mask_passwords(url) != url
+
+
 def hide_password(text: str, url: str) -> str:
     """`text` (e.g. a driver's error message) with the URL's password masked wherever it appears."""
     parsed = make_url_or_none(url)
@@ -159,5 +175,5 @@ def make_url_or_none(url: str) -> Any:
 
     try:
         return make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
         return None
