@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -31,8 +32,8 @@ warnings.filterwarnings("ignore", message=".*Heartbeat of storage is supposed to
 
 # No local variables in a traceback: they would show a --storage URL with its password.
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.splitlines()[0], pretty_exceptions_show_locals=False)
-# Piped output (logs, CI) gets a wide table instead of rich's 80-column default.
-console = Console(width=None if sys.stdout.isatty() else 160)
+# Piped output (logs, CI) gets a wide table instead of rich's 80-column default, unless $COLUMNS says otherwise.
+console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)
 
 
 def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -406,7 +407,8 @@ def train(
     try:
         summary = run_training(settings, resume=resume, progress=progress)
     finally:
-        bar.stop()
+        if task is not None:
+            bar.stop()
     if not summary:
         console.print(f"nothing to do: {output}/last.pth already finished {epochs} epochs")
     console.print(f"checkpoint {output}/last.pth, log {output}/log.jsonl")

@@ -40,6 +40,38 @@ def tiny_config(**changes) -> ArchConfig:
     return _change(convnext((1, 1, 1, 1), (8, 16, 32, 64)), **{"num_classes": 10, **changes})
 
 
+def write_study(root, name: str, extra_over_budget: int = 0):
+    """A small real study in root/studies/<name>.db written through Optuna as the search writes it (no training):
+    trials 0-2 trained (0 and 1 on the front), 3 stopped early, 4 over budget, then `extra_over_budget` more."""
+    import dataclasses
+
+    import optuna
+    from optuna.trial import TrialState
+
+    from space.cost import arch_cost
+
+    (root / "studies").mkdir(exist_ok=True)
+    study = optuna.create_study(study_name=name, storage=f"sqlite:///{root}/studies/{name}.db", directions=["maximize", "minimize"])
+    study.set_user_attr("budget", 60_000_000)
+    study.set_user_attr("identity", {"cost_resolution": 224})
+    rows = [("trained", 0.9, 2, "gelu", 1), ("trained", 0.8, 1, "relu", 1), ("trained", 0.7, 3, "silu", 1),
+            ("stopped", 0.5, 1, "gelu", 1), ("over_budget", None, 1, "relu", 1)]  # fmt: skip
+    rows += [("over_budget", None, 1, "relu", 64)] * extra_over_budget  # 64x wider: thousands of times the budget
+    for status, acc, depth, act, scale in rows:
+        base = tiny_config(act=act, num_classes=1000)
+        cfg = dataclasses.replace(base, stages=tuple(dataclasses.replace(s, depth=depth, width=s.width * scale) for s in base.stages))
+        cost = arch_cost(cfg)
+        trial = study.ask()
+        for key, value in {"config": cfg.to_json(), "hash": cfg.hash, "flops": cost.flops, "params": cost.params,
+                           "status": status, "epochs": 2 if status == "trained" else 1}.items():  # fmt: skip
+            trial.set_user_attr(key, value)
+        if status == "trained":
+            study.tell(trial, [acc, cost.flops])
+        else:
+            study.tell(trial, state=TrialState.PRUNED)
+    return study
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
     """A real PostgreSQL server for the session (skipped only where no server binary exists)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import socket
@@ -12,13 +11,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-import optuna
 import pytest
-from optuna.trial import TrialState
 
-from nas.search import FLOPS
-from space.cost import arch_cost
-from tests.conftest import tiny_config
+from tests.conftest import write_study
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,24 +29,7 @@ def cli(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProces
 def study_dir(tmp_path_factory) -> Path:
     """A small real study written through Optuna's storage as the search writes it (no training needed here)."""
     root = tmp_path_factory.mktemp("front")
-    (root / "studies").mkdir()
-    study = optuna.create_study(study_name="s", storage=f"sqlite:///{root}/studies/s.db", directions=["maximize", "minimize"])
-    study.set_user_attr("budget", 60_000_000)
-    study.set_user_attr("identity", {"cost_resolution": 224})
-    rows = [("trained", 0.9, 2, "gelu"), ("trained", 0.8, 1, "relu"), ("trained", 0.7, 3, "silu"),
-            ("stopped", 0.5, 1, "gelu"), ("over_budget", None, 1, "relu")]  # fmt: skip
-    for status, acc, depth, act in rows:
-        base = tiny_config(act=act, num_classes=1000)
-        cfg = dataclasses.replace(base, stages=tuple(dataclasses.replace(s, depth=depth) for s in base.stages))
-        cost = arch_cost(cfg)
-        trial = study.ask()
-        for key, value in {"config": cfg.to_json(), "hash": cfg.hash, FLOPS: cost.flops, "params": cost.params,
-                           "status": status, "epochs": 2 if status == "trained" else 1}.items():  # fmt: skip
-            trial.set_user_attr(key, value)
-        if status == "trained":
-            study.tell(trial, [acc, cost.flops])
-        else:
-            study.tell(trial, state=TrialState.PRUNED)
+    write_study(root, "s")
     return root
 
 

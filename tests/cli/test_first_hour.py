@@ -1,0 +1,140 @@
+"""The README's journey with every default, as a new user takes it (issue: the first hour)."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+
+from tests.conftest import write_study
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def cli(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def default_study(tmp_path_factory) -> Path:
+    """A folder holding the default study, studies/convspace.db, as `make demo` leaves it."""
+    root = tmp_path_factory.mktemp("first_hour")
+    write_study(root, "convspace")
+    return root
+
+
+def test_export_best_front_and_a_stopped_trial_of_the_default_study_without_naming_it(default_study):
+    best = cli(default_study, "export", "--best")
+    assert best.returncode == 0, best.stderr
+    assert "exported trial 0 as convspace_trial0" in best.stdout
+    front = cli(default_study, "export", "--front")
+    assert front.returncode == 0 and front.stdout.count("checked against the rebuilt model") == 2, front.stderr
+    stopped = cli(default_study, "export", "--trial", "3")  # stopped early by ASHA: export takes it
+    assert stopped.returncode == 0, stopped.stderr
+    assert sorted(p.stem for p in (default_study / "studies/exports").glob("*.py")) == ["convspace_trial0", "convspace_trial1",
+                                                                                        "convspace_trial3"]  # fmt: skip
+    preset = cli(default_study, "export", "--best", "--name", "convspace_resnet50")
+    assert preset.returncode == 2 and preset.stderr.startswith("error: name: 'convspace_resnet50' is the preset 'resnet50'")
+
+
+def test_inspect_takes_an_exported_entry_name_and_says_where_it_came_from(default_study):
+    assert cli(default_study, "export", "--trial", "1", "--name", "ux_trial1").returncode == 0
+    report = json.loads(cli(default_study, "inspect", "ux_trial1", "--json").stdout)
+    assert report["origin"] == {"name": "ux_trial1", "study": "convspace", "trial": 1}
+    table = cli(default_study, "inspect", "ux_trial1")
+    assert "from name ux_trial1, study convspace, trial 1" in table.stdout
+    assert json.loads(cli(default_study, "inspect", "convspace_resnet50", "--json").stdout)["origin"] == {"preset": "resnet50"}
+
+
+def test_pareto_defaults_to_the_search_study_and_reads_whole_at_100_columns(default_study):
+    rows = json.loads(cli(default_study, "pareto", "--json").stdout)
+    assert [r["trial"] for r in rows] == [1, 0]
+    table = cli(default_study, "pareto", env={"COLUMNS": "100"}).stdout
+    lines = table.splitlines()
+    assert max(len(line) for line in lines) <= 100 and "…" not in table
+    architecture = " ".join(line.split("│")[-2].strip() for line in lines if line.count("│") > 5)  # folded lines rejoined
+    assert "bottleneck, patchify stem, depths 2-2-2-2, widths 8-16-32-64, k7, ln/gelu" in architecture
+    words = " ".join(table.split())
+    assert "3 trained to the end, 1 stopped early, 0 failed; sampled points rejected before training: 1 over budget" in words
+
+
+def test_pareto_plot_into_a_new_folder_creates_it(default_study):
+    result = cli(default_study, "pareto", "--plot", "new/dir/front.png")
+    assert result.returncode == 0, result.stderr
+    assert (default_study / "new/dir/front.png").read_bytes()[:4] == b"\x89PNG" and "Pareto front of convspace" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--model", "unknown"], "error: model: 'unknown' is not a registered model"),
+        (["train", "--data", "cifar10", "--data-dir", "/missing", "--model", "convspace_resnet50"], "error: data: cifar10 not found"),
+    ],
+)
+def test_train_mistakes_draw_no_progress_bar(tmp_path, args, message):
+    result = cli(tmp_path, *args)
+    assert result.returncode == 2 and result.stderr.startswith(message) and len(result.stderr.splitlines()) == 1
+    assert result.stdout == ""
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)), "name: café\n".encode("latin-1")])
+@pytest.mark.parametrize("command", [["sample", "--space"], ["search", "--budget", "4.5G", "--space"], ["inspect"]])
+def test_a_file_that_is_not_utf8_is_one_line_naming_it(tmp_path, command, content):
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(content)
+    result = cli(tmp_path, *command, str(bad))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and f"{bad} is not a UTF-8 text file" in result.stderr
+    assert len(result.stderr.splitlines()) == 1 and not (tmp_path / "studies").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["search", "--budget", "4.5GB"],
+        ["search", "--budget", "4.5G", "--resolution", "16"],
+        ["search", "--budget", "4.5G", "--data", "/no/such"],
+        ["search", "--budget", "4.5G", "--address", "127.0.0.1:1"],
+        ["inspect", "resnet51"],
+    ],
+)
+def test_a_mistake_is_reported_before_torch_or_ray_is_imported(tmp_path, args):
+    # Importing torch, timm and Ray takes 5-40 s: a mistake found before them is reported within about a second.
+    code = ("import sys; sys.argv = ['cli.py'] + sys.argv[1:]; import cli\ntry:\n    cli.main()\nexcept SystemExit as e:\n"
+            "    print(e.code, sorted(m for m in ('torch', 'timm', 'ray') if m in sys.modules))")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+    assert result.stdout.strip() == "2 []", result.stdout + result.stderr
+    assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+
+
+def test_the_live_view_shows_progress_rejections_and_running_trials():
+    from nas.live import SearchView
+    from tests.conftest import tiny_config
+
+    out = io.StringIO()
+    console = Console(file=out, width=100, force_terminal=True, color_system=None)
+    view = SearchView(console, study="convspace", epochs=3, live=False)
+    view("start", {"remaining": 12, "trials": 12})
+    for reason in ["over_budget"] * 5 + ["duplicate"]:
+        view("rejected", {"reason": reason})
+    view("started", {"number": 7, "config": tiny_config(), "flops": 2_500_000_000})
+    view("epoch", {"number": 7, "epoch": 2, "acc": 0.9123})
+    panel = Console(file=io.StringIO(), width=100, record=True)
+    panel.print(view)
+    shown = panel.export_text()
+    assert "convspace: 0 of 12 trials finished (0 trained to the end, 0 stopped early, 0 failed)" in shown
+    assert "rejected before training: 1 already evaluated, 5 over budget" in shown
+    assert "7    2.50    2/3  0.9123  bottleneck, patchify stem" in shown
+    view("finished", {"number": 7, "status": "stopped", "acc": 0.9123, "epoch": 2})
+    plain = out.getvalue()
+    assert "trial   7 started: bottleneck, patchify stem" in plain and "(1 already evaluated, 5 over budget rejected so far)" in plain
+    assert "trial   7 stopped early after epoch 2, accuracy 0.9123  (1 of 12 finished" in plain
+    panel.print(view)
+    shown = panel.export_text()
+    assert "1 of 12 trials finished (0 trained to the end, 1 stopped early, 0 failed)" in shown and "left" in shown  # and an ETA
