@@ -42,9 +42,7 @@ class TrainedTrialsView(BaseStorage):
         self._storage = storage
         self._outcomes: dict[int, Counter[str]] = {}  # per study, from the last full read of its trials
 
-    def get_all_trials(
-        self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None
-    ) -> list[FrozenTrial]:
+    def get_all_trials(self, study_id: int, deepcopy: bool = True, states: Container[TrialState] | None = None) -> list[FrozenTrial]:
         """The trials that trained or are training, numbered as in the study (so `export --trial N` matches)."""
         flops_at = _flops_objective(self._storage.get_study_system_attrs(study_id))
         outcomes: Counter[str] = Counter()
