@@ -196,9 +196,12 @@ def test_time_budget_ends_the_search_cleanly_and_queues_the_unfinished_trials(tm
 
 def test_a_trial_that_raises_fails_with_its_reason_and_the_search_goes_on(tmp_path):
     # at this learning rate every loss becomes NaN within a few steps: each trial raises TrainingDiverged
-    run = search(tmp_path, "--trials", "3", "--lr", "1e30", "--batch-size", "16", "--epochs", "1", "--sampler", "random", study="r")
+    elsewhere = f"sqlite:///{tmp_path}/elsewhere/r.db"  # Ray's trial folders go beside it, not into the working folder
+    run = search(tmp_path, "--trials", "3", "--lr", "1e30", "--batch-size", "16", "--epochs", "1", "--sampler", "random",
+                 "--storage", elsewhere, study="r")  # fmt: skip
     assert run.returncode == 0, run.stdout + run.stderr
-    groups = by_status(load(tmp_path, "r"))
+    assert (tmp_path / "elsewhere" / "ray").is_dir() and not (tmp_path / "studies").exists()
+    groups = by_status(optuna.load_study(study_name="r", storage=elsewhere))
     assert len(groups.get("failed", [])) == 3 and not groups.get("trained") and not groups.get("stopped")
     assert all(t.user_attrs["fail_reason"].startswith("TrainingDiverged: loss became nan") for t in groups["failed"])
     assert "failed: TrainingDiverged" in run.stdout and "0 trained to the end, 0 stopped early, 3 failed" in run.stdout
