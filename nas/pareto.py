@@ -79,39 +79,71 @@ def counts(study: optuna.Study) -> dict[str, int]:
     return tally
 
 
-def plot(study: optuna.Study, path: str, budget: int | None) -> None:
-    """PNG of every trial by GFLOPs and proxy accuracy: trained, stopped early, over budget; the front and the budget line."""
+def plot_range(gflops: list[float], budget: float | None) -> tuple[float, float, bool]:
+    """The front plot's x range in GFLOPs and whether it is logarithmic: set by the trained trials and the budget
+    (with room past it for the over-budget strip), never by over-budget samples, which reach 10,000x the budget."""
+    xs = [*gflops, *([budget] if budget else [])]
+    if not xs:
+        return 0.0, 1.0, False
+    lo, hi = min(xs), max(xs)
+    if lo > 0 and hi / lo > 10:  # more than a decade apart: a linear axis would crush the small networks at 0
+        return lo / 1.3, hi * 1.35, True
+    return 0.0, hi * 1.2 if hi > 0 else 1.0, False
+
+
+def plot(study: optuna.Study, path: str, budget: int | None) -> tuple[float, float]:
+    """PNG of the trained and stopped trials by GFLOPs and proxy accuracy, the front with its trial numbers, the
+    budget line and a strip counting the over-budget samples past it; returns the x range drawn (GFLOPs)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    groups: dict[str, tuple[list[float], list[float]]] = {}
+    groups: dict[str, tuple[list[float], list[float]]] = {"trained": ([], []), "stopped": ([], [])}
+    over_budget: list[float] = []
     for t in study.get_trials(deepcopy=False):
-        status = t.user_attrs.get("status")
-        if "flops" not in t.user_attrs or status not in ("trained", "stopped", "over_budget"):
+        status, flops = t.user_attrs.get("status"), t.user_attrs.get("flops")
+        if flops is None:
             continue
-        accuracy = t.values[0] if t.values else t.user_attrs.get("proxy_accuracy", 0.0)
-        xs, ys = groups.setdefault(status, ([], []))
-        xs.append(t.user_attrs["flops"] / 1e9)
-        ys.append(accuracy or 0.0)
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    styles = {"trained": dict(c="tab:blue", marker="o", label="trained"),
-              "stopped": dict(c="tab:gray", marker="s", alpha=0.6, label="stopped early (ASHA)"),
-              "over_budget": dict(c="tab:red", marker="x", alpha=0.5, label="over budget (not trained, accuracy 0)")}  # fmt: skip
+        if status == "over_budget":
+            over_budget.append(flops / 1e9)
+        elif status in groups:
+            xs, ys = groups[status]
+            xs.append(flops / 1e9)
+            ys.append(t.values[0] if t.values else t.user_attrs.get("proxy_accuracy") or 0.0)
+    limit = budget / 1e9 if budget else None
+    lo, hi, log = plot_range(groups["trained"][0] + groups["stopped"][0], limit)
+    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    styles = {"trained": dict(c="tab:blue", marker="o", label=f"trained to the end ({len(groups['trained'][0])})"),
+              "stopped": dict(c="tab:gray", marker="s", alpha=0.6, label=f"stopped early by ASHA ({len(groups['stopped'][0])})")}  # fmt: skip
     for status, (xs, ys) in groups.items():
-        ax.scatter(xs, ys, s=22, **styles[status])
+        if xs:
+            ax.scatter(xs, ys, s=22, zorder=2, **styles[status])
     best = front(study)
     if best:
-        ax.plot([t.values[1] / 1e9 for t in best], [t.values[0] for t in best], "-o", c="tab:orange", lw=2, ms=7,
-                label="Pareto front", zorder=3)  # fmt: skip
-    if budget:
-        ax.axvline(budget / 1e9, ls="--", c="k", lw=1, label=f"budget {budget / 1e9:g} GFLOPs")
-    ax.set_xlabel("GFLOPs of the target network (fvcore)")
+        xs, ys = [t.values[1] / 1e9 for t in best], [t.values[0] for t in best]
+        ax.plot(xs, ys, "-o", c="tab:orange", lw=2, ms=7, label="Pareto front (trial numbers)", zorder=3)
+        for t, x, y in zip(best, xs, ys):
+            ax.annotate(str(t.number), (x, y), xytext=(5, -10), textcoords="offset points", fontsize=8, zorder=4)
+    if limit:
+        ax.axvline(limit, ls="--", c="k", lw=1, label=f"budget {limit:g} GFLOPs")
+    if over_budget and limit:  # summarised at the edge: their FLOPs would set the scale, and they have no accuracy
+        ax.axvspan(limit, hi, color="tab:red", alpha=0.08, lw=0,
+                   label=f"{len(over_budget)} samples over budget (up to {max(over_budget):,.0f} GFLOPs), not trained")  # fmt: skip
+    if log:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # labelled ticks inside a decade or two
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel("GFLOPs of the target network (fvcore)" + (", log scale" if log else ""))
     ax.set_ylabel("proxy validation top-1")
     ax.set_title(f"study {study.study_name}")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path)
+    ax.grid(alpha=0.3, which="major")
+    if ax.get_legend_handles_labels()[0]:  # below the axes: inside, it would hide points wherever it went
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
+    fig.savefig(path, bbox_inches="tight")
+    lo, hi = ax.get_xlim()
     plt.close(fig)
+    return float(lo), float(hi)

@@ -1,0 +1,35 @@
+"""The front PNG: its scale is set by the trained trials and the budget, whatever the over-budget samples cost."""
+
+from __future__ import annotations
+
+import pytest
+
+from nas.pareto import plot, plot_range
+from tests.conftest import write_study
+
+
+def test_over_budget_samples_at_huge_flops_do_not_set_the_x_range(tmp_path):
+    study = write_study(tmp_path, "s", extra_over_budget=3)  # samples thousands of times the budget
+    gflops = {t.user_attrs["status"]: [] for t in study.trials}
+    for t in study.trials:
+        gflops[t.user_attrs["status"]].append(t.user_attrs["flops"] / 1e9)
+    budget = study.user_attrs["budget"] / 1e9
+    assert max(gflops["over_budget"]) > 400 * budget
+    path = tmp_path / "front.png"
+    lo, hi = plot(study, str(path), study.user_attrs["budget"])
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    trained = gflops["trained"] + gflops["stopped"]
+    assert lo <= min(trained) and budget < hi <= 1.5 * max(trained + [budget])
+
+
+@pytest.mark.parametrize(
+    "gflops, budget, expected",
+    [
+        ([1.0, 2.0, 3.5], 4.5, (0.0, 5.4, False)),  # within a decade: linear from 0, room past the budget
+        ([0.05, 0.2, 3.0], 4.5, (0.05 / 1.3, 4.5 * 1.35, True)),  # over a decade: log, or 0.05 would sit on 0
+        ([], 4.5, (0.0, 5.4, False)),  # nothing trained yet: the budget alone
+        ([], None, (0.0, 1.0, False)),
+    ],
+)
+def test_plot_range_comes_from_trained_flops_and_the_budget(gflops, budget, expected):
+    assert plot_range(gflops, budget) == pytest.approx(expected)
