@@ -68,7 +68,9 @@ class TrainedTrialsView(BaseStorage):
         study_id = study._study_id
         if study_id not in self._outcomes:
             self.get_all_trials(study_id, deepcopy=False)
-        summary = outcome_summary(self._outcomes[study_id], study.user_attrs.get("budget"))
+        outcomes = self._outcomes[study_id]
+        ours = outcomes.keys() & {*STATES, *NEVER_TRAINED}  # a study the search wrote (a storage may hold others)
+        summary = outcome_summary(outcomes, study.user_attrs.get("budget")) if ours else {}
         return FrozenStudy(
             study.study_name, None, {**summary, **study.user_attrs}, _readable_system_attrs(study.system_attrs),
             study_id, directions=study.directions,

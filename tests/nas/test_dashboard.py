@@ -74,8 +74,11 @@ def test_the_dashboard_lists_one_trial_per_training_with_one_state_per_outcome(u
     attrs = {a["key"]: a["value"] for a in detail["user_attrs"][:2]}
     assert attrs == {"trials": "2 trained to the end (Complete), 1 stopped early by ASHA (Pruned), 1 failed (Fail)",
                      "samples never trained (not listed)": "2 over the budget of 4.5 GFLOPs, 1 duplicates of an evaluated network"}  # fmt: skip
-    summaries = served(url, "/api/studies")["study_summaries"]
-    assert summaries[0]["user_attrs"][0]["key"] == "trials"
+    other = optuna.create_study(study_name="other", storage=url, directions=["maximize", "minimize"])
+    other.add_trial(optuna.trial.create_trial(values=[1.0, 2e9]))  # a study the search did not write: shown as it is
+    summaries = {s["study_name"]: s for s in served(url, "/api/studies")["study_summaries"]}
+    assert summaries["s"]["user_attrs"][0]["key"] == "trials" and summaries["other"]["user_attrs"] == []
+    assert served(url, "/api/studies/2?after=0")["trials"][0]["values"] == [1.0, 2e9]
     # a view only: the study keeps every sample, in FLOPs, for pareto, export and the samplers
     study = optuna.load_study(study_name="s", storage=url)
     assert len(study.trials) == len(ROWS) and study.trials[1].values == [0.8, 3.2e9]
