@@ -1,4 +1,4 @@
-# `make demo` runs the main job on the embedded default data (bounded: a 10-minute time budget); `make test` runs the tests.
+# `make demo` runs the main job on the embedded default data (bounded: 10 minutes in all, 2 per trial); `make test` runs the tests.
 # Both create .venv at the repo root on first use (torch pinned by constraints.txt: no multi-GB download).
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -19,7 +19,7 @@ test-all: install
 	$(PY) -m pytest -m ""
 
 demo: install
-	$(PY) cli.py search --budget 4.5GFLOPs --time-budget 600
+	$(PY) cli.py search --budget 4.5GFLOPs --time-budget 600 --trial-time-limit 120
 
 lint: install
 	$(VENV)/bin/ruff check .

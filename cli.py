@@ -218,6 +218,8 @@ def search(
     gpus_per_trial: float = typer.Option(SEARCH.gpus_per_trial, help="GPUs each proxy training gets (fractions pack several per GPU)."),
     address: str = typer.Option(None, help="Address of an existing Ray cluster, HOST:PORT (default: start Ray locally)."),
     time_budget: float = typer.Option(None, help="Stop after this many seconds of wall clock (the trials still training are queued for the rerun)."),
+    trial_time_limit: float = typer.Option(None, help="Seconds one trial may train; then it stops early (recorded as stopped, "
+                                                     "stop_reason 'time limit'), so one huge sampled network cannot hold up the search."),
     grace_period: int = typer.Option(SEARCH.grace_period, help="ASHA: epochs every trial trains before it may be stopped."),
     reduction_factor: int = typer.Option(SEARCH.reduction_factor, help="ASHA: keep the best 1/factor at each rung."),
     seed: int = typer.Option(SEARCH.seed, help="Seeds the sampler, the data split and the training."),
@@ -237,7 +239,7 @@ def search(
     settings = SEARCH(
         study=study, budget=parse_flops(budget), space=Space.from_yaml(space), storage=url, proxy=proxy, trials=trials,
         cost_resolution=cost_resolution, cost_classes=cost_classes, sampler=sampler, cpus_per_trial=cpus_per_trial,
-        gpus_per_trial=gpus_per_trial, address=address, time_budget=time_budget, grace_period=grace_period,
+        gpus_per_trial=gpus_per_trial, address=address, time_budget=time_budget, trial_time_limit=trial_time_limit, grace_period=grace_period,
         reduction_factor=reduction_factor, seed=seed, heartbeat_interval=heartbeat_interval, heartbeat_grace=heartbeat_grace,
     )  # fmt: skip
     check_search(settings)

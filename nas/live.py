@@ -100,8 +100,8 @@ class SearchView:
         elif event == "finished":
             self.running.pop(info["number"], None)
             self.ended[info["status"]] = self.ended.get(info["status"], 0) + 1
-            how = {"trained": "trained to the end", "stopped": f"stopped early after epoch {info['epoch']}"}.get(
-                info["status"], f"failed: {info.get('error')}")
+            how = {"trained": "trained to the end", "stopped": f"stopped early after epoch {info['epoch']} ({info['reason']})"}.get(
+                info["status"], f"failed: {info['reason']}")
             acc = f", accuracy {info['acc']:.4f}" if info.get("acc") is not None and info["status"] != "failed" else ""
             self._line(f"trial {info['number']:>3} {how}{acc}  ({self.finished} of {self.wanted} finished, {clock(self.elapsed)})")
 

@@ -31,11 +31,12 @@ import ray
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from ray import tune
+from ray._private import utils as ray_utils
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
 from nas.settings import SearchSettings, check_search
-from nas.storage import SqliteDriverLock, is_sqlite, open_storage, requeue, results_folder
+from nas.storage import SqliteDriverLock, is_sqlite, mask_passwords, open_storage, requeue, results_folder
 from space.config import ArchConfig
 from space.cost import arch_cost
 from space.errors import ConvspaceError
@@ -250,7 +251,7 @@ class BudgetedOptunaSearcher:
             trial.set_user_attr("train_seconds", round(float(result.get("train_seconds", 0.0)), 3))
             # from entering the trainable: also counts model build and data, not dispatch or worker start
             trial.set_user_attr("trainable_seconds", round(float(result.get("trainable_seconds", 0.0)), 3))
-        if error or "error" in result or ACC not in result:
+        if error or "error" in result or (ACC not in result and not result.get("time_limited")):
             status, reason = "failed", result.get("error") or "the trial process died (see the Ray trial log)"
             trial.set_user_attr(STATUS, status)
             trial.set_user_attr("fail_reason", reason)
@@ -260,15 +261,17 @@ class BudgetedOptunaSearcher:
             trial.set_user_attr(STATUS, status)
             self.study.tell(trial, [float(result[ACC]), float(trial.user_attrs[FLOPS])])
         else:
-            status, reason = "stopped", None
+            status, reason = "stopped", "time limit" if result.get("time_limited") else "ASHA"
             trial.set_user_attr(STATUS, status)
+            trial.set_user_attr("stop_reason", reason)
             self.study.tell(trial, state=TrialState.PRUNED)
         self.ended[status] = self.ended.get(status, 0) + 1
-        self.progress("finished", {"number": trial.number, "status": status, ACC: result.get(ACC), "epoch": epochs, "error": reason})
+        self.progress("finished", {"number": trial.number, "status": status, ACC: result.get(ACC), "epoch": epochs, "reason": reason})
 
 
-def proxy_trainable(config: dict[str, Any], proxy: dict[str, Any]) -> None:
-    """The Ray Tune trainable: one proxy training, each epoch's accuracy reported to Tune (and ASHA)."""
+def proxy_trainable(config: dict[str, Any], proxy: dict[str, Any], time_limit: float | None = None) -> None:
+    """The Ray Tune trainable: one proxy training, each epoch's accuracy reported to Tune (and ASHA); a trial still
+    training after `time_limit` seconds ends after its current step, its last report marked `time_limited`."""
     from trainers.proxy import train
 
     settings, last = ProxySettings(**proxy), {ACC: 0.0, "epoch": 0, "train_seconds": 0.0, "trainable_seconds": 0.0}
@@ -278,8 +281,12 @@ def proxy_trainable(config: dict[str, Any], proxy: dict[str, Any]) -> None:
         last.update({ACC: accuracy, "epoch": epoch, "train_seconds": seconds, "trainable_seconds": time.time() - entered})
         tune.report(dict(last))
 
+    out_of_time = (lambda: time.time() - entered > time_limit) if time_limit else None
     try:
-        train(ArchConfig.from_json(config["config"]), settings, on_epoch=report)
+        result = train(ArchConfig.from_json(config["config"]), settings, on_epoch=report, should_stop=out_of_time)
+        if result.epochs < settings.epochs:  # stopped by the time limit; before its first epoch it has no accuracy
+            measured = {k: v for k, v in last.items() if k != ACC or result.epochs}
+            tune.report({**measured, "time_limited": True, "trainable_seconds": time.time() - entered})
     except Exception as exc:  # the trial fails alone; its reason reaches the study through this last report
         tune.report({**last, "error": f"{type(exc).__name__}: {exc}"[:500]})
 
@@ -335,16 +342,30 @@ def init_ray(address: str | None) -> None:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if not ray.is_initialized():
-        ray.init(
-            address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
-            runtime_env=_cluster_runtime_env() if address else None, **({} if address else {"num_cpus": os.cpu_count()}),
-        )  # fmt: skip
+        # Ray keeps the driver's command line as the job's entrypoint (`ray list jobs`, the cluster's dashboard): a
+        # --storage URL there would carry its password, so Ray is given the line with passwords masked.
+        entrypoint = getattr(ray_utils, "get_entrypoint_name", None)
+        if entrypoint is not None:
+            ray_utils.get_entrypoint_name = lambda: mask_passwords(entrypoint())
+        try:
+            ray.init(
+                address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+                runtime_env=_cluster_runtime_env() if address else None, **({} if address else {"num_cpus": os.cpu_count()}),
+            )  # fmt: skip
+        finally:
+            if entrypoint is not None:
+                ray_utils.get_entrypoint_name = entrypoint
 
 
-def _cluster_runtime_env() -> dict[str, Any]:
-    """Ship the project to the cluster's workers so they can import it (they may lack our checkout)."""
-    root = Path(__file__).resolve().parents[1]
-    return {"working_dir": str(root), "excludes": [".venv", ".git", "studies", "docs", "tests", "benchmarks"]}
+# What a cluster's workers import (the trainable is nas.search.proxy_trainable). Only these travel: not the rest of the
+# checkout, where a data/ folder, large files, a .env or credentials may lie (and Ray refuses a package over 512 MiB).
+WORKER_PACKAGES = ("space", "trainers", "nas")
+
+
+def _cluster_runtime_env(root: Path | None = None) -> dict[str, Any]:
+    """Ship our packages, and nothing else of the project, to the cluster's workers (they may lack our checkout)."""
+    root = root or Path(__file__).resolve().parents[1]
+    return {"py_modules": [str(root / name) for name in WORKER_PACKAGES], "excludes": ["__pycache__", "*.pyc"]}
 
 
 @dataclass
@@ -401,7 +422,7 @@ def _tune(s: SearchSettings, study: optuna.Study, storage: RDBStorage, remaining
     _DRIVER[s.study] = (bridge, progress)
     resources = {"cpu": s.cpus_per_trial, "gpu": s.gpus_per_trial}
     proxy = dict(s.proxy.to_dict(), threads=max(1, int(s.cpus_per_trial)))
-    trainable = tune.with_resources(tune.with_parameters(proxy_trainable, proxy=proxy), resources)
+    trainable = tune.with_resources(tune.with_parameters(proxy_trainable, proxy=proxy, time_limit=s.trial_time_limit), resources)
     scheduler = ASHAScheduler(
         metric=ACC, mode="max", time_attr="epoch", max_t=s.proxy.epochs, grace_period=s.grace_period,
         reduction_factor=s.reduction_factor,

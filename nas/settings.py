@@ -36,6 +36,7 @@ class SearchSettings:
     gpus_per_trial: float = 0.0
     address: str | None = None
     time_budget: float | None = None
+    trial_time_limit: float | None = None  # seconds one trial may train; then it ends as stopped (stop_reason "time limit")
     grace_period: int = 1
     reduction_factor: int = 3
     seed: int = 0
@@ -52,6 +53,7 @@ class SearchSettings:
         require(self.cost_classes >= 1, "cost-classes", "must be >= 1", self.cost_classes)
         check_trial_resources(self.cpus_per_trial, self.gpus_per_trial, self.address)
         require(self.time_budget is None or self.time_budget > 0, "time-budget", "must be > 0 seconds", self.time_budget)
+        require(self.trial_time_limit is None or self.trial_time_limit > 0, "trial-time-limit", "must be > 0 seconds", self.trial_time_limit)
         require(self.grace_period >= 1, "grace-period", "must be >= 1", self.grace_period)
         require(self.reduction_factor >= 2, "reduction-factor", "must be >= 2", self.reduction_factor)
         require(self.heartbeat_interval >= 1, "heartbeat-interval", "must be >= 1", self.heartbeat_interval)

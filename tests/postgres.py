@@ -29,21 +29,28 @@ def find_initdb() -> str | None:
 
 
 @contextmanager
-def postgres_server(initdb: str) -> Iterator[str]:
-    """Yield a SQLAlchemy URL of a fresh database; the cluster is removed afterwards."""
+def postgres_server(initdb: str, password: str | None = None) -> Iterator[str]:
+    """Yield a SQLAlchemy URL of a fresh database; the cluster is removed afterwards.
+
+    With `password`, TCP connections must give it (scram-sha-256) and the URL yielded holds none: the test adds it."""
     bin_dir = Path(initdb).parent
     root = Path(tempfile.mkdtemp(prefix="convspace-pg-"))
     data = root / "data"
     os.chmod(root, 0o777)
     port = _free_port()
-    subprocess.run(_as_postgres([str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"]), check=True, capture_output=True)
+    auth = ["-A", "trust"]
+    if password:
+        (root / "pwfile").write_text(password + "\n")
+        os.chmod(root / "pwfile", 0o644)
+        auth = ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={root / 'pwfile'}"]
+    subprocess.run(_as_postgres([str(bin_dir / "initdb"), "-D", str(data), *auth, "-U", "postgres"]), check=True, capture_output=True)
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200"
     subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]),
                    check=True, capture_output=True)  # fmt: skip
     try:
         import psycopg2
 
-        connection = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres")
+        connection = psycopg2.connect(host="127.0.0.1", port=port, user="postgres", dbname="postgres", password=password)
         connection.autocommit = True
         connection.cursor().execute("CREATE DATABASE convspace")
         connection.close()

@@ -75,10 +75,13 @@ def train(
     settings: ProxySettings,
     on_epoch: Callable[[int, float, float], None] | None = None,
     data: Data | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> ProxyResult:
     """Train `config` for settings.epochs (AdamW, warmup + cosine, label smoothing).
 
     After each epoch `on_epoch(epoch, val_top1, seconds)` gets the seconds spent in training steps and evaluation so far.
+    `should_stop()` is asked before every step (e.g. a wall-clock cap): once it says yes, training ends and the result
+    holds the epochs completed so far and the last of their accuracies.
     """
     torch.manual_seed(settings.seed)
     torch.set_num_threads(max(1, settings.threads))
@@ -103,6 +106,8 @@ def train(
     for epoch in range(1, settings.epochs + 1):
         model.train()
         for x, y in train_loader:
+            if should_stop and should_stop():
+                return ProxyResult(accuracy, epoch - 1, time.perf_counter() - started)
             x, y = batch_on_device(x, y, device)
             with autocast(device):
                 loss = loss_fn(model(x), y)

@@ -131,10 +131,10 @@ def test_the_live_view_shows_progress_rejections_and_running_trials():
     assert "convspace: 0 of 12 trials finished (0 trained to the end, 0 stopped early, 0 failed)" in shown
     assert "rejected before training: 1 already evaluated, 5 over budget" in shown
     assert "7    2.50    2/3  0.9123  bottleneck, patchify stem" in shown
-    view("finished", {"number": 7, "status": "stopped", "acc": 0.9123, "epoch": 2})
+    view("finished", {"number": 7, "status": "stopped", "acc": 0.9123, "epoch": 2, "reason": "ASHA"})
     plain = out.getvalue()
     assert "trial   7 started: bottleneck, patchify stem" in plain and "(1 already evaluated, 5 over budget rejected so far)" in plain
-    assert "trial   7 stopped early after epoch 2, accuracy 0.9123  (1 of 12 finished" in plain
+    assert "trial   7 stopped early after epoch 2 (ASHA), accuracy 0.9123  (1 of 12 finished" in plain
     panel.print(view)
     shown = panel.export_text()
     assert "1 of 12 trials finished (0 trained to the end, 1 stopped early, 0 failed)" in shown and "left" in shown  # and an ETA

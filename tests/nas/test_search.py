@@ -194,6 +194,19 @@ def test_time_budget_ends_the_search_cleanly_and_queues_the_unfinished_trials(tm
     assert not by_status(study).get("trained")
 
 
+def test_a_trial_past_its_time_limit_stops_early_and_says_why(tmp_path):
+    # 3000 epochs of 3 steps would take minutes; the 5 s limit ends each trial after its current step
+    run = search(tmp_path, "--trials", "2", "--epochs", "3000", "--grace-period", "3000", "--batch-size", "16", "--trial-time-limit", "5",
+                 "--cpus-per-trial", "2")  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    stopped = by_status(load(tmp_path)).get("stopped", [])
+    assert len(stopped) == 2 and all(t.user_attrs["stop_reason"] == "time limit" and t.user_attrs["epochs"] < 3000 for t in stopped)
+    assert all(5 <= t.user_attrs["trainable_seconds"] < 15 for t in stopped)
+    # a trial stopped before its first epoch ended has no accuracy to show, never a made-up 0
+    assert all(("proxy_accuracy" in t.user_attrs) == (t.user_attrs["epochs"] >= 1) for t in stopped)
+    assert run.stdout.count("(time limit)") == 2 and "0 trained to the end, 2 stopped early, 0 failed" in run.stdout
+
+
 def test_a_trial_that_raises_fails_with_its_reason_and_the_search_goes_on(tmp_path):
     # at this learning rate every loss becomes NaN within a few steps: each trial raises TrainingDiverged
     elsewhere = f"sqlite:///{tmp_path}/elsewhere/r.db"  # Ray's trial folders go beside it, not into the working folder

@@ -64,6 +64,19 @@ def test_optuna_trial_parameters_are_stable_and_conditional():
         (lambda d: d["dimensions"].update(base_width={"int": [64, 32]}), "base_width.int: low must not exceed high"),
         (lambda d: d["dimensions"].update(depth_pattern={"choice": [[1, 1, 1]]}), "dimensions.depth_pattern: every depth pattern"),
         (lambda d: d.update(dimensionz={}), "space.dimensionz: unknown key"),
+        # groups 0 loaded before and gave depthwise convs under another name (gcd(0, c) = c)
+        (lambda d: d["dimensions"].update(groups={"choice": [2, 0]}), "dimensions.groups: must be >= 1, got 0"),
+        # one bad value among 65: 32 random points at load rarely met it
+        (lambda d: d["dimensions"].update(expansion={"float": [0.25, 16.25], "step": 0.25}), "dimensions.expansion: must be in [0.0625, 16], got 16.25"),
+        (lambda d: d["dimensions"].update(drop_path_rate={"float": [0.0, 1.0]}), "dimensions.drop_path_rate: must be in [0.0, 0.99], got 1.0"),
+        (lambda d: d["dimensions"].update(head_width={"int": [-1, 4096]}), "dimensions.head_width: must be >= 0, got -1"),
+        (lambda d: d["dimensions"].update(conv_bias={"choice": [False, "yes"]}), "dimensions.conv_bias: must be true or false, got 'yes'"),
+        (lambda d: d["dimensions"].update(stem={"choice": ["resnet", "vit"]}), "dimensions.stem: must be one of patchify"),
+        (lambda d: d["dimensions"].update(base_width={"choice": [64, -8]}), "dimensions.base_width: must hold numbers above 0, got -8"),
+        (lambda d: d["dimensions"].update(depth_scale={"choice": [1.0, 100.0]}),
+         "dimensions.depth_pattern: [3, 4, 6, 3] x depth_scale 100.0 gives a depth that: must be in 1..256, got 300"),
+        (lambda d: d["dimensions"].update(depth_pattern={"choice": [[1] * 7]}, width_multipliers={"choice": [[1] * 7]}),
+         "dimensions.depth_pattern: must give 1..6 stages, got 7"),
     ],
 )
 def test_bad_spaces_are_refused_with_the_dimension_named(change, message):

@@ -2,10 +2,11 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from space.config import ArchConfig
+from space.config import GENOME_VERSION, ArchConfig
 from space.errors import ConvspaceError
 from space.presets import PRESETS
 from tests.conftest import tiny_config
@@ -86,3 +87,35 @@ def test_config_modules_do_not_import_torch():
 
 def test_json_is_canonical():
     assert json.loads(tiny_config().to_json())["stages"][0]["width"] == 8
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_a_config_written_before_versions_loads_with_its_hash():
+    # config_v1.json and presets_v1.json are to_dict() of the presets as written at commit 9ec2920, before the
+    # genome had a version: stored studies and exports hold exactly this form, and deduplicate on its hash.
+    cfg = ArchConfig.from_json((DATA / "config_v1.json").read_text())
+    assert cfg == PRESETS["resnext50_32x4d"] and cfg.hash == "634482d37d6212ab"
+    stored = json.loads((DATA / "presets_v1.json").read_text())
+    assert set(stored) <= set(PRESETS)
+    for name, entry in stored.items():
+        loaded = ArchConfig.from_dict(entry["config"])
+        assert loaded == PRESETS[name] and loaded.hash == entry["hash"] == PRESETS[name].hash, name
+
+
+def test_configs_are_written_with_the_genome_version():
+    data = PRESETS["resnet50"].to_dict()
+    assert next(iter(data)) == "version" and data["version"] == GENOME_VERSION
+    assert json.loads(PRESETS["resnet50"].to_json())["version"] == GENOME_VERSION
+    assert ArchConfig.from_dict({**data, "version": 1}) == PRESETS["resnet50"]
+
+
+@pytest.mark.parametrize(
+    "version, message",
+    [(GENOME_VERSION + 1, f"config.version: this convspace reads genome versions 1..{GENOME_VERSION} (a newer one wrote it), got {GENOME_VERSION + 1}"),
+     (0, "config.version: must be >= 1, got 0"), ("2", "config.version: must be an integer, got '2'")],
+)
+def test_unknown_genome_versions_are_refused(version, message):
+    with pytest.raises(ConvspaceError, match=re.escape(message)):
+        ArchConfig.from_dict({**tiny_config().to_dict(), "version": version})

@@ -33,6 +33,18 @@ def test_proxy_reports_every_epoch_and_is_seeded():
     assert train(tiny_config(), settings).accuracy == result.accuracy
 
 
+def test_should_stop_ends_training_before_the_next_step_with_the_epochs_completed():
+    seen, asked = [], []
+    settings = ProxySettings(epochs=3, data="synthetic", batch_size=16)  # 48 training images: 3 steps per epoch
+
+    def should_stop() -> bool:
+        asked.append(1)
+        return len(asked) == 5  # before the 5th step: epoch 1 done, epoch 2 one step in
+
+    result = train(tiny_config(), settings, on_epoch=lambda epoch, acc, seconds: seen.append((epoch, acc)), should_stop=should_stop)
+    assert result.epochs == 1 and [e for e, _ in seen] == [1] and result.accuracy == seen[0][1] and len(asked) == 5
+
+
 def test_a_diverging_loss_fails_the_trial_with_its_reason():
     settings = ProxySettings(epochs=1, data="synthetic", batch_size=16, lr=1e12, warmup_epochs=0)
     with pytest.raises(TrainingDiverged, match="loss became"):
