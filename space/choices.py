@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from space.config import ArchConfig, StageConfig, StemConfig, check_keys
-from space.errors import ConvspaceError
+from space.config import ARCH_RULES, MAX_STAGES, STAGE_RULES, STEM_RULES, ArchConfig, Rule, StageConfig, StemConfig, check_keys
+from space.errors import ConvspaceError, refuse
 from space.files import read_yaml
 
 NETWORK_DIMS = (
@@ -148,6 +148,12 @@ class Dimension:
         count = int(round((self.high - self.low) / step))
         return [self.low + i * step for i in range(count + 1)]
 
+    def checked_values(self) -> list[Any]:
+        """Every value the dimension can take, or the two ends of an unstepped float range (field rules are intervals)."""
+        if self.kind == "float" and not self.step:
+            return [self.low, self.high]
+        return self.candidates()
+
     def allows(self, value: Any) -> bool:
         """Whether `value` lies in this dimension."""
         if self.kind in ("choice", "value"):
@@ -217,15 +223,30 @@ class Space:
         return cls.from_dict(read_yaml(path, "space"), default_name=path.stem)
 
     def _check_lengths(self) -> None:
-        lengths = {len(v) for d in ("depth_pattern", "width_multipliers") for v in self.dims[d].candidates()}
-        if len(lengths) != 1 or not all(isinstance(v, tuple) for v in self.dims["depth_pattern"].candidates()):
+        lists = [v for d in ("depth_pattern", "width_multipliers") for v in self.dims[d].candidates()]
+        if not all(isinstance(v, tuple) for v in lists) or len({len(v) for v in lists}) != 1:
             raise ConvspaceError("dimensions.depth_pattern: every depth pattern and width multiplier list must be a list of one length (the number of stages)")
+        if not 1 <= self.num_stages <= MAX_STAGES:
+            refuse("dimensions.depth_pattern", f"must give 1..{MAX_STAGES} stages", self.num_stages)
 
     def _check_values(self) -> None:
-        """Sample once per combination of a few values so a bad value fails at load, naming the field."""
-        rng = random.Random(0)
-        for _ in range(32):
-            self.sample(SeededSuggester(rng))
+        """Check every value of every dimension against the genome's rule for its field, exhaustively, at load.
+
+        A value that only some sampled points would reach must fail here, naming the dimension, not in the
+        middle of a search. Derived dimensions must be positive numbers, and every depth they derive is checked.
+        """
+        for name, rule in _DIMENSION_RULES.items():
+            for value in self.dims[name].checked_values():
+                rule(f"dimensions.{name}", value)
+        for name in FINITE_DIMS:
+            for value in self.dims[name].checked_values():
+                for number in value if isinstance(value, tuple) else (value,):
+                    if isinstance(number, bool) or not isinstance(number, (int, float)) or number <= 0:
+                        refuse(f"dimensions.{name}", "must hold numbers above 0", value)
+        for pattern in self.dims["depth_pattern"].candidates():
+            for scale in self.dims["depth_scale"].candidates():
+                for depth in derive_depths(pattern, scale):
+                    STAGE_RULES["depth"](f"dimensions.depth_pattern: {list(pattern)} x depth_scale {scale} gives a depth that", depth)
 
     @property
     def num_stages(self) -> int:
@@ -292,6 +313,14 @@ class Space:
         if len({s.block for s in cfg.stages}) > 1 and not d["block"].per_stage:
             return False
         return True
+
+
+# The genome rule each dimension's values must pass (the derived dimensions are checked on what they derive).
+_DIMENSION_RULES: dict[str, Rule] = {
+    "stem": STEM_RULES["type"], "stem_norm": STEM_RULES["norm"],
+    **{name: ARCH_RULES[name] for name in NETWORK_DIMS if name in ARCH_RULES},
+    **{name: STAGE_RULES[name] for name in STAGE_DIMS},
+}  # fmt: skip
 
 
 def _fit_groups(stem: StemConfig, stages: list[dict[str, Any]], fields: dict[str, Any]) -> ArchConfig:

@@ -2,6 +2,13 @@
 
 Nothing is left to hidden defaults: every field must be given, unknown keys are refused (typos must
 not silently change a network), and every error names the field and what is allowed.
+
+Stored configs (study trials, exports) carry the genome `version` they were written in; one without it
+is version 1 (written before versions existed). Loading upgrades an older version: a field added in
+version N is declared with `field(default=..., metadata={"since": N})` and a config of an older version
+gets that default (it must not name the field). The `hash` does not change across versions: it leaves
+out `version` and every field added after version 1 that holds its default, so a stored config keeps
+its hash after an upgrade, and studies keep deduplicating against the hashes they stored.
 """
 
 from __future__ import annotations
@@ -9,8 +16,8 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import MISSING, Field, asdict, dataclass, fields, is_dataclass
 from typing import Any
 
 from space.errors import ConvspaceError, refuse
@@ -25,6 +32,8 @@ DOWNSAMPLES = ("strided", "separate")
 COUNTS = ("all", "one")
 DW_POSITIONS = ("middle", "first")
 KERNEL_MIN, KERNEL_MAX = 3, 21
+MAX_STAGES = 6
+GENOME_VERSION = 1  # raise it with each field added (and give that field metadata={"since": GENOME_VERSION})
 
 
 def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -62,6 +71,46 @@ def check_kernel(name: str, value: Any) -> None:
         refuse(name, f"must be odd ({KERNEL_MIN}, {KERNEL_MIN + 2}, ..., {KERNEL_MAX})", value)
 
 
+Rule = Callable[[str, Any], None]
+
+
+def one_of(allowed: tuple[str, ...]) -> Rule:
+    """The rule of a field that takes one of fixed names."""
+    return lambda name, value: check_choice(name, value, allowed)
+
+
+def int_in(low: int, high: int | None = None) -> Rule:
+    """The rule of an integer field in [low, high]."""
+    return lambda name, value: check_int(name, value, low, high)
+
+
+def float_in(low: float, high: float) -> Rule:
+    """The rule of a number field in [low, high]."""
+    return lambda name, value: check_float(name, value, low, high)
+
+
+# The rules of each field on its own (cross-field rules sit in the classes): the configs check their fields
+# with them, and a space checks every value of every dimension with them at load (space.choices).
+STEM_RULES: dict[str, Rule] = {"type": one_of(STEMS), "width": int_in(1), "norm": one_of(NORMS)}
+STAGE_RULES: dict[str, Rule] = {
+    "depth": int_in(1, 256), "width": int_in(1), "block": one_of(BLOCKS), "kernel": check_kernel,
+    "expansion": float_in(0.0625, 16), "conv": one_of(CONVS), "groups": int_in(1), "attention": one_of(ATTENTIONS),
+}  # fmt: skip
+ARCH_RULES: dict[str, Rule] = {
+    "downsample": one_of(DOWNSAMPLES), "norm": one_of(NORMS), "act": one_of(ACTS), "norms_per_block": one_of(COUNTS),
+    "acts_per_block": one_of(COUNTS), "dw_position": one_of(DW_POSITIONS), "conv_bias": check_bool,
+    "layer_scale_init": float_in(0.0, 10.0), "head_width": int_in(0), "head_norm": check_bool,
+    "drop_path_rate": float_in(0.0, 0.99), "num_classes": int_in(0), "in_chans": int_in(1),
+}  # fmt: skip
+
+
+def check_fields(config: Any, rules: dict[str, Rule]) -> None:
+    """Check each field that has a rule, in declaration order (the first bad field is the one named)."""
+    for f in fields(config):
+        if f.name in rules:
+            rules[f.name](f.name, getattr(config, f.name))
+
+
 @dataclass(frozen=True)
 class StemConfig:
     """The stem: every type reduces the input 4x. `norm` is the stem's own (Conv2Former: BN stem, LN blocks)."""
@@ -71,9 +120,7 @@ class StemConfig:
     norm: str
 
     def __post_init__(self) -> None:
-        check_choice("type", self.type, STEMS)
-        check_int("width", self.width, 1)
-        check_choice("norm", self.norm, NORMS)
+        check_fields(self, STEM_RULES)
         if self.type in ("deep", "conv2former") and self.width % 2:
             refuse("width", f"must be even for the {self.type} stem (its first convs have width/2)", self.width)
 
@@ -97,14 +144,7 @@ class StageConfig:
     attention: str
 
     def __post_init__(self) -> None:
-        check_int("depth", self.depth, 1, 256)
-        check_int("width", self.width, 1)
-        check_choice("block", self.block, BLOCKS)
-        check_kernel("kernel", self.kernel)
-        check_float("expansion", self.expansion, 0.0625, 16)
-        check_choice("conv", self.conv, CONVS)
-        check_int("groups", self.groups, 1)
-        check_choice("attention", self.attention, ATTENTIONS)
+        check_fields(self, STAGE_RULES)
         if self.conv != "grouped" and self.groups != 1:
             refuse("groups", f"must be 1 unless conv is grouped (conv is {self.conv})", self.groups)
         if self.conv == "grouped" and self.groups < 2:
@@ -145,21 +185,9 @@ class ArchConfig:
             refuse("stem", "must be a StemConfig", self.stem)
         if not isinstance(self.stages, tuple) or not all(isinstance(s, StageConfig) for s in self.stages):
             refuse("stages", "must be a tuple of StageConfig", self.stages)
-        if not 1 <= len(self.stages) <= 6:
-            refuse("stages", "must hold 1..6 stages", len(self.stages))
-        check_choice("downsample", self.downsample, DOWNSAMPLES)
-        check_choice("norm", self.norm, NORMS)
-        check_choice("act", self.act, ACTS)
-        check_choice("norms_per_block", self.norms_per_block, COUNTS)
-        check_choice("acts_per_block", self.acts_per_block, COUNTS)
-        check_choice("dw_position", self.dw_position, DW_POSITIONS)
-        check_bool("conv_bias", self.conv_bias)
-        check_float("layer_scale_init", self.layer_scale_init, 0.0, 10.0)
-        check_int("head_width", self.head_width, 0)
-        check_bool("head_norm", self.head_norm)
-        check_float("drop_path_rate", self.drop_path_rate, 0.0, 0.99)
-        check_int("num_classes", self.num_classes, 0)
-        check_int("in_chans", self.in_chans, 1)
+        if not 1 <= len(self.stages) <= MAX_STAGES:
+            refuse("stages", f"must hold 1..{MAX_STAGES} stages", len(self.stages))
+        check_fields(self, ARCH_RULES)
         self._check_groups()
 
     def _check_groups(self) -> None:
@@ -185,10 +213,10 @@ class ArchConfig:
 
     # ---- serialisation -------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict (lists, not tuples) for JSON/YAML."""
+        """Plain dict (lists, not tuples) for JSON/YAML, headed by the genome version it is written in."""
         data = asdict(self)
         data["stages"] = [dict(s) for s in data["stages"]]
-        return data
+        return {"version": GENOME_VERSION, **data}
 
     def to_json(self) -> str:
         """Canonical JSON: sorted keys, so equal configs give equal strings and hashes."""
@@ -202,19 +230,32 @@ class ArchConfig:
 
     @property
     def hash(self) -> str:
-        """Stable short identity of the network (dedup of trials, export records)."""
-        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+        """Stable short identity of the network (dedup of trials, export records), the same in every genome version.
+
+        Taken over the canonical JSON without `version` and without fields added after version 1 that hold
+        their default: a config loaded from an older version keeps the hash it was stored with.
+        """
+        data = _without_later_defaults(self)
+        return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
     @classmethod
     def from_dict(cls, data: Any) -> ArchConfig:
-        """Load strictly: every field required, unknown keys refused, errors name the field path."""
-        raw = _mapping("config", data, cls)
-        stem = _build(StemConfig, _mapping("stem", raw["stem"], StemConfig), "stem")
+        """Load strictly: every field of the config's version required, unknown keys refused, errors name the field
+        path; a config of an older genome version is upgraded (see the module docstring)."""
+        if not isinstance(data, Mapping):
+            refuse("config", "must be a mapping of fields", type(data).__name__)
+        raw = dict(data)
+        version = raw.pop("version", 1)
+        check_int("config.version", version, 1)
+        if version > GENOME_VERSION:
+            refuse("config.version", f"this convspace reads genome versions 1..{GENOME_VERSION} (a newer one wrote it)", version)
+        raw = _upgrade("config", raw, cls, version)
+        stem = _build(StemConfig, _upgrade("stem", raw["stem"], StemConfig, version), "stem")
         stages_raw = raw["stages"]
         if not isinstance(stages_raw, (list, tuple)):
             refuse("stages", "must be a list of stages", stages_raw)
         stages = tuple(
-            _build(StageConfig, _mapping(f"stages[{i}]", s, StageConfig), f"stages[{i}]")
+            _build(StageConfig, _upgrade(f"stages[{i}]", s, StageConfig, version), f"stages[{i}]")
             for i, s in enumerate(stages_raw)
         )
         return _build(cls, {**raw, "stem": stem, "stages": stages}, "")
@@ -248,12 +289,37 @@ def check_keys(path: str, keys: Iterable[Any], allowed: Sequence[str], what: str
         raise ConvspaceError(f"{path}.{missing[0]}: missing {what} (required: {', '.join(missing)})")
 
 
-def _mapping(path: str, data: Any, cls: type) -> dict[str, Any]:
-    """Check keys against the dataclass."""
+def _since(f: Field) -> int:
+    """The genome version that added a field (1: it was there before versions)."""
+    return f.metadata.get("since", 1)
+
+
+def _upgrade(path: str, data: Any, cls: type, version: int) -> dict[str, Any]:
+    """Check keys against the fields of `version`, then give the fields added since their defaults."""
     if not isinstance(data, Mapping):
         refuse(path, "must be a mapping of fields", type(data).__name__)
-    check_keys(path, data, [f.name for f in fields(cls)])
-    return dict(data)
+    later = {f.name: f for f in fields(cls) if _since(f) > version}
+    for key in data:
+        if key in later:
+            raise ConvspaceError(
+                f"{path}.{key}: not a field of genome version {version} (added in version {_since(later[key])}); "
+                f"write version: {GENOME_VERSION} with every field of it"
+            )
+    check_keys(path, data, [f.name for f in fields(cls) if f.name not in later])
+    return {**{name: f.default for name, f in later.items()}, **data}
+
+
+def _without_later_defaults(config: Any) -> Any:
+    """The config as plain data, leaving out fields added after version 1 that hold their default (for the hash)."""
+    data = {}
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if _since(f) > 1 and f.default is not MISSING and value == f.default:
+            continue
+        if isinstance(value, tuple):
+            value = [_without_later_defaults(v) for v in value]
+        data[f.name] = _without_later_defaults(value) if is_dataclass(value) else value
+    return data
 
 
 def _build(cls: type, values: dict[str, Any], path: str) -> Any:
