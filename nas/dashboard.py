@@ -126,7 +126,7 @@ class TrainedTrialsView(BaseStorage):
 def outcome_summary(outcomes: Counter[str], budget: int | None) -> dict[str, str]:
     """The study's first lines in the dashboard: what each chip counts, and the samples that are not listed."""
     listed = ", ".join(f"{outcomes[s]} {what} ({STATES[s]})" for s, what in
-                       (("trained", "trained to the end"), ("stopped", "stopped early by ASHA"), ("failed", "failed")))  # fmt: skip
+                       (("trained", "trained to the end"), ("stopped", "stopped early"), ("failed", "failed")))  # fmt: skip
     listed += "".join(f", {outcomes[s]} {s}" for s in ("running", "waiting") if outcomes[s])
     refused = f"{outcomes['over_budget']} over the budget" + (f" of {budget / 1e9:g} GFLOPs" if budget else "")
     refused += f", {outcomes['duplicate']} duplicates of an evaluated network"
@@ -155,7 +155,7 @@ def _readable(trial: FrozenTrial, flops_at: int | None) -> FrozenTrial:
     first = {"status": attrs.pop("status", None)}
     if "flops" in attrs:
         first["gflops"] = round(attrs["flops"] / 1e9, 3)
-    first.update({k: attrs.pop(k) for k in ("proxy_accuracy", "epochs", "fail_reason") if k in attrs})
+    first.update({k: attrs.pop(k) for k in ("stop_reason", "proxy_accuracy", "epochs", "fail_reason") if k in attrs})
     shown.user_attrs = {**first, **attrs}
     if flops_at is not None and trial.values is not None:
         shown.values = [v / 1e9 if i == flops_at else v for i, v in enumerate(trial.values)]

@@ -72,7 +72,7 @@ def test_the_dashboard_lists_one_trial_per_training_with_one_state_per_outcome(u
     assert trials[3]["user_attrs"][1]["value"] == "1.1"
     assert sorted(t["number"] for t in detail["best_trials"]) == [1, 6]
     attrs = {a["key"]: a["value"] for a in detail["user_attrs"][:2]}
-    assert attrs == {"trials": "2 trained to the end (Complete), 1 stopped early by ASHA (Pruned), 1 failed (Fail)",
+    assert attrs == {"trials": "2 trained to the end (Complete), 1 stopped early (Pruned), 1 failed (Fail)",
                      "samples never trained (not listed)": "2 over the budget of 4.5 GFLOPs, 1 duplicates of an evaluated network"}  # fmt: skip
     other = optuna.create_study(study_name="other", storage=url, directions=["maximize", "minimize"])
     other.add_trial(optuna.trial.create_trial(values=[1.0, 2e9]))  # a study the search did not write: shown as it is
