@@ -21,6 +21,7 @@ import yaml
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from nas.entries import read_entry, zoo_folders
+from nas.storage import display_url
 from space.config import ArchConfig
 from space.errors import ConvspaceError
 from space.presets import PRESETS
@@ -69,7 +70,8 @@ def load_entry(path: Path) -> tuple[ArchConfig, dict[str, Any]]:
     """Read `<name>.yaml`: the config and the default_cfgs timm's register_model looks up."""
     data = read_entry(path)
     cfg = ArchConfig.from_dict(data["config"])
-    notes = tuple(f"{k}={data[k]}" for k in ("study", "trial", "config_hash", "storage") if k in data)
+    # an entry written by hand may name its storage: timm shows the notes, so never with a password
+    notes = tuple(f"{k}={display_url(str(data[k])) if k == 'storage' else data[k]}" for k in ("study", "trial", "config_hash", "storage") if k in data)
     return cfg, generate_default_cfgs({data["name"]: pretrained_cfg(cfg, data.get("resolution", 224), notes)})
 
 

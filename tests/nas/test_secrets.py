@@ -205,6 +205,20 @@ def test_pgpassword_pgpassfile_and_convspace_storage_keep_the_password_off_the_c
     assert not (tmp_path / "studies").exists()  # no SQLite fallback was made
 
 
+def test_an_entry_that_names_its_storage_keeps_the_password_out_of_timm_notes(tmp_path):
+    import yaml
+
+    from nas.zoo import load_entry
+    from tests.conftest import tiny_config
+
+    entry = tmp_path / "by_hand.yaml"
+    entry.write_text(yaml.safe_dump({"name": "by_hand", "study": "s", "trial": 3, "storage": UNREACHABLE, "config": tiny_config().to_dict()}))
+    _, cfgs = load_entry(entry)
+    notes = cfgs["by_hand"].default.notes
+    assert "storage=postgresql+psycopg2://u:***@127.0.0.1:1/db" in notes and "study=s" in notes
+    no_secret_in(repr(cfgs))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -275,11 +289,14 @@ def test_dashboard_refuses_a_non_loopback_host_in_one_line(tmp_path, host):
     assert time.time() - started < 10  # refused before optuna or the storage is touched
 
 
-def test_dashboard_with_allow_remote_serves_and_warns_that_it_has_no_authentication(tmp_path):
+def test_dashboard_with_allow_remote_warns_that_it_has_no_authentication(tmp_path):
+    # an unknown study, so that the test opens nothing to the network: the warning comes first, then the study's error
     write_study(tmp_path, "s")
-    out, err = serve(tmp_path, "--study", "s", "--host", "0.0.0.0", "--allow-remote")  # every interface: loopback answers too
-    assert "warning: optuna-dashboard has no authentication" in err and "can read the study and change it" in err
-    assert "optuna-dashboard for study s: http://0.0.0.0:" in out
+    run = cli(tmp_path, "dashboard", "--study", "nope", "--host", "0.0.0.0", "--allow-remote")
+    warning, error = run.stderr.strip().splitlines()
+    assert warning.startswith("warning: optuna-dashboard has no authentication: anyone who can reach 0.0.0.0:8080 can read the study")
+    assert "change it (write notes, tell trials)" in warning and "ssh -L" in warning
+    assert run.returncode == 2 and error.startswith("error: study: no study 'nope'")
 
 
 # --- what a cluster's workers get ---
