@@ -137,16 +137,16 @@ runpy.run_path({cli!r}, run_name="__main__")
 
 @pytest.fixture(scope="module")
 def searched(pg_with_password, tmp_path_factory):
-    """A tiny search into the password-protected server with the password in --storage; Ray's results folder and
-    its temporary files (session logs) kept to look into."""
+    """A tiny search into the password-protected server with the password in --storage (and in $PGPASSWORD, which
+    Ray's local workers inherit); Ray's results folder and its temporary files (session logs) kept to look into."""
     work = tmp_path_factory.mktemp("secret")
     ray_tmp = Path(tempfile.mkdtemp(prefix="cs-"))
     (work / "results").mkdir()
     script = work / "keep_results.py"
     script.write_text(KEEP_RESULTS.format(root=str(ROOT), results=str(work / "results"), cli=str(ROOT / "cli.py")))
     args = [*SEARCH, "--trials", "2", "--study", "pw", "--storage", with_password(pg_with_password)]
-    run = subprocess.run([sys.executable, str(script), *args], cwd=work, capture_output=True, text=True, timeout=600,
-                         env={**os.environ, "TMPDIR": str(ray_tmp)})  # fmt: skip
+    env = {**os.environ, "TMPDIR": str(ray_tmp), "PGPASSWORD": SECRET}  # Ray's local workers inherit the driver's environment
+    run = subprocess.run([sys.executable, str(script), *args], cwd=work, capture_output=True, text=True, timeout=600, env=env)
     try:
         yield work, ray_tmp, run
     finally:
