@@ -179,11 +179,17 @@ def print_front(study: Any) -> None:
     for t in front(study):
         architecture = summary(trial_config(t))  # first: a trial without a config is a one-line error
         table.add_row(str(t.number), f"{t.values[0]:.4f}", f"{t.values[1] / 1e9:.3f}", f"{t.user_attrs['params'] / 1e6:.2f}", architecture)
-    console.print(table)
+    if table.row_count:
+        console.print(table)
+    else:
+        console.print(f"{study.study_name} has no fully trained trial yet: no Pareto front")
     tally = counts(study)
     rejected = {k: tally.pop(k) for k in ("over_budget", "duplicate", "surplus") if k in tally}
     running = f", {tally.pop('running')} training now" if "running" in tally else ""
-    others = {k: v for k, v in tally.items() if k not in ("trained", "stopped", "failed")}  # e.g. waiting to be retried
+    if tally.get("interrupted"):  # each has a waiting copy: say it once
+        running += f", {tally.pop('interrupted')} cut short by a stopped search (queued to train first on the next run)"
+        tally.pop("waiting", None)
+    others = {k: v for k, v in tally.items() if k not in ("trained", "stopped", "failed")}
     console.print(f"trials in the study: {ended_words(tally)}{running}"
                   + "".join(f", {v} {k}" for k, v in sorted(others.items()))
                   + f"; sampled points rejected before training: {rejected_words(rejected)}")  # fmt: skip

@@ -71,10 +71,13 @@ def describe(trial: FrozenTrial) -> dict[str, Any]:
 
 
 def counts(study: optuna.Study) -> dict[str, int]:
-    """How many trials ended which way (trained, stopped, over_budget, duplicate, failed, running)."""
+    """How many trials ended which way: trained, stopped, failed, over_budget, duplicate, running, and the ones a
+    stopped search cut short (`interrupted`, each queued again as a `waiting` trial that the next run trains first)."""
     tally: dict[str, int] = {}
     for t in study.get_trials(deepcopy=False):
         key = "running" if t.state == TrialState.RUNNING else t.user_attrs.get("status", t.state.name.lower())
+        if key == "failed" and str(t.user_attrs.get("fail_reason", "")).startswith("interrupted"):
+            key = "interrupted"
         tally[key] = tally.get(key, 0) + 1
     return tally
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import pytest
@@ -55,7 +56,7 @@ def write_study(root, name: str, extra_over_budget: int = 0):
     study.set_user_attr("budget", 60_000_000)
     study.set_user_attr("identity", {"cost_resolution": 224})
     rows = [("trained", 0.9, 2, "gelu", 1), ("trained", 0.8, 1, "relu", 1), ("trained", 0.7, 3, "silu", 1),
-            ("stopped", 0.5, 1, "gelu", 1), ("over_budget", None, 1, "relu", 1)]  # fmt: skip
+            ("stopped", 0.5, 1, "gelu", 1), ("over_budget", None, 1, "relu", 64)]  # fmt: skip
     rows += [("over_budget", None, 1, "relu", 64)] * extra_over_budget  # 64x wider: thousands of times the budget
     for status, acc, depth, act, scale in rows:
         base = tiny_config(act=act, num_classes=1000)
@@ -70,6 +71,15 @@ def write_study(root, name: str, extra_over_budget: int = 0):
         else:
             study.tell(trial, state=TrialState.PRUNED)
     return study
+
+
+@pytest.fixture(autouse=True)
+def no_inherited_terminal_size():
+    """Something in the test process sets COLUMNS=80 and LINES=24 in the C environment (not os.environ); a CLI run
+    as a subprocess would take them as the user's terminal and fold its lines at 80 columns."""
+    for name in ("COLUMNS", "LINES"):
+        os.environ.pop(name, None)
+        os.unsetenv(name)
 
 
 @pytest.fixture(scope="session")
