@@ -40,8 +40,8 @@ def display_url(url: str) -> str:
     if parsed is None:  # not a URL SQLAlchemy reads: it may still hold user:password@, so mask that part
         head, at, tail = url.rpartition("@")
         scheme, sep, creds = head.partition("://")
-        return f"{scheme}{sep}{creds.split(':')[0]}:***{at}{tail}" if at and ":" in creds else url
-    return parsed.render_as_string(hide_password=True)
+        return mask_passwords(f"{scheme}{sep}{creds.split(':')[0]}:***{at}{tail}" if at and ":" in creds else url)
+    return mask_passwords(parsed.render_as_string(hide_password=True))  # SQLAlchemy leaves ?password=... as it is
 
 
 @contextlib.contextmanager
@@ -96,28 +96,37 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None) -> optuna.s
 
 # `scheme://user:password@` anywhere in a text (a command line, a message): the password part, up to the `@`.
 _CREDENTIALS = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)[^\s@]+(?=@)")
+# ...and `?password=...`: SQLAlchemy hands a URL's query to the driver as connect arguments, so libpq takes it too.
+_QUERY_KEYS = ("password", "passwd", "pwd")
+_QUERY_SECRET = re.compile(r"([?&](?:password|passwd|pwd)=)[^&\s'\"]+", re.IGNORECASE)
 
 
 def mask_passwords(text: str) -> str:
     """`text` with the password of every URL in it masked (for text whose URLs are not known: argv, errors)."""
-    return _CREDENTIALS.sub(r"\1***", text)
+    return _QUERY_SECRET.sub(r"\1***", _CREDENTIALS.sub(r"\1***", text))
+
+
+def _secrets(url: str) -> list[str]:
+    """The URL's password and password-like query values, as given."""
+    parsed = make_url_or_none(url)
+    if parsed is None:
+        return []
+    values = [parsed.password] + [parsed.query.get(k) for k in parsed.query if k.lower() in _QUERY_KEYS]
+    return [str(v) for v in values if v and isinstance(v, str)]
 
 
 def has_password(url: str) -> bool:
     """Whether the URL carries a password (which every display of it masks)."""
-    parsed = make_url_or_none(url)
-    return bool(parsed.password) if parsed is not None else mask_passwords(url) != url
+    return bool(_secrets(url)) or mask_passwords(url) != url
 
 
 def hide_password(text: str, url: str) -> str:
     """`text` (e.g. a driver's error message) with the URL's password masked wherever it appears."""
-    parsed = make_url_or_none(url)
-    if parsed is None or not parsed.password:
-        return text
     from urllib.parse import quote
 
-    password = str(parsed.password)
-    return text.replace(password, "***").replace(quote(password, safe=""), "***")  # as given, or %-encoded in the URL
+    for secret in _secrets(url):  # as given, or %-encoded in the URL
+        text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
+    return mask_passwords(text)
 
 
 def _lost_schema_race(exc: Exception) -> bool:

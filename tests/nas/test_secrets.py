@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from nas.settings import check_host, is_loopback
-from nas.storage import display_url, has_password, mask_passwords
+from nas.storage import display_url, has_password, hide_password, mask_passwords
 from space.errors import ConvspaceError
 from tests.conftest import write_study
 
@@ -66,6 +66,11 @@ def test_display_and_mask_hide_every_form_of_password():
     assert mask_passwords(line) == "python cli.py pareto --storage postgresql+psycopg2://u:***@127.0.0.1:1/db --study s x://a:***@c"
     assert mask_passwords("http://127.0.0.1:8080/dashboard a@b") == "http://127.0.0.1:8080/dashboard a@b"
     assert has_password(UNREACHABLE) and not has_password("postgresql://u@h/db") and not has_password("sqlite:///s.db")
+    # libpq also takes the password as a query argument (SQLAlchemy passes the query to the driver)
+    assert display_url(f"postgresql://u@h/db?sslmode=require&password={SECRET}") == "postgresql://u@h/db?password=***&sslmode=require"
+    assert mask_passwords(f"--storage 'postgresql://u@h/db?PWD={SECRET}&x=1'") == "--storage 'postgresql://u@h/db?PWD=***&x=1'"
+    assert has_password(f"postgresql://u@h/db?password={SECRET}")
+    assert hide_password(f"auth failed for {SECRET}", f"postgresql://u@h/db?password={SECRET}") == "auth failed for ***"
 
 
 # --- failing commands: one line, no password ---
@@ -95,7 +100,10 @@ def test_the_password_stays_hidden_in_usage_errors_env_urls_and_unparsable_urls(
     # a port that is not a number: SQLAlchemy's ValueError was a traceback
     bad = cli(tmp_path, "pareto", "--storage", f"postgresql+psycopg2://u:{SECRET}@h:notaport/db")
     assert bad.returncode == 2 and bad.stderr.startswith("error: storage: cannot open 'postgresql+psycopg2://u:***@h:notaport/db'")
-    for run in (extra, env, bad):
+    # the password as a query argument
+    query = cli(tmp_path, "pareto", "--storage", f"postgresql+psycopg2://u@127.0.0.1:1/db?password={SECRET}")
+    assert query.returncode == 2 and query.stderr.startswith("error: storage: cannot open 'postgresql+psycopg2://u@127.0.0.1:1/db?password=***'")
+    for run in (extra, env, bad, query):
         assert len(run.stderr.strip().splitlines()) == 1, run.stderr
         no_secret_in(run.stdout, run.stderr)
 
