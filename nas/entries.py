@@ -18,9 +18,13 @@ ZOO_ENV = "CONVSPACE_ZOO"  # extra zoo folders, separated by os.pathsep
 
 
 def zoo_folders() -> list[Path]:
-    """studies/exports under the working directory, plus the folders in $CONVSPACE_ZOO."""
-    extra = [Path(p) for p in os.environ.get(ZOO_ENV, "").split(os.pathsep) if p]
-    return [DEFAULT_ZOO, *extra]
+    """studies/exports under the working directory, plus the folders in $CONVSPACE_ZOO, each once (an entry imported
+    twice would make timm warn that it overwrites it)."""
+    folders = [DEFAULT_ZOO, *(Path(p) for p in os.environ.get(ZOO_ENV, "").split(os.pathsep) if p)]
+    unique: dict[Path, Path] = {}
+    for folder in folders:
+        unique.setdefault(folder.expanduser().resolve(), folder)
+    return list(unique.values())
 
 
 def read_entry(path: str | Path) -> dict[str, Any]:

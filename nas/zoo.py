@@ -10,6 +10,7 @@ registry on the function's name and module). Importing this module registers the
 from __future__ import annotations
 
 import importlib.util
+import logging
 import re
 import sys
 from functools import partial
@@ -104,12 +105,21 @@ def import_entry(module_path: Path) -> None:
 
 
 def register_exports(folders: list[Path] | None = None) -> list[str]:
-    """Import every exported entry in the zoo folders; returns their names."""
+    """Import every exported entry in the zoo folders; returns their names.
+
+    A broken entry (a hand-edited YAML, a config of a newer convspace) is skipped with a one-line warning naming its
+    file: one bad file must not break `import nas.zoo`, and with it every user's `timm.create_model`."""
     names = []
     for folder in folders or zoo_folders():
         for module_path in sorted(Path(folder).glob("*.py")):
             if module_path.with_suffix(".yaml").exists():
-                import_entry(module_path)
+                try:
+                    import_entry(module_path)
+                except Exception as exc:  # whatever the file holds, the other entries still register
+                    sys.modules.pop(f"convspace_zoo_{module_path.stem}", None)
+                    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    logging.getLogger("convspace").warning("convspace: skipped zoo entry %s (%s)", module_path, reason)
+                    continue
                 names.append(module_path.stem)
     return names
 

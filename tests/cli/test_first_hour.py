@@ -138,3 +138,18 @@ def test_the_live_view_shows_progress_rejections_and_running_trials():
     panel.print(view)
     shown = panel.export_text()
     assert "1 of 12 trials finished (0 trained to the end, 1 stopped early, 0 failed)" in shown and "left" in shown  # and an ETA
+
+
+def test_a_broken_zoo_entry_is_skipped_with_one_line_and_the_others_still_register(default_study, tmp_path):
+    assert cli(default_study, "export", "--trial", "2", "--name", "good_net").returncode == 0
+    exports = default_study / "studies/exports"
+    (tmp_path / "bad_net.py").write_text((exports / "good_net.py").read_text().replace("good_net", "bad_net"))
+    (tmp_path / "bad_net.yaml").write_bytes(b"name: bad_net\nconfig: {stages: oops}\n")
+    code = "import timm, nas.zoo; print(timm.models.is_model('good_net'), timm.models.is_model('bad_net'))"
+    # the default folder named again in $CONVSPACE_ZOO is read once (timm would warn that it overwrites each entry)
+    zoo = os.pathsep.join([str(tmp_path), str(exports)])
+    result = subprocess.run([sys.executable, "-c", code], cwd=default_study, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "CONVSPACE_ZOO": zoo})  # fmt: skip
+    assert result.stdout.split() == ["True", "False"], result.stderr
+    warned = [line for line in result.stderr.splitlines() if "zoo entry" in line or "Overwriting" in line]
+    assert len(warned) == 1 and warned[0].startswith(f"convspace: skipped zoo entry {tmp_path / 'bad_net.py'} (")
