@@ -181,4 +181,3 @@ class ParetoASHA(FIFOScheduler):
         """Read the state `save` wrote."""
         with open(checkpoint_path, "rb") as f:
             self.__dict__.update(pickle.load(f))
-
