@@ -124,7 +124,7 @@ class ParetoASHA(FIFOScheduler):
     def on_trial_complete(self, tune_controller: TuneController, trial: Trial, result: dict[str, Any]) -> None:
         """Record a finished trial's last result at the rung it reached, so later trials are compared with it."""
         t = result.get(self._time_attr)
-        if t is not None and t < self._max_t and all(name in result for name in self._metrics):
+        if t is not None and t < self._max_t and all(result.get(name) is not None for name in self._metrics):
             self._judge(trial.trial_id, t, result)
 
     def _judge(self, trial_id: str, t: float, result: Mapping[str, Any]) -> str:
