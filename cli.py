@@ -182,7 +182,7 @@ def print_front(study: Any) -> None:
     if table.row_count:
         console.print(table)
     else:
-        console.print(f"{study.study_name} has no fully trained trial yet: no Pareto front")
+        console.print(f"Pareto front of {study.study_name}: none yet (no trial trained to the end)")
     tally = counts(study)
     rejected = {k: tally.pop(k) for k in ("over_budget", "duplicate", "surplus") if k in tally}
     running = f", {tally.pop('running')} training now" if "running" in tally else ""
@@ -441,7 +441,7 @@ def ablation(
         if event == "done":
             console.print(f"  {info.get('preset', 'a network')} finished: proxy accuracy {info.get('acc', float('nan')):.4f}")
 
-    rows = run_ablation(spec, url, cpus_per_trial, gpus_per_trial, address, progress=progress)
+    rows = run_ablation(spec, url, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, address=address, progress=progress)
     table = Table(title=f"{spec.study}: proxy accuracy beside the reference")
     for column in ("network", "GFLOPs", "proxy top-1", "reference top-1"):
         table.add_column(column, justify="left" if column == "network" else "right")

@@ -73,7 +73,9 @@ def main() -> None:
 
     import ray
 
-    from nas.search import SearchSettings, init_ray, run_search
+    from nas.search import run_search
+    from nas.settings import SearchSettings
+    from nas.tune import init_ray
     from space.choices import Space
     from space.cost import parse_flops
     from trainers.proxy import ProxySettings

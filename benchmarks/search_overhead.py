@@ -41,7 +41,8 @@ def main() -> None:
     parser.add_argument("--data", default="digits")
     args = parser.parse_args()
 
-    from nas.search import SearchSettings, run_search
+    from nas.search import run_search
+    from nas.settings import SearchSettings
     from space.choices import Space
     from space.cost import parse_flops
     from trainers.proxy import ProxySettings

@@ -8,17 +8,20 @@ rerun only trains the ones the study does not hold yet.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 from ray import tune
 
-from nas.search import ACC, STATUS, TrialProgress, init_ray, proxy_trainable, set_progress
-from nas.settings import check_trial_resources
-from nas.storage import open_storage, results_folder
+from nas.bridge import Progress
+from nas.record import STATUS, Status, network_attrs, outcome_attrs
+from nas.settings import check_address, check_trial_resources
+from nas.storage import results_folder
+from nas.study import open_study
+from nas.tune import Driver, build_tuner, connect, init_ray
 from space.config import ArchConfig
 from space.cost import arch_cost
 from space.errors import ConvspaceError
@@ -60,16 +63,20 @@ def load_study_file(path: str | Path) -> StudyFile:
     return StudyFile(str(data["study"]), proxy, {k: float(v) for k, v in data["reference"].items()})
 
 
-def run_ablation(file: StudyFile, storage: str, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, address: str | None = None,
-                 results_dir: str | None = None, progress: Callable[[str, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:  # fmt: skip
+def ablation_identity(file: StudyFile) -> dict[str, Any]:
+    """What must not change when an ablation study is resumed: its steps are compared with each other."""
+    return {"kind": "ablation", "proxy": {k: v for k, v in file.proxy.to_dict().items() if k != "threads"}}
+
+
+def run_ablation(file: StudyFile, storage: str, *, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, address: str | None = None,
+                 results_dir: str | None = None, progress: Progress | None = None) -> list[dict[str, Any]]:  # fmt: skip
     """Train the networks the study does not hold yet; return one row per network (proxy and reference accuracy)."""
     # What the study file alone cannot tell fails here, before any file is written or Ray starts.
     check_trial_resources(cpus_per_trial, gpus_per_trial, address)
+    check_address(address)
     load_data(file.proxy.data, file.proxy.resolution, file.proxy.seed, file.proxy.data_dir)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=file.study, storage=open_storage(storage), directions=["maximize", "minimize"],
-                                load_if_exists=True)  # fmt: skip
-    done = {t.user_attrs["preset"] for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
+    study, _ = open_study(file.study, storage, ablation_identity(file))  # refuses a study trained with another proxy
+    done = {t.user_attrs["preset"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     todo = [name for name in file.reference if name not in done]
     if todo:
         init_ray(address)
@@ -80,28 +87,24 @@ def run_ablation(file: StudyFile, storage: str, cpus_per_trial: float = 1.0, gpu
                 info = {**info, "preset": todo[jsons.index(info["config"])]}
             progress(event, info)
 
-        set_progress(file.study, named if progress else None)
-        proxy = dict(file.proxy.to_dict(), threads=max(1, int(cpus_per_trial)))
-        trainable = tune.with_resources(tune.with_parameters(proxy_trainable, proxy=proxy), {"cpu": cpus_per_trial, "gpu": gpus_per_trial})
-        with results_folder(storage, results_dir) as results:
-            tuner = tune.Tuner(trainable, param_space={"config": tune.grid_search(jsons)},
-                               run_config=tune.RunConfig(name=f"{file.study}-ablation", storage_path=str(results),
-                                                         verbose=0, callbacks=[TrialProgress(file.study)]))  # fmt: skip
+        with results_folder(storage, results_dir) as results, connect(file.study, Driver(progress=named if progress else None)):
+            tuner = build_tuner(file.study, file.proxy, results, cpus=cpus_per_trial, gpus=gpus_per_trial,
+                                param_space={"config": tune.grid_search(jsons)})  # fmt: skip
             outcomes = list(tuner.fit())
         for result in outcomes:
             metrics, name = result.metrics or {}, todo[jsons.index(result.config["config"])]
-            if result.error or "error" in metrics or metrics.get("epoch") != file.proxy.epochs:
-                raise ConvspaceError(f"ablation: {name} failed ({metrics.get('error') or result.error}); rerun to retry it")
+            attrs = outcome_attrs(metrics if not result.error else {"error": str(result.error)}, epochs=int(metrics.get("epoch", 0)),
+                                  proxy_epochs=file.proxy.epochs)  # fmt: skip
+            if attrs[STATUS] != Status.TRAINED:
+                raise ConvspaceError(f"ablation: {name} failed ({attrs.get('fail_reason', 'stopped early')}); rerun to retry it")
             cfg = ArchConfig.from_json(result.config["config"])
             cost = arch_cost(cfg)
             # the search's record of a trained trial, so that pareto and export work on this study too
             study.add_trial(optuna.trial.create_trial(
-                values=[float(metrics[ACC]), float(cost.flops)],
-                user_attrs={"preset": name, "config": cfg.to_json(), "hash": cfg.hash, "params": cost.params, "flops": cost.flops,
-                            STATUS: "trained", "epochs": file.proxy.epochs, "proxy": file.proxy.to_dict(),
-                            "train_seconds": metrics.get("train_seconds")},
+                values=[attrs["proxy_accuracy"], float(cost.flops)],
+                user_attrs={"preset": name, **network_attrs(cfg, cost), **attrs, "proxy": file.proxy.to_dict()},
             ))  # fmt: skip
-    by_name = {t.user_attrs["preset"]: t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))}
+    by_name = {t.user_attrs["preset"]: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     return [{"preset": n, "proxy_accuracy": by_name[n].values[0], "reference": ref, "gflops": by_name[n].values[1] / 1e9}
             for n, ref in file.reference.items()]  # fmt: skip
 

@@ -36,6 +36,12 @@ def test_ablation_trains_each_network_once_and_prints_kendall_tau(tmp_path):
     assert "roadmap_03_depthwise finished" in first.stdout
     assert again.returncode == 0 and "finished: proxy accuracy" not in again.stdout  # nothing retrained
     assert len(optuna.load_study(study_name="two", storage=f"sqlite:///{tmp_path}/studies/two.db").trials) == 2
+    # the same study with another proxy would mix differently trained networks in one table: refused, naming why
+    study_file.write_text(study_file.read_text().replace("epochs: 1", "epochs: 2"))
+    changed = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert changed.returncode == 2 and changed.stderr.startswith(
+        "error: study: 'two' was made with other settings (proxy.epochs 1 in the study, 2 now)"), changed.stderr
+    study_file.write_text(study_file.read_text().replace("epochs: 2", "epochs: 1"))
     # the study holds the search's record of a trained trial: its front can be listed and exported to timm
     front = json.loads(subprocess.run([*run[:2], "pareto", "--study", "two", "--json"], cwd=tmp_path, capture_output=True, text=True).stdout)
     assert front and {r["depths"] for r in front} == {"3-3-9-3"}  # both networks have ConvNeXt-T's stage ratio
@@ -44,6 +50,11 @@ def test_ablation_trains_each_network_once_and_prints_kendall_tau(tmp_path):
 
 
 def test_bad_study_files_are_user_errors(tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("study: x\nreference: {roadmap_03_depthwise: [\n")
+    result = subprocess.run([sys.executable, str(ROOT / "cli.py"), "ablation", str(broken)], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 2 and result.stderr.startswith(f"error: study file: {broken} is not valid YAML")
+    assert len(result.stderr.splitlines()) == 1
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"study": "x", "reference": {"resnet51": 1.0}}))
     result = subprocess.run([sys.executable, str(ROOT / "cli.py"), "ablation", str(bad)], cwd=tmp_path, capture_output=True, text=True)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from nas.search import BudgetedOptunaSearcher, open_study
+from nas.bridge import BudgetedOptunaSearcher
+from nas.search import open_search_study
 from nas.settings import SAMPLERS, SearchSettings
 from space.choices import Space
 from space.config import ArchConfig
@@ -21,7 +22,7 @@ def handed_out(tmp_path: Path, sampler: str, study: str) -> list[tuple[ArchConfi
     """Run the bridge as Tune would, with a made-up accuracy (fewer params score higher) instead of training."""
     settings = SearchSettings(study=study, budget=BUDGET, space=Space.from_yaml(TINY_SPACE), storage=f"sqlite:///{tmp_path}/{study}.db",
                               proxy=ProxySettings(epochs=2), trials=10, cost_resolution=64, cost_classes=10, sampler=sampler, seed=3)  # fmt: skip
-    study_, storage = open_study(settings)
+    study_, storage = open_search_study(settings)
     bridge = BudgetedOptunaSearcher(study_, storage, settings)
     out = []
     try:

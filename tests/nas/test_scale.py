@@ -17,7 +17,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.search import counts_toward_total
+from nas.record import counts_toward_total
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [sys.executable, str(ROOT / "cli.py"), "search", "--budget", "40000000", "--space", str(Path(__file__).with_name("tiny_space.yaml")),

@@ -194,6 +194,17 @@ def test_time_budget_ends_the_search_cleanly_and_queues_the_unfinished_trials(tm
     assert not by_status(study).get("trained")
 
 
+def test_a_relative_data_path_reaches_the_trials(tmp_path):
+    from tests.trainers.test_data import image_tree
+
+    image_tree(tmp_path / "imgs", {"train": {"cat": 6, "dog": 6}, "val": {"cat": 2, "dog": 2}})
+    args = [sys.executable, str(ROOT / "cli.py"), "search", "--budget", str(BUDGET), "--space", str(TINY_SPACE), "--data", "imgs",
+            "--trials", "1", "--epochs", "1", "--batch-size", "4", "--cpus-per-trial", "2"]  # fmt: skip
+    run = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert [t.user_attrs["status"] for t in load(tmp_path, "convspace").trials if "epochs" in t.user_attrs] == ["trained"], run.stdout
+
+
 def test_a_trial_past_its_time_limit_stops_early_and_says_why(tmp_path):
     # 3000 epochs of 3 steps would take minutes; the 5 s limit ends each trial after its current step
     run = search(tmp_path, "--trials", "2", "--epochs", "3000", "--grace-period", "3000", "--batch-size", "16", "--trial-time-limit", "5",
@@ -202,8 +213,11 @@ def test_a_trial_past_its_time_limit_stops_early_and_says_why(tmp_path):
     stopped = by_status(load(tmp_path)).get("stopped", [])
     assert len(stopped) == 2 and all(t.user_attrs["stop_reason"] == "time limit" and t.user_attrs["epochs"] < 3000 for t in stopped)
     assert all(5 <= t.user_attrs["trainable_seconds"] < 15 for t in stopped)
-    # a trial stopped before its first epoch ended has no accuracy to show, never a made-up 0
-    assert all(("proxy_accuracy" in t.user_attrs) == (t.user_attrs["epochs"] >= 1) for t in stopped)
+    # a trial stopped before its first epoch ended has no accuracy to show, never a made-up 0, and the search goes on
+    early = search(tmp_path, "--trials", "1", "--trial-time-limit", "0.001", "--cpus-per-trial", "2", study="early")
+    assert early.returncode == 0, early.stdout + early.stderr
+    [cut] = by_status(load(tmp_path, "early"))["stopped"]
+    assert cut.user_attrs["epochs"] == 0 and "proxy_accuracy" not in cut.user_attrs and cut.user_attrs["stop_reason"] == "time limit"
     assert run.stdout.count("(time limit)") == 2 and "0 trained to the end, 2 stopped early, 0 failed" in run.stdout
 
 
@@ -221,7 +235,8 @@ def test_a_trial_that_raises_fails_with_its_reason_and_the_search_goes_on(tmp_pa
 
 
 def test_resuming_with_other_settings_is_refused_naming_each_change_and_keeps_the_study(tmp_path):
-    from nas.search import SearchSettings, open_study
+    from nas.search import open_search_study as open_study
+    from nas.settings import SearchSettings
     from space.choices import Space
     from trainers.proxy import ProxySettings
 

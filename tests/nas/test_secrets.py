@@ -317,7 +317,7 @@ def fake_project(root: Path) -> Path:
 def test_cluster_runtime_env_ships_only_our_packages(tmp_path):
     from ray._private.runtime_env.packaging import create_package
 
-    from nas.search import WORKER_PACKAGES, _cluster_runtime_env
+    from nas.tune import WORKER_PACKAGES, _cluster_runtime_env
 
     root = fake_project(tmp_path / "checkout")
     env = _cluster_runtime_env(root)

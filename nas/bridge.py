@@ -1,0 +1,148 @@
+"""The Optuna side of the search: ask for a point, cost it, refuse it or hand it to Ray Tune, tell how it ended.
+
+Ray's own `OptunaSearch` cannot refuse an over-budget point before it trains, nor keep an ASHA-stopped trial off
+the Pareto front (it reaches the study as COMPLETE with its partial accuracy), so this bridge drives the study
+with ask/tell instead (no Ray here; `nas.tune` wraps it as a Ray `Searcher`):
+
+- ask -> sample the space -> analytic cost of the target network -> over budget or already evaluated?
+  record it (PRUNED, with the reason) and ask again; otherwise hand the config to Ray Tune;
+- a trial that trained every epoch is told COMPLETE with [accuracy, FLOPs]; one stopped early is PRUNED with
+  its partial accuracy and epochs kept as attributes; one that raised is FAIL with its reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
+
+from nas.record import ACC, FLOPS, OVER_BUDGET_CONSTRAINT, STATUS, Status, counts_toward_total, holds_config, network_attrs, outcome_attrs
+from nas.settings import SearchSettings
+from nas.study import fail_and_requeue, trained_count
+from space.cost import arch_cost
+from space.errors import ConvspaceError
+
+Progress = Callable[[str, dict[str, Any]], None]  # the command's progress printer: event name, details
+
+# NSGA-II with a small population and TPE with few start-up trials, so that short searches still evolve.
+_SAMPLER_FACTORIES: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
+    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(population_size=8, seed=seed),
+    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, multivariate=True),
+    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
+}
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """Optuna's multi-objective samplers, one per name in nas.settings.SAMPLERS (checked by SearchSettings)."""
+    return _SAMPLER_FACTORIES[name](seed)
+
+
+class BudgetedOptunaSearcher:
+    """Ask/tell bridge between Optuna and Ray Tune (wrapped as a Ray `Searcher` in `run_search`).
+
+    Several drivers may share one study (PostgreSQL): the total and the no-duplicate rule are checked against
+    the storage after each trial is marked `accepted`, and a trial yields if it sees a rival (so at worst both
+    yield and the point is sampled again later; never do two train). Live trials send heartbeats so that
+    another driver can fail and re-queue them if this one dies.
+    """
+
+    def __init__(self, study: optuna.Study, storage: RDBStorage, settings: SearchSettings,
+                 progress: Progress | None = None) -> None:  # fmt: skip
+        self.study, self.storage, self.settings = study, storage, settings
+        self.progress = progress or (lambda event, info: None)  # "rejected" and "started" events for the live view
+        self.study_id = storage.get_study_id_from_name(study.study_name)  # once: every heartbeat names a trial by id
+        self.live: dict[str, optuna.trial.Trial] = {}
+        self.rejected: dict[str, int] = {}  # sampled points not trained, by reason: over_budget, duplicate, surplus
+        self.ended: dict[str, int] = {}  # trials of this run by how they ended: trained, stopped, failed
+        self.evaluated = {t.user_attrs.get("hash") for t in study.get_trials(deepcopy=False) if holds_config(t)}
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeats, daemon=True)
+        self._beat.start()
+
+    def _heartbeats(self) -> None:
+        interval = self.storage.get_heartbeat_interval()
+        while interval and not self._stop.wait(interval):
+            for trial in list(self.live.values()):
+                self._beat_for(trial)
+
+    def _beat_for(self, trial: optuna.trial.Trial) -> None:
+        self.storage.record_heartbeat(self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number))
+
+    def close(self) -> None:
+        self._stop.set()
+
+    def _reject(self, trial: optuna.trial.Trial, status: Status) -> None:
+        trial.set_user_attr(STATUS, status)
+        self.study.tell(trial, state=TrialState.PRUNED)
+        self.rejected[status] = self.rejected.get(status, 0) + 1
+        self.progress("rejected", {"reason": status})
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        """The next within-budget, never-evaluated config (None once the study holds --trials trials)."""
+        optuna.storages.fail_stale_trials(self.study)  # another driver died: its trials are re-queued
+        if trained_count(self.study) >= self.settings.trials:
+            return None
+        for _ in range(10_000):  # rejected points do not change the count; races are settled after acceptance
+            trial = self.study.ask()
+            if self.storage.get_heartbeat_interval():
+                self._beat_for(trial)
+            cfg = dataclasses.replace(self.settings.space.sample(trial), num_classes=self.settings.cost_classes)
+            cost = arch_cost(cfg, self.settings.cost_resolution)
+            for key, value in network_attrs(cfg, cost).items():
+                trial.set_user_attr(key, value)
+            # The budget as Optuna's constraint (feasible when <= 0), for whoever reads the study with Optuna.
+            trial.set_constraint(OVER_BUDGET_CONSTRAINT, cost.flops - self.settings.budget)
+            if cost.flops > self.settings.budget:
+                self._reject(trial, Status.OVER_BUDGET)
+                continue
+            if cfg.hash in self.evaluated:
+                self._reject(trial, Status.DUPLICATE)
+                continue
+            trial.set_user_attr("accepted", True)
+            others = [t for t in self.study.get_trials(deepcopy=False) if t.number != trial.number]
+            if any(t.user_attrs.get("hash") == cfg.hash and holds_config(t) for t in others):
+                self.evaluated.add(cfg.hash)
+                self._reject(trial, Status.DUPLICATE)
+                continue
+            if sum(counts_toward_total(t) for t in others) >= self.settings.trials:
+                self._reject(trial, Status.SURPLUS)  # another driver took the last slot first
+                return None
+            self.evaluated.add(cfg.hash)
+            self.live[trial_id] = trial
+            trial.set_user_attr("proxy", self.settings.proxy.to_dict())
+            self.progress("started", {"number": trial.number, "config": cfg, FLOPS: cost.flops})
+            return {"config": cfg.to_json(), "number": trial.number}
+        raise ConvspaceError("budget: 10000 sampled points in a row were over budget or duplicates; raise the budget")
+
+    def interrupt_live(self) -> None:
+        """Trials still running when Tune stopped (Ctrl-C, time budget): queue them for the next run."""
+        for trial_id in list(self.live):
+            trial = self.live.pop(trial_id)
+            fail_and_requeue(self.study, self.storage, trial.number, trial.params, "the search stopped before it finished")
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
+        """Tell Optuna how the trial ended: fully trained (COMPLETE), stopped early (PRUNED) or failed (FAIL)."""
+        trial = self.live.pop(trial_id, None)
+        if trial is None:
+            return
+        result = dict(result or {})
+        if error:
+            result.setdefault("error", "the trial process died (see the Ray trial log)")
+        attrs = outcome_attrs(result, epochs=int(result.get("epoch", 0)), proxy_epochs=self.settings.proxy.epochs)
+        attrs["wall_seconds"] = round(time.time() - trial.datetime_start.timestamp(), 2)
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        status = attrs[STATUS]
+        if status == Status.TRAINED:
+            self.study.tell(trial, [attrs["proxy_accuracy"], float(trial.user_attrs[FLOPS])])
+        else:
+            self.study.tell(trial, state=TrialState.FAIL if status == Status.FAILED else TrialState.PRUNED)
+        self.ended[status] = self.ended.get(status, 0) + 1
+        self.progress("finished", {"number": trial.number, "status": status, ACC: result.get(ACC), "epoch": attrs["epochs"],
+                                   "reason": attrs.get("fail_reason") or attrs.get("stop_reason")})  # fmt: skip

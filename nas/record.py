@@ -1,0 +1,83 @@
+"""The trial record: how a trial of a convspace study ended, and the attributes every such trial carries.
+
+Optuna stores a trial's state (COMPLETE, PRUNED, FAIL, ...); our `status` user attribute says why, since PRUNED
+alone cannot tell a sample refused before training from a trial stopped early. The values are plain strings
+in storage (a `StrEnum`), so studies written before this module existed read the same.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from optuna.trial import FrozenTrial, TrialState
+
+from space.config import ArchConfig
+from space.cost import Cost
+
+ACC, FLOPS = "acc", "flops"  # Tune's metric names; FLOPS is also the trial attribute with the target's FLOPs
+STATUS = "status"
+OVER_BUDGET_CONSTRAINT = "flops_over_budget"  # Optuna constraint of every sampled point: FLOPs minus the budget
+INTERRUPTED = "interrupted"  # fail_reason prefix of trials a stopped search or a dead driver cut short
+
+
+class Status(StrEnum):
+    """How a trial ended (its `status` attribute)."""
+
+    TRAINED = "trained"  # every epoch: COMPLETE, on the front if non-dominated
+    STOPPED = "stopped"  # stopped early (ASHA or the time limit): PRUNED, its partial accuracy kept
+    FAILED = "failed"  # raised, or its worker died: FAIL with fail_reason
+    OVER_BUDGET = "over_budget"  # refused before training: PRUNED
+    DUPLICATE = "duplicate"  # refused before training: its config was already evaluated
+    SURPLUS = "surplus"  # refused before training: another driver took the last of --trials
+
+
+NEVER_TRAINED = (Status.OVER_BUDGET, Status.DUPLICATE, Status.SURPLUS)
+
+
+def status(trial: FrozenTrial) -> str | None:
+    """The trial's status attribute (None while it is being sampled or waits to be retried)."""
+    return trial.user_attrs.get(STATUS)
+
+
+def interrupted(trial: FrozenTrial) -> bool:
+    """Cut short through no fault of its config (Ctrl-C, the time budget, a dead driver): its config is queued again."""
+    return status(trial) == Status.FAILED and str(trial.user_attrs.get("fail_reason", "")).startswith(INTERRUPTED)
+
+
+def counts_toward_total(trial: FrozenTrial) -> bool:
+    """Trials that trained to an end (completed, stopped early, failed by their own fault) or are training now."""
+    if trial.state == TrialState.RUNNING:
+        return bool(trial.user_attrs.get("accepted"))
+    return status(trial) in (Status.TRAINED, Status.STOPPED, Status.FAILED) and not interrupted(trial)
+
+
+def holds_config(trial: FrozenTrial) -> bool:
+    """Whether this trial's config has been (or is being) evaluated, so no other trial trains it."""
+    if trial.state == TrialState.RUNNING:
+        return bool(trial.user_attrs.get("accepted"))
+    return trial.state == TrialState.COMPLETE or status(trial) == Status.STOPPED
+
+
+def network_attrs(cfg: ArchConfig, cost: Cost) -> dict[str, Any]:
+    """What every trial records of its network: the config (JSON), its hash, and the target's FLOPs and params."""
+    return {"config": cfg.to_json(), "hash": cfg.hash, FLOPS: cost.flops, "params": cost.params}
+
+
+def outcome_attrs(result: dict[str, Any], *, epochs: int, proxy_epochs: int) -> dict[str, Any]:
+    """What a finished training adds: status (and why it stopped or failed), epochs, accuracies and seconds."""
+    attrs: dict[str, Any] = {"epochs": epochs}
+    if ACC in result:
+        attrs["proxy_accuracy"] = float(result[ACC])
+        attrs["train_seconds"] = round(float(result.get("train_seconds", 0.0)), 3)
+        # from entering the trainable: also counts model build and data, not dispatch or worker start
+        attrs["trainable_seconds"] = round(float(result.get("trainable_seconds", 0.0)), 3)
+    if "error" in result or (ACC not in result and not result.get("time_limited")):
+        attrs[STATUS] = Status.FAILED
+        attrs["fail_reason"] = result.get("error") or "the trial process died (see the Ray trial log)"
+    elif epochs >= proxy_epochs:
+        attrs[STATUS] = Status.TRAINED
+    else:
+        attrs[STATUS] = Status.STOPPED
+        attrs["stop_reason"] = "time limit" if result.get("time_limited") else "ASHA"
+    return attrs

@@ -1,0 +1,88 @@
+"""A convspace study: created or resumed with an identity check, and recovered after a crash.
+
+A study's scores are comparable only if every trial was proxy-trained alike, so a study records the settings
+that define it (its identity) when created and refuses to be resumed with others, naming each difference.
+The search and the ablation open their studies here alike.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
+
+from nas.record import INTERRUPTED, STATUS, Status, counts_toward_total
+from nas.storage import open_storage, requeue
+from space.errors import ConvspaceError
+
+OBJECTIVES = ["proxy_accuracy", "flops"]  # maximised, minimised
+
+
+def open_study(name: str, url: str, identity: dict[str, Any], *, sampler: optuna.samplers.BaseSampler | None = None,
+               heartbeat: tuple[int, int] | None = None, attrs: dict[str, Any] | None = None) -> tuple[optuna.Study, RDBStorage]:  # fmt: skip
+    """Create or resume study `name`; refuse to resume one whose identity differs from `identity`.
+
+    `attrs` are written once, when the study is created (e.g. the budget). The storage comes back too: failing a
+    trial of a dead driver and heartbeats go through its public API."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # the commands show progress themselves
+    storage = open_storage(url, heartbeat=heartbeat)
+    study = optuna.create_study(study_name=name, storage=storage, directions=["maximize", "minimize"], sampler=sampler,
+                                load_if_exists=True)  # fmt: skip
+    identity = json.loads(json.dumps(identity))  # as it reads back from storage (tuples become lists)
+    stored = study.user_attrs.get("identity")
+    if stored is None:
+        study.set_metric_names(OBJECTIVES)
+        study.set_user_attr("identity", identity)
+        for key, value in (attrs or {}).items():
+            study.set_user_attr(key, value)
+    elif stored != identity:
+        raise ConvspaceError(
+            f"study: {name!r} was made with other settings ({'; '.join(changed_settings(stored, identity))}); "
+            "resume it with the study's settings or pick a new --study name"
+        )
+    return study, storage
+
+
+def changed_settings(stored: dict[str, Any], asked: dict[str, Any], prefix: str = "") -> list[str]:
+    """Each setting that differs, as `proxy.epochs 3 in the study, 5 now`, so the user sees what to change."""
+    changes = []
+    for key in sorted(set(stored) | set(asked)):
+        old, new = stored.get(key, "unset"), asked.get(key, "unset")
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += changed_settings(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changes.append(f"{prefix}{key} {old} in the study, {new} now")
+    return changes
+
+
+def fail_and_requeue(study: optuna.Study, storage: RDBStorage, number: int, params: dict[str, Any], why: str) -> None:
+    """A trial that could not finish through no fault of its config: FAIL it and queue its parameters again.
+
+    Through the storage: Optuna's trial objects give no public way to write attributes of a trial that another
+    process (a dead driver) asked for."""
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
+    storage.set_trial_user_attr(trial_id, STATUS, Status.FAILED)
+    storage.set_trial_user_attr(trial_id, "fail_reason", f"{INTERRUPTED}: {why}")
+    storage.set_trial_state_values(trial_id, TrialState.FAIL)
+    requeue(study, number, params, why)
+
+
+def recover(study: optuna.Study, storage: RDBStorage, *, sole_driver: bool) -> int:
+    """Trials a dead driver left RUNNING, failed and queued again: all of them at once when this driver holds the
+    study alone (a SQLite lock), else those whose heartbeat went stale. Returns how many."""
+    if sole_driver:
+        stale = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
+        for trial in stale:
+            fail_and_requeue(study, storage, trial.number, trial.params, "its driver stopped")
+        return len(stale)
+    failed = len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,)))
+    optuna.storages.fail_stale_trials(study)
+    return len(study.get_trials(deepcopy=False, states=(TrialState.FAIL,))) - failed
+
+
+def trained_count(study: optuna.Study) -> int:
+    """How many trials count toward --trials (across every driver of the study)."""
+    return sum(counts_toward_total(t) for t in study.get_trials(deepcopy=False))

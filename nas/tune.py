@@ -1,0 +1,168 @@
+"""The Ray Tune side: one trainable, one tuner builder, and the link from Tune's objects back to this process.
+
+The search and the ablation both run their proxy trainings through `build_tuner`. Tune pickles its searcher and
+callbacks with its experiment state, so they cannot hold the live study (a database connection) or the command's
+printer: they hold a key, and `connect` registers what that key stands for in this process while Tune runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray._private import utils as ray_utils
+from ray.tune.search import Searcher
+
+from nas.bridge import BudgetedOptunaSearcher, Progress
+from nas.record import ACC
+from nas.storage import mask_passwords
+from space.config import ArchConfig
+from trainers.settings import ProxySettings
+
+
+def proxy_trainable(config: dict[str, Any], proxy: dict[str, Any], time_limit: float | None = None) -> None:
+    """The Ray Tune trainable: one proxy training, each epoch's accuracy reported to Tune (and ASHA); a trial still
+    training after `time_limit` seconds ends after its current step, its last report marked `time_limited`."""
+    from trainers.proxy import train
+
+    settings, last = ProxySettings(**proxy), {ACC: 0.0, "epoch": 0, "train_seconds": 0.0, "trainable_seconds": 0.0}
+    entered = time.time()  # our own clock: Tune's time_total_s counts between its polls of the actor, not this
+
+    def report(epoch: int, accuracy: float, seconds: float) -> None:
+        last.update({ACC: accuracy, "epoch": epoch, "train_seconds": seconds, "trainable_seconds": time.time() - entered})
+        tune.report(dict(last))
+
+    out_of_time = (lambda: time.time() - entered > time_limit) if time_limit else None
+    try:
+        result = train(ArchConfig.from_json(config["config"]), settings, on_epoch=report, should_stop=out_of_time)
+        if result.epochs < settings.epochs:  # stopped by the time limit; before its first epoch it has no accuracy
+            measured = {k: v for k, v in last.items() if k != ACC or result.epochs}
+            tune.report({**measured, "time_limited": True, "trainable_seconds": time.time() - entered})
+    except Exception as exc:  # the trial fails alone; its reason reaches the study through this last report
+        tune.report({**last, "error": f"{type(exc).__name__}: {exc}"[:500]})
+
+
+@dataclass
+class Driver:
+    """What a running search or ablation is, in this process: the bridge to its study (none for an ablation) and
+    the command's progress printer."""
+
+    bridge: BudgetedOptunaSearcher | None = None
+    progress: Progress | None = None
+
+
+_DRIVERS: dict[str, Driver] = {}
+
+
+@contextlib.contextmanager
+def connect(key: str, driver: Driver) -> Iterator[None]:
+    """Make `driver` what Tune's searcher and callbacks named `key` reach, while the block runs."""
+    _DRIVERS[key] = driver
+    try:
+        yield
+    finally:
+        _DRIVERS.pop(key, None)
+
+
+class BridgeSearcher(Searcher):
+    """Ray Tune's view of the bridge: Tune asks for configs and reports how trials ended."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        config = _DRIVERS[self.key].bridge.suggest(trial_id)
+        return config if config is not None else Searcher.FINISHED
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        _DRIVERS[self.key].bridge.on_trial_complete(trial_id, result, error)
+
+
+class TrialProgress(tune.Callback):
+    """Forwards per-epoch results and trial ends to the command's progress printer."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def _emit(self, event: str, info: dict[str, Any]) -> None:
+        driver = _DRIVERS.get(self.key)
+        if driver and driver.progress:
+            driver.progress(event, info)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self._emit("epoch", {"number": trial.config.get("number", trial.trial_id), ACC: result.get(ACC), "epoch": result.get("epoch")})
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._emit("done", {**(trial.last_result or {}), "number": trial.config.get("number", trial.trial_id),
+                            "config": trial.config.get("config")})  # fmt: skip
+
+
+def build_tuner(key: str, proxy: ProxySettings, results: Path, *, cpus: float, gpus: float, time_limit: float | None = None,
+                **tune_config: Any) -> tune.Tuner:  # fmt: skip
+    """A Tuner of proxy trainings whose searcher and callbacks reach the driver connected as `key`.
+
+    `tune_config` goes to TuneConfig (search_alg, scheduler, num_samples, time_budget_s); `param_space` to the Tuner."""
+    param_space = tune_config.pop("param_space", None)
+    settings = dict(proxy.to_dict(), threads=max(1, int(cpus)))
+    trainable = tune.with_resources(tune.with_parameters(proxy_trainable, proxy=settings, time_limit=time_limit), {"cpu": cpus, "gpu": gpus})
+    return tune.Tuner(
+        trainable, param_space=param_space,
+        tune_config=tune.TuneConfig(reuse_actors=True, **tune_config),  # reused actors: no re-import of torch per trial
+        run_config=tune.RunConfig(name=f"{key}-{int(time.time())}", storage_path=str(results), verbose=0, callbacks=[TrialProgress(key)],
+                                  failure_config=tune.FailureConfig(max_failures=0)),
+    )  # fmt: skip
+
+
+def concurrency(cpus: float, gpus: float) -> int:
+    """How many trials the cluster runs at once with these resources each."""
+    if gpus:
+        return max(1, int(ray.cluster_resources().get("GPU", 0) / gpus))
+    return max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus, 0.01)))
+
+
+def init_ray(address: str | None) -> None:
+    """Start Ray locally (all CPUs of this machine) or join a cluster, quietly."""
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Trials run in the driver's working folder, not Tune's per-trial one, so that a relative --data path still
+    # points at the data (the local workers inherit this from the driver).
+    os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
+    # A trial the time limit stops before its first epoch ends reports no accuracy (there is none); Tune would
+    # abort the whole run on a result without the scheduler's metric, while ASHA itself just skips such a result.
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    if not ray.is_initialized():
+        # Ray keeps the driver's command line as the job's entrypoint (`ray list jobs`, the cluster's dashboard): a
+        # --storage URL there would carry its password, so Ray is given the line with passwords masked.
+        entrypoint = getattr(ray_utils, "get_entrypoint_name", None)
+        if entrypoint is not None:
+            ray_utils.get_entrypoint_name = lambda: mask_passwords(entrypoint())
+        try:
+            ray.init(
+                address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+                runtime_env=_cluster_runtime_env() if address else None, **({} if address else {"num_cpus": os.cpu_count()}),
+            )  # fmt: skip
+        finally:
+            if entrypoint is not None:
+                ray_utils.get_entrypoint_name = entrypoint
+
+
+# What a cluster's workers import (the trainable is nas.search.proxy_trainable). Only these travel: not the rest of the
+# checkout, where a data/ folder, large files, a .env or credentials may lie (and Ray refuses a package over 512 MiB).
+WORKER_PACKAGES = ("space", "trainers", "nas")
+
+
+def _cluster_runtime_env(root: Path | None = None) -> dict[str, Any]:
+    """Ship our packages, and nothing else of the project, to the cluster's workers (they may lack our checkout)."""
+    root = root or Path(__file__).resolve().parents[1]
+    return {"py_modules": [str(root / name) for name in WORKER_PACKAGES], "excludes": ["__pycache__", "*.pyc"]}
