@@ -8,9 +8,14 @@ The network compiles from a low-dimensional parametrisation (as pycls' AnyNet/Re
 depths = max(1, round(depth_pattern * depth_scale)); widths = base_width * width_multipliers and the
 stem width = stem_ratio * widths[0], both rounded to multiples of 8. Conditions are built in, because
 they follow from the genome: `conv` is sampled for bottleneck blocks only (basic is dense, convmod is
-depthwise), `groups` only for grouped convs (and reduced to the largest cardinality that divides the
-conv's channels). Parameter names are stable (`kernel`, or `kernel_s2` when per stage), so Optuna's
+depthwise), `groups` only for the convs that take it (and reduced to the largest cardinality its convs'
+channels allow; a grouped or shuffle conv left with 1 becomes dense), `radix` only for splat (reduced to
+divide the channels), `kernel` for every conv but deformable (3x3), `dilation` only for the later stages
+of strided networks. Parameter names are stable (`kernel`, or `kernel_s2` when per stage), so Optuna's
 TPE/NSGA-II samplers can model them across trials.
+
+`dilation` and `radix` came after the first spaces were written: a space that leaves them out keeps its
+networks (every stage at dilation 1, no splat) and its dimensions, so a study made with it still resumes.
 """
 
 from __future__ import annotations
@@ -21,16 +26,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from space.config import ARCH_RULES, MAX_STAGES, STAGE_RULES, STEM_RULES, ArchConfig, Rule, StageConfig, StemConfig, check_keys
+from space.config import (
+    ARCH_RULES,
+    DEFAULT_RADIX,
+    GROUPED_CONVS,
+    MAX_STAGES,
+    STAGE_RULES,
+    STEM_RULES,
+    ArchConfig,
+    Rule,
+    StageConfig,
+    StemConfig,
+    check_keys,
+    grouped_channels,
+)  # fmt: skip
 from space.errors import ConvspaceError, refuse
 from space.files import read_yaml
+from space.widths import inner_width, splat_attention_channels
 
 NETWORK_DIMS = (
     "stem", "stem_ratio", "stem_norm", "depth_pattern", "depth_scale", "base_width", "width_multipliers",
     "downsample", "norm", "act", "norms_per_block", "acts_per_block", "dw_position", "conv_bias",
     "layer_scale_init", "head_width", "head_norm", "drop_path_rate", "num_classes", "in_chans",
 )  # fmt: skip
-STAGE_DIMS = ("block", "kernel", "expansion", "conv", "groups", "attention")
+STAGE_DIMS = ("block", "kernel", "expansion", "conv", "groups", "attention", "dilation", "radix")
+# Dimensions added after spaces were first written, and what a space without them means.
+ADDED_DIMS = {"dilation": {"value": 1}, "radix": {"value": DEFAULT_RADIX}}
 FINITE_DIMS = ("stem_ratio", "depth_pattern", "depth_scale", "base_width", "width_multipliers")
 _SPEC_KEYS = {"choice", "int", "float", "value", "step", "log", "per_stage"}
 _KINDS = ("choice", "int", "float", "value")
@@ -204,9 +225,9 @@ class Space:
         if not isinstance(raw, dict):
             raise ConvspaceError("space.dimensions: must be a mapping of dimension name -> spec")
         known = NETWORK_DIMS + STAGE_DIMS
-        check_keys("dimensions", raw, known, what="dimension")
+        check_keys("dimensions", raw, known, what="dimension", optional=ADDED_DIMS)
         space = cls(str(data.get("name", default_name)), str(data.get("description", "")),
-                    {k: Dimension.from_spec(k, raw[k]) for k in known})  # fmt: skip
+                    {k: Dimension.from_spec(k, raw[k]) for k in known if k in raw})  # fmt: skip
         space._check_lengths()
         space._check_values()
         return space
@@ -236,7 +257,7 @@ class Space:
         middle of a search. Derived dimensions must be positive numbers, and every depth they derive is checked.
         """
         for name, rule in _DIMENSION_RULES.items():
-            for value in self.dims[name].checked_values():
+            for value in self.dim(name).checked_values():
                 rule(f"dimensions.{name}", value)
         for name in FINITE_DIMS:
             for value in self.dims[name].checked_values():
@@ -252,8 +273,12 @@ class Space:
     def num_stages(self) -> int:
         return len(self.dims["depth_pattern"].candidates()[0])
 
+    def dim(self, name: str) -> Dimension:
+        """A dimension by name; one added since the space was written has its old meaning (ADDED_DIMS)."""
+        return self.dims[name] if name in self.dims else Dimension.from_spec(name, ADDED_DIMS[name])
+
     def _stage_value(self, trial: Suggester, name: str, stage: int, shared: dict[str, Any]) -> Any:
-        dim = self.dims[name]
+        dim = self.dim(name)
         if dim.per_stage:
             return dim.suggest(trial, f"{name}_s{stage}")
         if name not in shared:
@@ -270,11 +295,13 @@ class Space:
         for i, (depth, width) in enumerate(zip(depths, widths)):
             block = self._stage_value(trial, "block", i, shared)
             conv = {"basic": "dense", "convmod": "depthwise"}.get(block) or self._stage_value(trial, "conv", i, shared)
-            groups = self._stage_value(trial, "groups", i, shared) if conv == "grouped" else 1
-            stages.append(dict(depth=depth, width=width, block=block, conv=conv, groups=groups,
-                               kernel=self._stage_value(trial, "kernel", i, shared),
+            groups = self._stage_value(trial, "groups", i, shared) if conv in GROUPED_CONVS else 1
+            radix = self._stage_value(trial, "radix", i, shared) if conv == "splat" else DEFAULT_RADIX
+            stages.append(dict(depth=depth, width=width, block=block, conv=conv, groups=groups, radix=radix,
+                               kernel=3 if conv == "deformable" else self._stage_value(trial, "kernel", i, shared),
                                expansion=float(self._stage_value(trial, "expansion", i, shared)),
-                               attention=self._stage_value(trial, "attention", i, shared)))  # fmt: skip
+                               attention=self._stage_value(trial, "attention", i, shared),
+                               dilation=self._stage_value(trial, "dilation", i, shared) if dilates(i, net["downsample"]) else 1))  # fmt: skip
         stem = StemConfig(type=net["stem"], width=round8(net["stem_ratio"] * widths[0]), norm=net["stem_norm"])
         fields = {k: net[k] for k in NETWORK_DIMS if k not in FINITE_DIMS and k not in ("stem", "stem_norm")}
         fields["layer_scale_init"] = float(fields["layer_scale_init"])
@@ -302,17 +329,45 @@ class Space:
         network = {**{k: getattr(cfg, k) for k in NETWORK_DIMS if hasattr(cfg, k)}, "stem": cfg.stem.type, "stem_norm": cfg.stem.norm}
         if not all(d[k].allows(v) for k, v in network.items() if k not in FINITE_DIMS):
             return False
-        for stage in cfg.stages:
-            checks = {"block": stage.block, "kernel": stage.kernel, "expansion": stage.expansion, "attention": stage.attention}
+        sampled: dict[str, set[Any]] = {}  # the values each stage dimension took where it was sampled
+        for i, (stage, first_in) in enumerate(zip(cfg.stages, cfg.first_block_inputs())):
+            checks = {"block": stage.block, "expansion": stage.expansion, "attention": stage.attention}
             if stage.block == "bottleneck":
                 checks["conv"] = stage.conv
-            if not all(d[k].allows(v) for k, v in checks.items()):
+            if stage.conv != "deformable":
+                checks["kernel"] = stage.kernel
+            if dilates(i, cfg.downsample):
+                checks["dilation"] = stage.dilation
+            if not all(self.dim(k).allows(v) for k, v in checks.items()):
                 return False
-            if stage.conv == "grouped" and not any(stage.groups == g or stage.groups < g and g % stage.groups == 0 for g in d["groups"].candidates()):
-                return False
-        if len({s.block for s in cfg.stages}) > 1 and not d["block"].per_stage:
-            return False
-        return True
+            for k, v in checks.items():
+                sampled.setdefault(k, set()).add(v)
+            if stage.conv in GROUPED_CONVS:
+                channels = grouped_channels(stage.conv, stage.block, stage.width, stage.inner_width, first_in, cfg.dw_position)
+                radixes = self.dim("radix").candidates() if stage.conv == "splat" else [DEFAULT_RADIX]
+                if (stage.groups, stage.radix) not in {fit_groups(stage.conv, g, r, channels)[1:] for g in d["groups"].candidates() for r in radixes}:
+                    return False
+        # a dimension that is not per stage took one value for all stages (it was sampled once)
+        return all(len(values) == 1 or self.dim(k).per_stage for k, values in sampled.items())
+
+
+def dilates(stage: int, downsample: str) -> bool:
+    """Whether a stage can dilate: not the first (no stride to replace), and only with strided downsampling."""
+    return stage > 0 and downsample == "strided"
+
+
+def fit_groups(conv: str, groups: int, radix: int, channels: list[int]) -> tuple[str, int, int]:
+    """(conv, groups, radix) with the sampled cardinality (and radix) reduced to the largest divisors the conv's
+    channels allow: radix divides them, groups x radix divides them, and for splat groups divides its MLP's width."""
+    if conv != "splat":
+        radix = DEFAULT_RADIX
+        g = math.gcd(groups, *channels)
+    else:
+        radix = math.gcd(radix, *channels)
+        g = math.gcd(groups, *(c // radix for c in channels), *(splat_attention_channels(c, radix) for c in channels))
+    if g < GROUPED_CONVS[conv]:  # a grouped or shuffle conv of 1 group is a dense one
+        return "dense", 1, DEFAULT_RADIX
+    return conv, g, radix
 
 
 # The genome rule each dimension's values must pass (the derived dimensions are checked on what they derive).
@@ -324,15 +379,15 @@ _DIMENSION_RULES: dict[str, Rule] = {
 
 
 def _fit_groups(stem: StemConfig, stages: list[dict[str, Any]], fields: dict[str, Any]) -> ArchConfig:
-    """Reduce each sampled cardinality to the largest divisor of it that divides its conv's channels (dense if 1)."""
+    """Fit each sampled cardinality (and radix) to the channels of its stage's convs (see `fit_groups`)."""
     fixed, previous = [], stem.width
     for i, s in enumerate(stages):
-        if s["conv"] == "grouped":
+        if s["conv"] in GROUPED_CONVS:
             first_in = previous if fields["downsample"] == "strided" or i == 0 else s["width"]
-            inner = max(1, round(s["width"] * s["expansion"]))
-            spatial_first = s["block"] == "bottleneck" and fields["dw_position"] == "first"
-            g = math.gcd(s["groups"], *((first_in, s["width"]) if spatial_first else (inner,)))
-            s = {**s, "groups": g, "conv": "grouped" if g > 1 else "dense"}
+            inner = inner_width(s["width"], s["expansion"])
+            channels = grouped_channels(s["conv"], s["block"], s["width"], inner, first_in, fields["dw_position"])
+            conv, groups, radix = fit_groups(s["conv"], s["groups"], s["radix"], channels)
+            s = {**s, "conv": conv, "groups": groups, "radix": radix}
         fixed.append(StageConfig(**s))
         previous = s["width"]
     return ArchConfig(stem=stem, stages=tuple(fixed), **fields)

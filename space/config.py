@@ -17,14 +17,20 @@ import difflib
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import MISSING, Field, asdict, dataclass, fields, is_dataclass
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 from space.errors import ConvspaceError, refuse
+from space.widths import inner_width, splat_attention_channels
 
 STEMS = ("patchify", "resnet", "conv2former", "deep")
 BLOCKS = ("basic", "bottleneck", "convmod")
-CONVS = ("dense", "grouped", "depthwise")
+CONVS = ("dense", "grouped", "depthwise", "shuffle", "separable", "splat", "deformable")
+# The convs that take `groups`, with the fewest groups each allows (dense and depthwise keep groups 1).
+GROUPED_CONVS = {"grouped": 2, "shuffle": 2, "separable": 1, "splat": 1, "deformable": 1}
+DILATIONS = (1, 2, 4)
+RADIX_MAX = 4
+DEFAULT_RADIX = 2  # ResNeSt's and timm SplitAttn's; other convs keep it so that a stage has one way to be written
 ATTENTIONS = ("none", "se", "cbam")
 NORMS = ("bn", "ln", "gn")
 ACTS = ("relu", "gelu", "silu")
@@ -33,13 +39,13 @@ COUNTS = ("all", "one")
 DW_POSITIONS = ("middle", "first")
 KERNEL_MIN, KERNEL_MAX = 3, 21
 MAX_STAGES = 6
-GENOME_VERSION = 1  # raise it with each field added (and give that field metadata={"since": GENOME_VERSION})
+GENOME_VERSION = 2  # raise it with each field added (and give that field metadata={"since": GENOME_VERSION})
 
 
-def check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
-    """Refuse a value outside a fixed set of names."""
-    if value not in allowed:
-        refuse(name, f"must be one of {', '.join(allowed)}", value)
+def check_choice(name: str, value: Any, allowed: tuple[Any, ...]) -> None:
+    """Refuse a value outside a fixed set of names (or numbers)."""
+    if isinstance(value, bool) or value not in allowed:
+        refuse(name, f"must be one of {', '.join(map(str, allowed))}", value)
 
 
 def check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
@@ -71,6 +77,12 @@ def check_kernel(name: str, value: Any) -> None:
         refuse(name, f"must be odd ({KERNEL_MIN}, {KERNEL_MIN + 2}, ..., {KERNEL_MAX})", value)
 
 
+def check_dilation(name: str, value: Any) -> None:
+    """A stage's dilation replaces one stride of 2 or two of them (torchvision's replace_stride_with_dilation)."""
+    check_int(name, value, 1)
+    check_choice(name, value, DILATIONS)
+
+
 Rule = Callable[[str, Any], None]
 
 
@@ -95,6 +107,7 @@ STEM_RULES: dict[str, Rule] = {"type": one_of(STEMS), "width": int_in(1), "norm"
 STAGE_RULES: dict[str, Rule] = {
     "depth": int_in(1, 256), "width": int_in(1), "block": one_of(BLOCKS), "kernel": check_kernel,
     "expansion": float_in(0.0625, 16), "conv": one_of(CONVS), "groups": int_in(1), "attention": one_of(ATTENTIONS),
+    "dilation": check_dilation, "radix": int_in(1, RADIX_MAX),
 }  # fmt: skip
 ARCH_RULES: dict[str, Rule] = {
     "downsample": one_of(DOWNSAMPLES), "norm": one_of(NORMS), "act": one_of(ACTS), "norms_per_block": one_of(COUNTS),
@@ -131,7 +144,12 @@ class StageConfig:
 
     `expansion` is the inner width over the block width: 0.25 for a ResNet bottleneck, 4 for an inverted
     one (ConvNeXt) and the MLP ratio of a ConvMod block. `conv` is the spatial conv of basic/bottleneck
-    blocks; `groups` is the cardinality of a grouped conv (1 otherwise).
+    blocks: dense, grouped, depthwise, shuffle (every conv of the bottleneck grouped, ShuffleNet's channel
+    shuffle after each but the last), separable (k x 1 then 1 x k), splat (ResNeSt's split attention over
+    `radix` splits; a strided one strides by a 3x3 average pool after it, ResNeSt's avd) or deformable
+    (torchvision's DeformConv2d with its offset conv, 3x3). `groups` is the cardinality of the convs that
+    take it (1 otherwise). `dilation` > 1: the stage keeps its input's resolution and dilates its spatial
+    convs instead (the first of them at the previous stage's dilation, as timm and torchvision do).
     """
 
     depth: int
@@ -142,22 +160,29 @@ class StageConfig:
     conv: str
     groups: int
     attention: str
+    dilation: int = field(default=1, metadata={"since": 2})
+    radix: int = field(default=DEFAULT_RADIX, metadata={"since": 2})
 
     def __post_init__(self) -> None:
         check_fields(self, STAGE_RULES)
-        if self.conv != "grouped" and self.groups != 1:
-            refuse("groups", f"must be 1 unless conv is grouped (conv is {self.conv})", self.groups)
-        if self.conv == "grouped" and self.groups < 2:
-            refuse("groups", "must be >= 2 for a grouped conv", self.groups)
+        fewest = GROUPED_CONVS.get(self.conv)
+        if fewest is None and self.groups != 1:
+            refuse("groups", f"must be 1 unless conv takes groups ({', '.join(GROUPED_CONVS)}); conv is {self.conv}", self.groups)
+        if fewest is not None and self.groups < fewest:
+            refuse("groups", f"must be >= {fewest} for a {self.conv} conv", self.groups)
+        if self.conv != "splat" and self.radix != DEFAULT_RADIX:
+            refuse("radix", f"must stay {DEFAULT_RADIX} (its default) unless conv is splat; conv is {self.conv}", self.radix)
         if self.block == "basic" and self.conv != "dense":
-            refuse("conv", "must be dense for basic blocks (use a bottleneck for grouped/depthwise)", self.conv)
+            refuse("conv", "must be dense for basic blocks (use a bottleneck for the other convs)", self.conv)
         if self.block == "convmod" and self.conv != "depthwise":
             refuse("conv", "must be depthwise for convmod blocks (its modulation conv is depthwise)", self.conv)
+        if self.conv == "deformable" and self.kernel != 3:
+            refuse("kernel", "must be 3 for a deformable conv (its offsets are learnt for a 3x3 grid)", self.kernel)
 
     @property
     def inner_width(self) -> int:
         """Width of the expanded (or reduced) middle of a block."""
-        return max(1, round(self.width * self.expansion))
+        return inner_width(self.width, self.expansion)
 
 
 @dataclass(frozen=True)
@@ -188,20 +213,29 @@ class ArchConfig:
         if not 1 <= len(self.stages) <= MAX_STAGES:
             refuse("stages", f"must hold 1..{MAX_STAGES} stages", len(self.stages))
         check_fields(self, ARCH_RULES)
+        self._check_dilations()
         self._check_groups()
 
-    def _check_groups(self) -> None:
-        """A grouped conv needs its channels divisible by the groups; which channels depends on the layout."""
-        for i, (stage, first_in) in enumerate(zip(self.stages, self.first_block_inputs())):
-            if stage.conv != "grouped":
+    def _check_dilations(self) -> None:
+        """Dilation replaces the stride of a stage's first block: only later stages of strided networks have one."""
+        for i, stage in enumerate(self.stages):
+            if stage.dilation == 1:
                 continue
-            spatial_first = stage.block == "bottleneck" and self.dw_position == "first"
-            for channels in {first_in, stage.width} if spatial_first else {stage.inner_width}:
-                if channels % stage.groups:
-                    raise ConvspaceError(
-                        f"stages[{i}].groups: must divide the {channels} channels of the grouped conv "
-                        f"(width {stage.width}, expansion {stage.expansion}), got {stage.groups}"
-                    )
+            if i == 0:
+                refuse("stages[0].dilation", "must be 1 (the first stage has no stride to replace: the stem reduces 4x)", stage.dilation)
+            if self.downsample == "separate":
+                refuse(f"stages[{i}].dilation", "must be 1 when downsample is separate (its 2x2/s2 layer is a patch merge, "
+                       "not a stride to dilate; use downsample strided)", stage.dilation)  # fmt: skip
+
+    def _check_groups(self) -> None:
+        """Grouped convs need their channels divisible by the groups; which channels depends on the layout."""
+        for i, (stage, first_in) in enumerate(zip(self.stages, self.first_block_inputs())):
+            if stage.conv not in GROUPED_CONVS:
+                continue
+            for channels in grouped_channels(stage.conv, stage.block, stage.width, stage.inner_width, first_in, self.dw_position):
+                problem = groups_problem(stage, channels)
+                if problem:
+                    raise ConvspaceError(f"stages[{i}].{problem}")
 
     def first_block_inputs(self) -> list[int]:
         """Input width of each stage's first block (a separate downsampler already maps to the stage width)."""
@@ -276,7 +310,29 @@ class ArchConfig:
             raise ConvspaceError(f"config: not valid YAML ({str(exc).splitlines()[0]})") from None
 
 
-def check_keys(path: str, keys: Iterable[Any], allowed: Sequence[str], what: str = "field") -> None:
+def grouped_channels(conv: str, block: str, width: int, inner: int, first_in: int, dw_position: str) -> list[int]:
+    """The channel counts a stage's grouped convs see: its spatial conv's (input = output), or every conv's for shuffle."""
+    if conv == "shuffle":
+        return sorted({first_in, width, inner})
+    spatial_first = block == "bottleneck" and dw_position == "first"
+    return sorted({first_in, width}) if spatial_first else [inner]
+
+
+def groups_problem(stage: StageConfig, channels: int) -> str | None:
+    """What a stage's groups (and radix) break on its conv of `channels` channels ('field: ...'), or None."""
+    where = f"the {channels} channels of the {stage.conv} conv (width {stage.width}, expansion {stage.expansion})"
+    if stage.conv != "splat":
+        return f"groups: must divide {where}, got {stage.groups}" if channels % stage.groups else None
+    # timm's SplitAttn: one conv with groups x radix groups, then an MLP grouped by `groups`
+    if channels % stage.radix:
+        return f"radix: must divide {where}, got {stage.radix}"
+    if channels % (stage.groups * stage.radix):
+        return f"groups: times radix {stage.radix} must divide {where}, got {stage.groups}"
+    attn = splat_attention_channels(channels, stage.radix)
+    return f"groups: must divide the {attn} channels of the split attention's MLP ({where}), got {stage.groups}" if attn % stage.groups else None
+
+
+def check_keys(path: str, keys: Iterable[Any], allowed: Sequence[str], what: str = "field", optional: Iterable[str] = ()) -> None:
     """Refuse unknown keys (with a did-you-mean) and missing ones: a typo must not silently change a network."""
     keys = list(keys)
     for key in keys:
@@ -284,7 +340,7 @@ def check_keys(path: str, keys: Iterable[Any], allowed: Sequence[str], what: str
             close = difflib.get_close_matches(str(key), allowed, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ConvspaceError(f"{path}.{key}: unknown {what}{hint}; allowed: {', '.join(allowed)}")
-    missing = [n for n in allowed if n not in keys]
+    missing = [n for n in allowed if n not in keys and n not in optional]
     if missing:
         raise ConvspaceError(f"{path}.{missing[0]}: missing {what} (required: {', '.join(missing)})")
 

@@ -4,8 +4,11 @@ The convention is fvcore's `FlopCountAnalysis` in eval mode at batch 1 (the one 
 Conv2Former papers report): one multiply-add is one FLOP; convs and linears count
 out * in/groups * k*k per output pixel (no bias); batch norm 2 per element; layer/group norm 5 per
 element; adaptive average pooling 1 per input element; activations, element-wise products, residual
-adds, max pooling and `mean` count nothing. Written by hand because fvcore needs a built model and a
-traced forward (~0.2 s per point), far too slow to screen thousands of sampled points.
+adds, max and average pooling, channel shuffles, `sum`, `mean` and softmax count nothing. fvcore has no
+count for torchvision's deform_conv2d: `space.verify` registers one (the conv's multiply-adds plus 4 per
+bilinearly sampled input value), and the deformable unit here counts the same. Written by hand because
+fvcore needs a built model and a traced forward (~0.2 s per point), far too slow to screen thousands of
+sampled points.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from dataclasses import dataclass
 
 from space.config import ArchConfig
 from space.errors import ConvspaceError, require
-from space.layout import NORM_CONV, BlockPlan, Unit, head_plan, stage_plans, stem_plan
+from space.layout import DEFORMABLE, NORM_CONV, SEPARABLE, SPLAT, BlockPlan, Unit, head_plan, stage_plans, stem_plan
+from space.widths import attention_channels, splat_attention_channels
+
+BILINEAR_FLOPS = 4  # one sampled value is the weighted sum of 4 neighbours (fvcore's grid_sampler count)
 
 _NORM_FLOPS_PER_ELEMENT = {"bn": 2, "ln": 5, "gn": 5}
 
@@ -42,19 +48,9 @@ class Cost:
 ZERO = Cost(0, 0)
 
 
-def make_divisible(value: float, divisor: int) -> int:
-    """timm's `make_divisible(v, divisor, round_limit=0.)`, used for SE/CBAM widths (pure copy: no torch here)."""
-    return max(divisor, int(value + divisor / 2) // divisor * divisor)
-
-
-def attention_channels(kind: str, channels: int) -> int:
-    """Reduced width of the attention MLP: timm's SE (ratio 1/16, divisor 8) and CBAM (ratio 1/16, divisor 1)."""
-    return make_divisible(channels / 16, 8 if kind == "se" else 1)
-
-
 def conv_out(size: int, unit: Unit) -> int:
-    """Output side length of a unit's conv."""
-    return (size + 2 * unit.padding - unit.kernel) // unit.stride + 1
+    """Output side length of a unit's conv (a strided splat's average pool gives the same)."""
+    return (size + 2 * unit.padding - unit.dilation * (unit.kernel - 1) - 1) // unit.stride + 1
 
 
 def norm_cost(kind: str, channels: int, pixels: int) -> Cost:
@@ -62,11 +58,37 @@ def norm_cost(kind: str, channels: int, pixels: int) -> Cost:
     return Cost(_NORM_FLOPS_PER_ELEMENT[kind] * channels * pixels, 2 * channels)
 
 
+def conv_cost(in_ch: int, out_ch: int, taps: int, groups: int, pixels: int, bias: bool) -> Cost:
+    """A conv with `taps` kernel positions producing `pixels` output positions."""
+    weights = out_ch * (in_ch // groups) * taps
+    return Cost(weights * pixels, weights + (out_ch if bias else 0))
+
+
+def splat_cost(unit: Unit, size: int) -> Cost:
+    """timm's SplitAttn: its conv (stride 1 when it strides: the pool after it strides) and norm over the radix splits,
+    then the attention MLP on the pooled sum (two biased 1x1 convs grouped by `groups`, a norm between them)."""
+    mid, attn = unit.out_ch * unit.radix, splat_attention_channels(unit.in_ch, unit.radix)
+    cost = conv_cost(unit.in_ch, mid, unit.kernel**2, unit.groups * unit.radix, size * size, unit.bias)
+    cost += norm_cost(unit.norm, mid, size * size)
+    cost += conv_cost(unit.out_ch, attn, 1, unit.groups, 1, True) + norm_cost(unit.norm, attn, 1)
+    return cost + conv_cost(attn, mid, 1, unit.groups, 1, True)
+
+
 def unit_cost(unit: Unit, size: int) -> tuple[Cost, int]:
     """Cost of one conv unit on a size x size input, and its output size."""
     out = conv_out(size, unit)
-    weights = unit.out_ch * (unit.in_ch // unit.groups) * unit.kernel**2
-    cost = Cost(weights * out * out, weights + (unit.out_ch if unit.bias else 0))
+    taps = unit.kernel**2
+    if unit.kind == SPLAT:
+        return splat_cost(unit, size), out  # its norm is inside
+    if unit.kind == SEPARABLE:  # k x 1 on size columns, then 1 x k
+        cost = conv_cost(unit.in_ch, unit.out_ch, unit.kernel, unit.groups, out * size, unit.bias)
+        cost += conv_cost(unit.out_ch, unit.out_ch, unit.kernel, unit.groups, out * out, unit.bias)
+    elif unit.kind == DEFORMABLE:  # the offset conv (2 offsets per tap), the conv, the bilinear sampling of its input
+        cost = conv_cost(unit.in_ch, 2 * taps, taps, 1, out * out, True)
+        cost += conv_cost(unit.in_ch, unit.out_ch, taps, unit.groups, out * out, unit.bias)
+        cost += Cost(BILINEAR_FLOPS * unit.in_ch * taps * out * out, 0)
+    else:
+        cost = conv_cost(unit.in_ch, unit.out_ch, taps, unit.groups, out * out, unit.bias)
     if unit.norm:
         cost += norm_cost(unit.norm, unit.norm_channels, (size if unit.order == NORM_CONV else out) ** 2)
     return cost, out
@@ -78,6 +100,19 @@ def _units_cost(units: tuple[Unit, ...], size: int) -> tuple[Cost, int]:
         cost, size = unit_cost(unit, size)
         total += cost
     return total, size
+
+
+def block_units(plan: BlockPlan, size: int) -> tuple[list[tuple[Unit, int]], int]:
+    """Every conv unit of a block's main path with the side of its input map, and the block's output side."""
+    if plan.convmod is None:
+        placed = []
+        for unit in plan.units:
+            placed.append((unit, size))
+            size = conv_out(size, unit)
+        return placed, size
+    m = plan.convmod
+    out = conv_out(size, m.att_dw)  # att_in is 1x1: the depthwise conv sees the block's input side
+    return [(m.att_in, size), (m.att_dw, size), (m.value, size), (m.proj, out), (m.fc1, out), (m.pos, out), (m.fc2, out)], out
 
 
 def attention_cost(kind: str, channels: int, size: int) -> Cost:
@@ -93,16 +128,13 @@ def attention_cost(kind: str, channels: int, size: int) -> Cost:
 
 def block_cost(plan: BlockPlan, size: int) -> tuple[Cost, int]:
     """One residual block, walking the same plan the builder instantiates."""
-    if plan.convmod is None:
-        total, out = _units_cost(plan.units, size)
-        scaled = 1
-    else:
-        m = plan.convmod
-        total = norm_cost(plan.norm, plan.in_ch, size * size)
-        att, out = _units_cost((m.att_in, m.att_dw), size)
-        value, _ = unit_cost(m.value, size)
-        mlp, _ = _units_cost((m.proj, m.fc1, m.pos, m.fc2), out)
-        total += att + value + mlp + norm_cost(plan.norm, plan.out_ch, out * out)
+    placed, out = block_units(plan, size)
+    total = ZERO
+    for unit, at in placed:
+        total += unit_cost(unit, at)[0]
+    scaled = 1
+    if plan.convmod is not None:  # the pre-norms of its two residual branches, and a layer scale on each
+        total += norm_cost(plan.norm, plan.in_ch, size * size) + norm_cost(plan.norm, plan.out_ch, out * out)
         scaled = 2
     if plan.shortcut:
         total += unit_cost(plan.shortcut, size)[0]
@@ -115,6 +147,32 @@ def block_cost(plan: BlockPlan, size: int) -> tuple[Cost, int]:
 def check_resolution(name: str, resolution: int) -> None:
     """Every network reduces its input 32x (stem and three downsamplings), so smaller inputs cannot pass."""
     require(resolution >= 32, name, "must be >= 32 (the network reduces 32x)", resolution)
+
+
+def check_fits(cfg: ArchConfig, resolution: int) -> None:
+    """Refuse a network whose dilated convs would pad past their maps at `resolution` (the proxy's, say).
+
+    There every tap of a dilated conv but the centre falls in the padding: the conv degenerates to a 1x1
+    one. The cost stays well defined (fvcore counts every tap), so `arch_cost` does not call this; whatever
+    trains or shows a network at one resolution should.
+    """
+    check_resolution("resolution", resolution)
+    stem = stem_plan(cfg)
+    size = _units_cost(stem.units, resolution)[1]
+    size = (size - 1) // 2 + 1 if stem.maxpool else size
+    for i, (stage, plan) in enumerate(zip(cfg.stages, stage_plans(cfg))):
+        size = conv_out(size, plan.downsample) if plan.downsample else size
+        for block in plan.blocks[:2]:  # the first block (in the stride's place), then the repeated one
+            placed, out = block_units(block, size)
+            for unit, at in placed:
+                if unit.dilation > 1 and unit.padding >= at:
+                    j = i if unit.dilation == stage.dilation else i - 1
+                    raise ConvspaceError(
+                        f"stages[{j}].dilation: {unit.dilation} makes a {unit.kernel}x{unit.kernel} conv of stages[{i}] pad "
+                        f"{unit.padding} px around its {at}x{at} map at resolution {resolution} (padding must stay below the "
+                        f"map side: lower the dilation or stages[{i}].kernel, or raise the resolution)"
+                    )
+            size = out
 
 
 def arch_cost(cfg: ArchConfig, resolution: int = 224) -> Cost:

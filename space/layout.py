@@ -15,10 +15,21 @@ CONV_NORM_ACT = "conv-norm-act"  # ResNet/ConvNeXt order
 CONV_ACT_NORM = "conv-act-norm"  # Conv2Former stem and head
 NORM_CONV = "norm-conv"  # separate downsampling layer (ConvNeXt/Swin)
 
+# How a unit convolves: a plain conv (dense, grouped, depthwise, shuffle) or one of the stage convs built otherwise.
+PLAIN, SEPARABLE, SPLAT, DEFORMABLE = "conv", "separable", "splat", "deformable"
+_KINDS = {"separable": SEPARABLE, "splat": SPLAT, "deformable": DEFORMABLE}
+
 
 @dataclass(frozen=True)
 class Unit:
-    """One conv with its optional norm and activation, in a fixed order."""
+    """One conv with its optional norm and activation, in a fixed order.
+
+    `kind` SEPARABLE: a k x 1 conv striding rows, then a 1 x k conv striding columns (no row or column is
+    skipped), both with `groups`. SPLAT: timm's SplitAttn over `radix` splits, which holds the unit's norm
+    and act; when it strides, its conv runs at stride 1 and a 3x3 average pool strides after it (ResNeSt's
+    avd). DEFORMABLE: torchvision's DeformConv2d fed by a biased offset conv of the same geometry.
+    `shuffle`: a channel shuffle in `groups` groups after the unit (ShuffleNet).
+    """
 
     in_ch: int
     out_ch: int
@@ -29,11 +40,15 @@ class Unit:
     norm: str | None = None
     act: str | None = None
     order: str = CONV_NORM_ACT
+    dilation: int = 1
+    kind: str = PLAIN
+    radix: int = 1
+    shuffle: bool = False
 
     @property
     def padding(self) -> int:
         """Patch convs (kernel == stride) tile without padding; the others keep 'same' padding."""
-        return 0 if self.kernel == self.stride else self.kernel // 2
+        return 0 if self.kernel == self.stride else self.dilation * (self.kernel // 2)
 
     @property
     def norm_channels(self) -> int:
@@ -124,48 +139,55 @@ def stem_plan(cfg: ArchConfig) -> StemPlan:
 
 
 def _spatial_groups(stage: StageConfig, channels: int) -> int:
-    return {"dense": 1, "grouped": stage.groups, "depthwise": channels}[stage.conv]
+    return {"dense": 1, "depthwise": channels}.get(stage.conv, stage.groups)
 
 
-def _conv_units(cfg: ArchConfig, stage: StageConfig, in_ch: int, stride: int) -> tuple[Unit, ...]:
+def _conv_units(cfg: ArchConfig, stage: StageConfig, in_ch: int, stride: int, first_dilation: int) -> tuple[Unit, ...]:
     """Main path of basic/bottleneck blocks: which convs, then where the norms and acts sit.
 
     norms 'one' keeps the norm after the spatial conv only (roadmap step 10); acts 'one' keeps the act
     before the last conv only (step 9: the GELU between the two 1x1 convs) and drops the act after the add.
+    The conv in the stride's place dilates as the previous stage (`first_dilation`), later ones as the stage.
     """
-    k, inner, out, b = stage.kernel, stage.inner_width, stage.width, cfg.conv_bias
+    k, inner, out, b, d = stage.kernel, stage.inner_width, stage.width, cfg.conv_bias, stage.dilation
+    pointwise = stage.groups if stage.conv == "shuffle" else 1  # ShuffleNet groups the 1x1 convs too
     if stage.block == "basic":
-        convs = [(in_ch, inner, k, stride, 1), (inner, out, k, 1, 1)]
+        convs = [(in_ch, inner, k, stride, 1, first_dilation), (inner, out, k, 1, 1, d)]
         spatial = 0
     elif cfg.dw_position == "middle":
-        convs = [(in_ch, inner, 1, 1, 1), (inner, inner, k, stride, _spatial_groups(stage, inner)), (inner, out, 1, 1, 1)]
+        convs = [(in_ch, inner, 1, 1, pointwise, 1), (inner, inner, k, stride, _spatial_groups(stage, inner), first_dilation),
+                 (inner, out, 1, 1, pointwise, 1)]  # fmt: skip
         spatial = 1
     else:
-        convs = [(in_ch, in_ch, k, stride, _spatial_groups(stage, in_ch)), (in_ch, inner, 1, 1, 1), (inner, out, 1, 1, 1)]
+        convs = [(in_ch, in_ch, k, stride, _spatial_groups(stage, in_ch), first_dilation), (in_ch, inner, 1, 1, pointwise, 1),
+                 (inner, out, 1, 1, pointwise, 1)]  # fmt: skip
         spatial = 0
     last = len(convs) - 1
     units = []
-    for i, (ci, co, kk, st, g) in enumerate(convs):
-        has_norm = cfg.norms_per_block == "all" or i == spatial
-        has_act = i < last if cfg.acts_per_block == "all" else i == last - 1
-        units.append(Unit(ci, co, kk, st, g, b, cfg.norm if has_norm else None, cfg.act if has_act else None))
+    for i, (ci, co, kk, st, g, dil) in enumerate(convs):
+        kind = _KINDS.get(stage.conv, PLAIN) if i == spatial and stage.block == "bottleneck" else PLAIN
+        # SplitAttn normalises and activates its splits before it pools them, whatever the block's counts say
+        has_norm = cfg.norms_per_block == "all" or i == spatial or kind == SPLAT
+        has_act = (i < last if cfg.acts_per_block == "all" else i == last - 1) or kind == SPLAT
+        units.append(Unit(ci, co, kk, st, g, b, cfg.norm if has_norm else None, cfg.act if has_act else None, dilation=dil,
+                          kind=kind, radix=stage.radix if kind == SPLAT else 1, shuffle=stage.conv == "shuffle" and i < last))  # fmt: skip
     return tuple(units)
 
 
-def _convmod_plan(cfg: ArchConfig, stage: StageConfig, in_ch: int, stride: int) -> ConvModPlan:
+def _convmod_plan(cfg: ArchConfig, stage: StageConfig, in_ch: int, stride: int, first_dilation: int) -> ConvModPlan:
     out, inner, b, act = stage.width, stage.inner_width, cfg.conv_bias, cfg.act
     return ConvModPlan(
         att_in=Unit(in_ch, out, 1, bias=b, act=act),
-        att_dw=Unit(out, out, stage.kernel, stride, groups=out, bias=b),
+        att_dw=Unit(out, out, stage.kernel, stride, groups=out, bias=b, dilation=first_dilation),
         value=Unit(in_ch, out, 1, stride, bias=b),
         proj=Unit(out, out, 1, bias=b),
         fc1=Unit(out, inner, 1, bias=b, act=act),
-        pos=Unit(inner, inner, 3, groups=inner, bias=b, act=act),
+        pos=Unit(inner, inner, 3, groups=inner, bias=b, act=act, dilation=stage.dilation),
         fc2=Unit(inner, out, 1, bias=b),
     )
 
 
-def block_plan(cfg: ArchConfig, stage: StageConfig, in_ch: int, stride: int) -> BlockPlan:
+def block_plan(cfg: ArchConfig, stage: StageConfig, in_ch: int, stride: int, first_dilation: int) -> BlockPlan:
     """One block; a projection shortcut (1x1 conv + norm) wherever shape changes."""
     needs_projection = stride != 1 or in_ch != stage.width
     shortcut = Unit(in_ch, stage.width, 1, stride, bias=cfg.conv_bias, norm=cfg.norm) if needs_projection else None
@@ -175,29 +197,30 @@ def block_plan(cfg: ArchConfig, stage: StageConfig, in_ch: int, stride: int) -> 
         in_ch=in_ch,
         out_ch=stage.width,
         stride=stride,
-        units=() if is_convmod else _conv_units(cfg, stage, in_ch, stride),
+        units=() if is_convmod else _conv_units(cfg, stage, in_ch, stride, first_dilation),
         shortcut=shortcut,
         residual_act=cfg.act if cfg.acts_per_block == "all" and not is_convmod else None,
         attention=stage.attention,
         layer_scale_init=cfg.layer_scale_init,
         norm=cfg.norm,
-        convmod=_convmod_plan(cfg, stage, in_ch, stride) if is_convmod else None,
+        convmod=_convmod_plan(cfg, stage, in_ch, stride, first_dilation) if is_convmod else None,
     )
 
 
 def stage_plans(cfg: ArchConfig) -> tuple[StagePlan, ...]:
-    """Stage 0 keeps the stem's stride 4; each later stage halves the resolution once."""
-    plans, previous, reduction = [], cfg.stem.width, 4
+    """Stage 0 keeps the stem's stride 4; each later stage halves the resolution once, unless it dilates instead."""
+    plans, previous, reduction, dilation = [], cfg.stem.width, 4, 1
     for i, (stage, first_in) in enumerate(zip(cfg.stages, cfg.first_block_inputs())):
-        stride = 1 if i == 0 else 2
+        stride = 1 if i == 0 or stage.dilation > 1 else 2
         reduction *= stride
         downsample = None
         if cfg.downsample == "separate" and stride == 2:
             downsample = Unit(previous, stage.width, 2, 2, bias=cfg.conv_bias, norm=cfg.norm, order=NORM_CONV)
             stride = 1
-        rest = block_plan(cfg, stage, stage.width, 1) if stage.depth > 1 else None
-        plans.append(StagePlan(downsample, block_plan(cfg, stage, first_in, stride), rest, stage.depth - 1, reduction))
-        previous = stage.width
+        first = block_plan(cfg, stage, first_in, stride, dilation)
+        rest = block_plan(cfg, stage, stage.width, 1, stage.dilation) if stage.depth > 1 else None
+        plans.append(StagePlan(downsample, first, rest, stage.depth - 1, reduction))
+        previous, dilation = stage.width, stage.dilation
     return tuple(plans)
 
 

@@ -13,17 +13,20 @@ from timm.layers import ClassifierHead, NormMlpClassifierHead, trunc_normal_
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import MATCH_PREV_GROUP, checkpoint_seq
 from torch import Tensor, nn
+from torchvision.ops import DeformConv2d
 
 from space.blocks.families import build_block
-from space.blocks.parts import norm_layer, unit_layers
+from space.blocks.parts import DeformableConv, norm_layer, unit_layers
 from space.config import ArchConfig
 from space.errors import refuse
 from space.layout import head_plan, stage_plans, stem_plan
 
-# create_model keywords that change the genome (ArchConfig fields) and those that only set how it is built
-# (what timm's ConvNeXt/ResNet constructors take and that means something here); anything else is refused.
-GENOME_KEYWORDS = ("num_classes", "in_chans", "drop_path_rate")
-BUILD_KEYWORDS = ("global_pool", "drop_rate", "zero_init_last", "output_stride", "device", "dtype")
+# create_model keywords that change the genome (ArchConfig fields, output_stride: the stages' dilations) and those
+# that only set how it is built (what timm's ConvNeXt/ResNet constructors take and that means something here);
+# anything else is refused.
+GENOME_KEYWORDS = ("num_classes", "in_chans", "drop_path_rate", "output_stride")
+BUILD_KEYWORDS = ("global_pool", "drop_rate", "zero_init_last", "device", "dtype")
+OUTPUT_STRIDES = (8, 16, 32)
 
 
 class Stage(nn.Module):
@@ -52,14 +55,10 @@ class ConvSpaceNet(nn.Module):
         global_pool: str = "avg",
         drop_rate: float = 0.0,
         zero_init_last: bool = True,
-        output_stride: int = 32,
         device: Any = None,
         dtype: Any = None,
     ) -> None:
         super().__init__()
-        if output_stride != 32:
-            # Every stage halves the resolution (feature_info's reductions 4..32); dilated stages are not in the space.
-            refuse("output_stride", "must be 32 (convspace networks have no dilated stages)", output_stride)
         self.config = config
         self.num_classes = config.num_classes
         self.in_chans = config.in_chans
@@ -104,13 +103,16 @@ class ConvSpaceNet(nn.Module):
         classifier = self.head.fc
         for m in self.modules():
             # Linear layers inside blocks are 1x1 convs run channels-last: they get the convs' init
-            if isinstance(m, (nn.Conv2d, nn.Linear)) and (truncated or m is not classifier):
+            if isinstance(m, (nn.Conv2d, nn.Linear, DeformConv2d)) and (truncated or m is not classifier):
                 if truncated:
                     trunc_normal_(m.weight, std=0.02)
                 else:
                     nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        for m in self.modules():
+            if isinstance(m, DeformableConv):
+                m.zero_offsets()  # the loop above gave their offset convs a conv's init
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
@@ -207,13 +209,34 @@ def _drop_path_rates(rate: float, blocks: int) -> list[float]:
     return [rate * i / (blocks - 1) if blocks > 1 else 0.0 for i in range(blocks)]
 
 
+def with_output_stride(config: ArchConfig, output_stride: int) -> ArchConfig:
+    """The config with its stages dilated as timm's ResNet does for `output_stride` (32: none dilated; 16: the last
+    stage at dilation 2; 8: the last two at 2 and 4), like torchvision's replace_stride_with_dilation."""
+    if output_stride not in OUTPUT_STRIDES:
+        refuse("output_stride", f"must be one of {', '.join(map(str, OUTPUT_STRIDES))}", output_stride)
+    if output_stride != 32 and config.downsample == "separate":
+        refuse("output_stride", "must be 32 for networks with downsample separate (no strided block to dilate)", output_stride)
+    stages, reduction, dilation = [], 4, 1
+    for i, stage in enumerate(config.stages):
+        if i and reduction >= output_stride:
+            dilation *= 2
+        elif i:
+            reduction *= 2
+        stages.append(dataclasses.replace(stage, dilation=dilation))
+    if dilation > 4:
+        refuse("output_stride", f"{output_stride} would dilate a stage by {dilation} (at most 4)", output_stride)
+    return dataclasses.replace(config, stages=tuple(stages))
+
+
 def build_network(config: ArchConfig, **overrides: Any) -> ConvSpaceNet:
-    """Build a network with timm.create_model's keywords: genome ones (num_classes, in_chans, drop_path_rate) change
-    the config, build ones (global_pool, drop_rate, zero_init_last, output_stride, device, dtype) how it is built."""
+    """Build a network with timm.create_model's keywords: genome ones (num_classes, in_chans, drop_path_rate,
+    output_stride) change the config, build ones (global_pool, drop_rate, zero_init_last, device, dtype) how it is built."""
     overrides = {k: v for k, v in overrides.items() if v is not None}
     unknown = set(overrides) - set(GENOME_KEYWORDS) - set(BUILD_KEYWORDS)
     if unknown:
         raise TypeError(f"unexpected model arguments: {sorted(unknown)}")
+    if "output_stride" in overrides:
+        config = with_output_stride(config, overrides.pop("output_stride"))
     genome = {k: v for k, v in overrides.items() if k in GENOME_KEYWORDS}
     build = {k: v for k, v in overrides.items() if k in BUILD_KEYWORDS}
     return ConvSpaceNet(dataclasses.replace(config, **genome) if genome else config, **build)

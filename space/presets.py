@@ -1,6 +1,8 @@
 """Published networks and the ConvNeXt roadmap steps, each one point of the design space.
 
-Sources: ../shared/reference (ConvNeXt paper Section 2 / Fig. 2; Conv2Former authors' code).
+Sources: ../shared/reference (ConvNeXt paper Section 2 / Fig. 2; Conv2Former authors' code); timm's resnest.py.
+A network that timm also builds is a preset only where its params and fvcore FLOPs equal timm's model
+exactly (tested). A ShuffleNet-flavoured ResNeXt (conv shuffle) is not one: timm has no such model to match.
 """
 
 from __future__ import annotations
@@ -87,6 +89,10 @@ def _roadmap() -> dict[str, ArchConfig]:
 PRESETS: dict[str, ArchConfig] = {
     "resnet50": RESNET50,
     "resnext50_32x4d": _change(RESNET50, stage=dict(expansion=0.5, conv="grouped", groups=32)),
+    # timm's resnest50d: deep stem (32, 32, 64), split attention of radix 2 and cardinality 1, strided by a 3x3
+    # average pool after it (avd). Its shortcut average-pools before the 1x1 conv where ours strides the conv:
+    # neither the pool nor the skipped pixels hold parameters or fvcore FLOPs, so the counts are equal.
+    "resnest50d": _change(RESNET50, stem=dict(type="deep"), stage=dict(conv="splat", groups=1, radix=2)),
     "convnext_tiny": convnext((3, 3, 9, 3), (96, 192, 384, 768)),
     "convnext_small": convnext((3, 3, 27, 3), (96, 192, 384, 768)),
     "convnext_base": convnext((3, 3, 27, 3), (128, 256, 512, 1024)),

@@ -7,8 +7,8 @@ import dataclasses
 
 from torch import Tensor, nn
 
-from space.blocks.parts import ChannelsLastPointwise, Residual, channels_last_eligible, make_act, make_attention, make_norm, unit_layers
-from space.layout import CONV_NORM_ACT, BlockPlan, ConvModPlan, Unit
+from space.blocks.parts import ChannelsLastPointwise, Residual, channels_last_eligible, make_act, make_attention, make_norm, norm_movable, unit_layers
+from space.layout import BlockPlan, ConvModPlan, Unit
 
 
 class ConvModulation(nn.Module):
@@ -48,7 +48,7 @@ def _conv_path(units: list[Unit]) -> list[nn.Module]:
         return [unit_layers(u) for u in units]
     before, pointwise = units[:-2], units[-2:]
     lead_norm = lead_act = None
-    if before and before[-1].norm == "ln" and before[-1].order == CONV_NORM_ACT:
+    if before and norm_movable(before[-1]):
         lead_norm, lead_act = before[-1].norm, before[-1].act
         before[-1] = dataclasses.replace(before[-1], norm=None, act=None)
     return [unit_layers(u) for u in before] + [ChannelsLastPointwise(pointwise, lead_norm, lead_act)]

@@ -7,12 +7,25 @@ from collections import OrderedDict
 from collections.abc import Callable
 from functools import partial
 
-from timm.layers import DropPath, GroupNorm, LayerNorm, LayerNorm2d, LayerScale2d, SEModule, create_act_layer, create_conv2d
+from timm.layers import (
+    DropPath,
+    GroupNorm,
+    LayerNorm,
+    LayerNorm2d,
+    LayerScale2d,
+    SEModule,
+    SplitAttn,
+    create_act_layer,
+    create_conv2d,
+    get_act_layer,
+    register_notrace_module,
+)
 from timm.layers.cbam import CbamModule
 from torch import Tensor, nn
+from torchvision.ops import DeformConv2d
 
-from space.cost import attention_channels
-from space.layout import CONV_ACT_NORM, CONV_NORM_ACT, NORM_CONV, Unit
+from space.layout import CONV_ACT_NORM, CONV_NORM_ACT, DEFORMABLE, NORM_CONV, SEPARABLE, SPLAT, Unit
+from space.widths import attention_channels
 
 
 def norm_layer(kind: str, channels: int) -> Callable[..., nn.Module]:
@@ -40,19 +53,65 @@ def make_act(name: str) -> nn.Module:
     return create_act_layer(name, inplace=True)
 
 
+def norm_factory(kind: str) -> Callable[..., nn.Module]:
+    """A norm constructor for modules that size several norms themselves (SplitAttn), GN groups chosen per width."""
+    return lambda channels, **kwargs: norm_layer(kind, channels)(channels, **kwargs)
+
+
+@register_notrace_module  # torchvision's deform_conv2d checks shapes in Python: fx must keep it whole (timm's features)
+class DeformableConv(nn.Module):
+    """torchvision's DeformConv2d with the conv that predicts its offsets (2 per tap) from the same input."""
+
+    def __init__(self, unit: Unit) -> None:
+        super().__init__()
+        geometry = dict(stride=unit.stride, padding=unit.padding, dilation=unit.dilation)
+        self.offset = nn.Conv2d(unit.in_ch, 2 * unit.kernel**2, unit.kernel, **geometry)
+        self.conv = DeformConv2d(unit.in_ch, unit.out_ch, unit.kernel, groups=unit.groups, bias=unit.bias, **geometry)
+        self.zero_offsets()
+
+    def zero_offsets(self) -> None:
+        """Offsets start at zero, so the conv starts as its plain counterpart (Dai et al. 2017)."""
+        nn.init.zeros_(self.offset.weight)
+        nn.init.zeros_(self.offset.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Sample the input at the predicted offsets, then convolve."""
+        return self.conv(x, self.offset(x))
+
+
+def _conv(unit: Unit) -> nn.Module:
+    """The unit's convolution, by kind (SplitAttn holds the unit's norm and act)."""
+    k, p, d, g, b = unit.kernel, unit.padding, unit.dilation, unit.groups, unit.bias
+    if unit.kind == SEPARABLE:
+        return nn.Sequential(OrderedDict(
+            rows=nn.Conv2d(unit.in_ch, unit.out_ch, (k, 1), (unit.stride, 1), (p, 0), (d, 1), groups=g, bias=b),
+            columns=nn.Conv2d(unit.out_ch, unit.out_ch, (1, k), (1, unit.stride), (0, p), (1, d), groups=g, bias=b),
+        ))  # fmt: skip
+    if unit.kind == SPLAT:
+        return SplitAttn(unit.in_ch, unit.out_ch, k, stride=1, padding=p, dilation=d, groups=g, bias=b, radix=unit.radix,
+                         act_layer=get_act_layer(unit.act), norm_layer=norm_factory(unit.norm))  # fmt: skip
+    if unit.kind == DEFORMABLE:
+        return DeformableConv(unit)
+    return create_conv2d(unit.in_ch, unit.out_ch, k, stride=unit.stride, padding=p, dilation=d, groups=g, bias=b)
+
+
 def unit_layers(unit: Unit) -> nn.Sequential:
-    """One conv unit: conv/norm/act children in the unit's order (names stable for state dicts)."""
-    conv = create_conv2d(
-        unit.in_ch, unit.out_ch, unit.kernel, stride=unit.stride, padding=unit.padding, groups=unit.groups, bias=unit.bias
-    )
-    norm = [("norm", make_norm(unit.norm, unit.norm_channels))] if unit.norm else []
-    act = [("act", make_act(unit.act))] if unit.act else []
+    """One conv unit: conv/norm/act children in the unit's order (names stable for state dicts), then a strided
+    splat's average pool and a channel shuffle where the unit has them."""
+    conv = [("conv", _conv(unit))]
+    inside = unit.kind == SPLAT
+    norm = [("norm", make_norm(unit.norm, unit.norm_channels))] if unit.norm and not inside else []
+    act = [("act", make_act(unit.act))] if unit.act and not inside else []
     if unit.order == NORM_CONV:
-        layers = norm + [("conv", conv)] + act
+        layers = norm + conv + act
     elif unit.order == CONV_ACT_NORM:
-        layers = [("conv", conv)] + act + norm
+        layers = conv + act + norm
     else:
-        layers = [("conv", conv)] + norm + act
+        layers = conv + norm + act
+    if inside and unit.stride > 1:
+        layers.append(("pool", nn.AvgPool2d(3, unit.stride, padding=1)))  # ResNeSt's avd: pool after the attention
+    if unit.shuffle:
+        layers.append(("shuffle", nn.ChannelShuffle(unit.groups)))
     return nn.Sequential(OrderedDict(layers))
 
 
@@ -67,6 +126,12 @@ def make_attention(kind: str, channels: int) -> nn.Module:
 def channels_last_eligible(unit: Unit) -> bool:
     """A 1x1, stride-1, dense conv with no norm or a LayerNorm can run as a Linear layer on NHWC."""
     return unit.kernel == 1 and unit.stride == 1 and unit.groups == 1 and unit.norm in (None, "ln") and unit.order == CONV_NORM_ACT
+
+
+def norm_movable(unit: Unit) -> bool:
+    """Whether a unit's trailing LayerNorm and act can move into the channels-last 1x1 convs after it (not out of
+    a SplitAttn, which holds them, nor across a channel shuffle)."""
+    return unit.norm == "ln" and unit.order == CONV_NORM_ACT and unit.kind != SPLAT and not unit.shuffle
 
 
 class ChannelsLastPointwise(nn.Module):

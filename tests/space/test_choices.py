@@ -1,3 +1,5 @@
+import re
+
 import pytest
 import yaml
 
@@ -46,7 +48,7 @@ def test_optuna_trial_parameters_are_stable_and_conditional():
         trial = study.ask()
         cfg = default.sample(trial)
         assert ("conv" in trial.params) == (cfg.stages[0].block == "bottleneck")
-        assert ("groups" in trial.params) == (trial.params.get("conv") == "grouped")
+        assert ("groups" in trial.params) == (trial.params.get("conv") in ("grouped", "shuffle", "separable", "splat", "deformable"))
         study.tell(trial, 0.0)
 
 
@@ -90,3 +92,69 @@ def test_bad_spaces_are_refused_with_the_dimension_named(change, message):
 def test_missing_space_file_lists_the_shipped_ones():
     with pytest.raises(ConvspaceError, match="shipped spaces: convnext, default"):
         Space.from_yaml("nowhere.yaml")
+
+
+def test_new_dimension_values_are_checked_at_load():
+    for dims, message in [({"radix": {"choice": [2, 0]}}, "dimensions.radix: must be in 1..4, got 0"),
+                          ({"dilation": {"choice": [1, 3], "per_stage": True}}, "dimensions.dilation: must be one of 1, 2, 4, got 3"),
+                          ({"conv": {"choice": ["dense", "octave"]}}, "dimensions.conv: must be one of dense, grouped, depthwise, shuffle")]:  # fmt: skip
+        data = default_dict()
+        data["dimensions"].update(dims)
+        with pytest.raises(ConvspaceError, match=re.escape(message)):
+            Space.from_dict(data)
+
+
+def test_a_space_written_before_dilation_and_radix_keeps_its_dimensions_and_networks():
+    data = default_dict()
+    del data["dimensions"]["dilation"], data["dimensions"]["radix"]
+    data["dimensions"]["conv"] = {"choice": ["dense", "grouped", "depthwise"]}
+    space = Space.from_dict(data)
+    assert "dilation" not in space.dims and "radix" not in space.dims  # a study's recorded dimensions stay as they were
+    assert {(s.dilation, s.radix) for c in space.sample_random(100, seed=2) for s in c.stages} == {(1, 2)}
+
+
+def test_samples_of_the_new_choices_follow_the_genome_and_cover_every_value():
+    space = Space.from_yaml("default")
+    samples = space.sample_random(1500, seed=0)
+    stages = [(i, s, c) for c in samples for i, s in enumerate(c.stages)]
+    assert all(space.contains(c) for c in samples)
+    assert {s.conv for _, s, _ in stages} == {"dense", "grouped", "depthwise", "shuffle", "separable", "splat", "deformable"}
+    assert {s.radix for _, s, _ in stages if s.conv == "splat"} == {1, 2, 4}
+    assert {s.dilation for _, s, _ in stages} == {1, 2, 4}
+    assert all(s.kernel == 3 for _, s, _ in stages if s.conv == "deformable")
+    assert {s.kernel for _, s, _ in stages if s.conv != "deformable"} == set(range(3, 22, 2))
+    assert all(s.dilation == 1 for i, s, c in stages if i == 0 or c.downsample == "separate")
+    assert all(s.radix == 2 for _, s, _ in stages if s.conv != "splat")
+    assert {s.groups for _, s, _ in stages if s.conv in ("separable", "splat", "deformable")} >= {1, 2, 4, 8}
+
+
+def test_optuna_parameters_of_the_new_dimensions_are_conditional():
+    import optuna
+
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    space = Space.from_yaml("default")
+    seen = set()
+    for _ in range(60):
+        trial = study.ask()
+        cfg = space.sample(trial)
+        convs = {s.conv for s in cfg.stages}
+        assert ("radix" in trial.params) == (trial.params.get("conv") == "splat")
+        assert ("kernel" in trial.params) == (trial.params.get("conv") != "deformable")
+        assert "dilation_s0" not in trial.params
+        assert ({f"dilation_s{i}" for i in (1, 2, 3)} <= set(trial.params)) == (cfg.downsample == "strided")
+        seen |= convs
+        study.tell(trial, 0.0)
+    assert {"shuffle", "separable", "splat", "deformable"} <= seen
+
+
+def test_contains_refuses_what_the_space_cannot_sample():
+    import dataclasses
+
+    space, resnest = Space.from_yaml("default"), PRESETS["resnest50d"]
+    assert space.contains(resnest)
+    shared_dilation = dict(space.dims, dilation=dataclasses.replace(space.dims["dilation"], per_stage=False))
+    dilated = dataclasses.replace(resnest, stages=resnest.stages[:2] + tuple(dataclasses.replace(s, dilation=2) for s in resnest.stages[2:]))
+    assert space.contains(dilated) and not dataclasses.replace(space, dims=shared_dilation).contains(dilated)  # (1, 1, 2, 2): per stage only
+    no_radix_1 = dataclasses.replace(space, dims=dict(space.dims, radix=dataclasses.replace(space.dims["radix"], values=(2, 4))))
+    one_split = dataclasses.replace(resnest, stages=tuple(dataclasses.replace(s, radix=1) for s in resnest.stages))
+    assert space.contains(one_split) and not no_radix_1.contains(one_split)

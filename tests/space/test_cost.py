@@ -1,10 +1,14 @@
 """The analytic cost model must equal fvcore and sum(p.numel()) exactly."""
 
 import dataclasses
+import re
 
 import pytest
+import torch
+import yaml
 
-from space.cost import arch_cost, parse_flops
+from space.choices import SPACES_DIR, Space
+from space.cost import arch_cost, check_fits, parse_flops
 from space.errors import ConvspaceError
 from space.network import build_network
 from space.presets import CONV2FORMER_PAPER, PRESETS
@@ -22,7 +26,7 @@ def test_presets_cost_equals_fvcore_at_224(name):
     assert fvcore_count(build_network(cfg), 224) == (cost.params, cost.flops)
 
 
-@pytest.mark.parametrize("name", ["resnet50", "resnext50_32x4d", "convnext_tiny"])
+@pytest.mark.parametrize("name", ["resnet50", "resnext50_32x4d", "resnest50d", "convnext_tiny"])
 def test_presets_equal_timm_models(name):
     import timm
 
@@ -97,3 +101,78 @@ def test_bad_budgets_are_user_errors(text):
 def test_resolution_too_small_is_a_user_error():
     with pytest.raises(ConvspaceError, match="resolution: must be >= 32"):
         arch_cost(PRESETS["resnet50"], 16)
+
+
+@pytest.mark.parametrize("output_stride, dilations, reductions", [(16, [1, 1, 1, 2], [4, 8, 16, 16]), (8, [1, 1, 2, 4], [4, 8, 8, 8])])
+def test_dilated_resnet_equals_timm_at_its_output_stride(output_stride, dilations, reductions):
+    import timm
+
+    theirs = timm.create_model("resnet50", output_stride=output_stride)
+    ours = build_network(PRESETS["resnet50"], output_stride=output_stride)
+    cost = arch_cost(ours.config)
+    assert [s.dilation for s in ours.config.stages] == dilations
+    assert fvcore_count(theirs, 224) == fvcore_count(ours, 224) == (cost.params, cost.flops)
+    assert [f["reduction"] for f in ours.feature_info] == [f["reduction"] for f in theirs.feature_info][1:] == reductions  # timm lists its stem first
+
+
+def new_choices_space() -> Space:
+    """The default space's micro design with only the new convs, their radixes and dilations, at test size."""
+    data = yaml.safe_load((SPACES_DIR / "default.yaml").read_text())
+    dims = data["dimensions"]
+    dims.update(base_width={"int": [8, 32], "step": 8}, depth_scale={"value": 1.0}, depth_pattern={"choice": [[1, 1, 2, 1]]},
+                head_width={"choice": [0, 64]}, groups={"choice": [1, 2, 4]}, num_classes={"value": 10}, block={"value": "bottleneck"},
+                conv={"choice": ["shuffle", "separable", "splat", "deformable"], "per_stage": True}, kernel={"choice": [3, 5]},
+                downsample={"value": "strided"}, dilation={"choice": [1, 2, 4], "per_stage": True})  # fmt: skip
+    return Space.from_dict(data)
+
+
+def test_every_new_choice_costs_exactly_what_fvcore_counts():
+    cfgs = new_choices_space().sample_random(14, seed=3)
+    stages = [s for c in cfgs for s in c.stages]
+    # the samples must hit every new value (and the micro design around it), or this test proves nothing about the one missed
+    assert {s.conv for s in stages} >= {"shuffle", "separable", "splat", "deformable"}
+    assert {s.radix for s in stages if s.conv == "splat"} == {1, 2, 4} and {s.dilation for s in stages} == {1, 2, 4}
+    assert {s.groups for s in stages if s.conv in ("separable", "deformable", "splat")} == {1, 2, 4}
+    assert {s.kernel for s in stages if s.conv == "separable"} == {3, 5} and {c.norm for c in cfgs} == {"bn", "ln", "gn"}
+    assert {c.dw_position for c in cfgs} == {"first", "middle"} and {c.acts_per_block for c in cfgs} == {"one", "all"}
+    for i, cfg in enumerate(cfgs):
+        resolution = (32, 48)[i % 2]
+        cost = arch_cost(cfg, resolution)
+        assert fvcore_count(build_network(cfg), resolution) == (cost.params, cost.flops), (i, resolution, cfg.to_json())
+
+
+def test_deform_conv2d_handle_counts_the_conv_and_its_bilinear_sampling():
+    from fvcore.nn import FlopCountAnalysis
+    from torchvision.ops import DeformConv2d
+
+    from space.verify import DEFORM_CONV2D, deform_conv2d_flop_jit
+
+    class Deform(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = DeformConv2d(8, 12, 3, stride=2, padding=2, dilation=2, groups=4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x, torch.zeros(2, 18, 5, 5))
+
+    x = torch.zeros(2, 8, 9, 9)
+    analysis = FlopCountAnalysis(Deform(), x)
+    analysis.unsupported_ops_warnings(False)
+    assert analysis.total() == 0 and analysis.unsupported_ops() == {DEFORM_CONV2D: 1}  # fvcore alone misses it
+    analysis = FlopCountAnalysis(Deform(), x).set_op_handle(DEFORM_CONV2D, deform_conv2d_flop_jit)
+    positions, taps = 2 * 5 * 5, 9
+    assert analysis.total() == positions * taps * (12 * 8 // 4) + positions * taps * 8 * 4  # conv, then 4 per sampled value
+
+
+def test_dilated_convs_that_would_pad_past_their_map_are_refused_at_that_resolution():
+    cfg = build_network(PRESETS["resnet50"], output_stride=8).config  # stages 2 and 3 at dilation 2 and 4
+    check_fits(cfg, 64)  # stage 3 runs on an 8x8 map: a 3x3 conv at dilation 4 pads 4 px
+    message = ("stages[3].dilation: 4 makes a 3x3 conv of stages[3] pad 4 px around its 4x4 map at resolution 32 (padding must "
+               "stay below the map side: lower the dilation or stages[3].kernel, or raise the resolution)")  # fmt: skip
+    with pytest.raises(ConvspaceError, match=re.escape(message)):
+        check_fits(cfg, 32)
+    wide = dataclasses.replace(cfg, stages=tuple(dataclasses.replace(s, kernel=7) for s in cfg.stages))
+    with pytest.raises(ConvspaceError, match=re.escape("stages[2].dilation: 2 makes a 7x7 conv of stages[2] pad 6 px around its 4x4 map")):
+        check_fits(wide, 32)
+    check_fits(PRESETS["convnext_tiny"], 32)  # undilated convs are never refused (a 7x7 on the last 1x1 map is today's ConvNeXt)
+    assert arch_cost(cfg, 32).flops > 0  # the cost itself stays defined: fvcore counts every tap

@@ -15,17 +15,28 @@ OPTIONS = [
     dict(norms_per_block="all", acts_per_block="all"), dict(attention="se"), dict(attention="cbam"),
     dict(downsample="strided"), dict(layer_scale_init=0.0), dict(head_width=32), dict(head_norm=False),
     dict(conv_bias=False), dict(kernel=21), dict(kernel=3), dict(drop_path_rate=0.2),
+    # the conv zoo: each new conv in both bottleneck layouts and with each norm, and dilated stages of each block family
+    dict(conv="shuffle", groups=4), dict(conv="shuffle", groups=2, dw_position="middle", norm="bn", acts_per_block="all"),
+    dict(conv="separable", groups=1), dict(conv="separable", groups=4, kernel=7, dw_position="middle", norm="gn"),
+    dict(conv="splat", groups=1, radix=2), dict(conv="splat", groups=2, radix=4, dw_position="middle", norm="bn", expansion=1.0),
+    dict(conv="splat", groups=1, radix=1, norm="gn", attention="se"), dict(conv="deformable", kernel=3),
+    dict(conv="deformable", kernel=3, groups=2, dw_position="middle", norm="bn", conv_bias=False),
+    dict(downsample="strided", dilations=(1, 1, 2, 4)), dict(downsample="strided", dilations=(1, 2, 1, 2), conv="separable", groups=2),
+    dict(downsample="strided", dilations=(1, 1, 1, 2), block="basic", conv="dense", expansion=1.0),
+    dict(downsample="strided", dilations=(1, 1, 2, 2), block="convmod"),
+    dict(downsample="strided", dilations=(1, 1, 2, 4), conv="deformable", kernel=3),
 ]
 
 
-def configure(stem_type=None, block=None, conv=None, groups=None, expansion=None, attention=None, kernel=None, **arch):
+def configure(stem_type=None, block=None, conv=None, groups=None, expansion=None, attention=None, kernel=None, radix=None, dilations=None, **arch):
     cfg = tiny_config(**arch)
     import dataclasses
 
     stage = {k: v for k, v in dict(block=block, conv=conv, groups=groups, expansion=expansion,
-                                   attention=attention, kernel=kernel).items() if v is not None}  # fmt: skip
+                                   attention=attention, kernel=kernel, radix=radix).items() if v is not None}  # fmt: skip
     stem = dataclasses.replace(cfg.stem, type=stem_type) if stem_type else cfg.stem
-    return dataclasses.replace(cfg, stem=stem, stages=tuple(dataclasses.replace(s, **stage) for s in cfg.stages))
+    stages = tuple(dataclasses.replace(s, **stage, dilation=d) for s, d in zip(cfg.stages, dilations or (1,) * len(cfg.stages)))
+    return dataclasses.replace(cfg, stem=stem, stages=stages)
 
 
 @pytest.mark.parametrize("option", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "convnext")
@@ -61,6 +72,32 @@ def test_drop_path_rises_linearly_over_blocks():
     model = build_network(tiny_config(drop_path_rate=0.3))
     rates = [m.drop_prob for m in model.modules() if isinstance(m, DropPath)]
     assert rates == pytest.approx([0.1, 0.2, 0.3])  # the first of 4 blocks has none
+
+
+def test_dilated_stages_keep_their_resolution_and_feature_info_says_so():
+    model = build_network(configure(downsample="strided", dilations=(1, 1, 2, 4)))
+    maps = model.forward_intermediates(torch.randn(1, 3, 64, 64), intermediates_only=True)
+    assert [64 // m.shape[-1] for m in maps] == [f["reduction"] for f in model.feature_info] == [4, 8, 8, 8]
+
+
+def test_output_stride_dilates_as_timm_and_is_refused_where_it_cannot():
+    from space.errors import ConvspaceError
+
+    assert [s.dilation for s in build_network(configure(downsample="strided"), output_stride=16).config.stages] == [1, 1, 1, 2]
+    assert build_network(configure(downsample="strided", dilations=(1, 1, 2, 4)), output_stride=32).feature_info[-1]["reduction"] == 32
+    with pytest.raises(ConvspaceError, match="output_stride: must be 32 for networks with downsample separate"):
+        build_network(tiny_config(), output_stride=16)
+    with pytest.raises(ConvspaceError, match="output_stride: must be one of 8, 16, 32, got 4"):
+        build_network(configure(downsample="strided"), output_stride=4)
+
+
+def test_deformable_offsets_start_at_zero_so_the_conv_starts_plain():
+    from space.blocks.parts import DeformableConv
+
+    model = build_network(configure(conv="deformable", kernel=3))
+    deformables = [m for m in model.modules() if isinstance(m, DeformableConv)]
+    assert len(deformables) == 4 and all(not m.offset.weight.any() and not m.offset.bias.any() for m in deformables)
+    assert all(m.conv.weight.std() > 0 for m in deformables)  # the conv itself got the network's init
 
 
 def test_unknown_model_argument_is_refused():

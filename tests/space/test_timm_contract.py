@@ -1,7 +1,8 @@
 """Registered entries honour timm's model contract (what timm's train.py, validate.py and feature API expect).
 
 Every block family is checked twice: as its real `convspace_<preset>` entry (the keywords train.py/validate.py
-pass, the feature API) and as a freshly exported entry of a tiny variant (everything else, fast on a CPU).
+pass, the feature API) and as a freshly exported entry of a tiny variant (everything else, fast on a CPU). The
+convs that no preset uses (shuffle, separable, deformable) and dilated stages are checked as tiny variants only.
 """
 
 import copy
@@ -19,9 +20,18 @@ from torchvision.models.feature_extraction import NodePathTracer, create_feature
 from nas.zoo import PRESET_PREFIX, import_entry, write_entry
 from space.config import ArchConfig
 from space.errors import ConvspaceError
+from space.layout import stage_plans
 from space.presets import PRESETS
 
-FAMILIES = {"resnet": "resnet50", "resnext": "resnext50_32x4d", "convnext": "convnext_tiny", "conv2former": "conv2former_n"}
+PRESET_FAMILIES = {"resnet": "resnet50", "resnext": "resnext50_32x4d", "resnest": "resnest50d", "convnext": "convnext_tiny",
+                   "conv2former": "conv2former_n"}  # fmt: skip
+# the other convs and dilation, each on the preset whose family it varies: (preset, stage fields per stage)
+VARIANTS = {
+    "shuffle": ("resnext50_32x4d", [dict(conv="shuffle")] * 4), "separable": ("resnext50_32x4d", [dict(conv="separable")] * 4),
+    "deformable": ("resnext50_32x4d", [dict(conv="deformable")] * 4),
+    "dilated": ("resnet50", [dict(dilation=1), dict(dilation=1), dict(dilation=2), dict(dilation=2)]),
+}  # fmt: skip
+FAMILIES = [*PRESET_FAMILIES, *VARIANTS]
 SIZE = 64  # the final map is 2x2: pooling and unpooled shapes stay distinguishable
 TRAIN_PY_KEYWORDS = dict(in_chans=3, num_classes=None, drop_rate=0.0, drop_path_rate=None, drop_block_rate=None, global_pool=None,
                          bn_momentum=None, bn_eps=None, scriptable=None, checkpoint_path=None)  # train.py's defaults  # fmt: skip
@@ -35,14 +45,28 @@ def tiny_preset(preset: str) -> ArchConfig:
     return dataclasses.replace(cfg, stem=dataclasses.replace(cfg.stem, width=8), stages=stages, head_width=min(cfg.head_width, 32), num_classes=10)
 
 
+def tiny(family: str) -> ArchConfig:
+    """The tiny config of a preset family or of a variant."""
+    if family in PRESET_FAMILIES:
+        return tiny_preset(PRESET_FAMILIES[family])
+    preset, changes = VARIANTS[family]
+    cfg = tiny_preset(preset)
+    return dataclasses.replace(cfg, stages=tuple(dataclasses.replace(s, **c) for s, c in zip(cfg.stages, changes)))
+
+
+def reductions(family: str) -> list[int]:
+    """How much each stage of the tiny config reduces the input (dilated stages keep their input's resolution)."""
+    return [plan.reduction for plan in stage_plans(tiny(family))]
+
+
 @pytest.fixture(scope="module")
 def entries(tmp_path_factory) -> dict[str, str]:
     """One exported entry per family, written and registered as `cli.py export` does."""
     folder = tmp_path_factory.mktemp("zoo")
     names = {}
-    for trial, (family, preset) in enumerate(FAMILIES.items()):
+    for trial, family in enumerate(FAMILIES):
         names[family] = f"contract_{family}"
-        import_entry(write_entry(names[family], tiny_preset(preset), folder, {"study": "contract", "trial": trial, "resolution": SIZE}))
+        import_entry(write_entry(names[family], tiny(family), folder, {"study": "contract", "trial": trial, "resolution": SIZE}))
     return names
 
 
@@ -53,8 +77,12 @@ def x() -> torch.Tensor:
 
 
 def final_width(family: str) -> int:
-    cfg = tiny_preset(FAMILIES[family])
+    cfg = tiny(family)
     return cfg.head_width or cfg.stages[-1].width
+
+
+def final_side(family: str) -> int:
+    return SIZE // reductions(family)[-1]
 
 
 families = pytest.mark.parametrize("family", FAMILIES)
@@ -63,7 +91,7 @@ families = pytest.mark.parametrize("family", FAMILIES)
 # 1. create_model keywords
 
 
-@pytest.mark.parametrize("preset", FAMILIES.values())
+@pytest.mark.parametrize("preset", PRESET_FAMILIES.values())
 def test_preset_entries_build_with_the_keywords_timm_scripts_pass(preset):
     name = PRESET_PREFIX + preset
     model = timm.create_model(name, **TRAIN_PY_KEYWORDS)
@@ -82,7 +110,7 @@ def test_preset_entries_build_with_the_keywords_timm_scripts_pass(preset):
 @families
 def test_global_pool_and_num_classes_zero_give_unpooled_or_chosen_pooling(entries, family, x):
     unpooled = timm.create_model(entries[family], num_classes=0, global_pool="").eval()
-    assert unpooled(x).shape == (2, final_width(family), SIZE // 32, SIZE // 32)
+    assert unpooled(x).shape == (2, final_width(family), final_side(family), final_side(family))
     model = timm.create_model(entries[family], num_classes=0, global_pool="max").eval()
     features = model.forward_features(x)
     pooled = features.amax(dim=(2, 3), keepdim=True)
@@ -112,7 +140,7 @@ def test_drop_path_rate_and_in_chans(entries, family):
     assert model(torch.randn(2, 1, SIZE, SIZE)).shape == (2, 3)
 
 
-@pytest.mark.parametrize("family", ["resnet", "resnext"])
+@pytest.mark.parametrize("family", ["resnet", "resnext", "resnest", "shuffle", "separable", "deformable", "dilated"])
 def test_zero_init_last_as_timm_resnet(entries, family):
     def zeroed_norms(model: torch.nn.Module) -> int:
         return sum(bool((m.weight == 0).all()) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
@@ -127,8 +155,12 @@ def test_device_dtype_and_output_stride_keywords(entries):
     half = timm.create_model(entries["resnet"], dtype=torch.bfloat16)
     assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
     assert timm.create_model(entries["convnext"], output_stride=32).feature_info[-1]["reduction"] == 32
-    with pytest.raises(ConvspaceError, match="output_stride: must be 32"):
+    with pytest.raises(ConvspaceError, match="output_stride: must be 32 for networks with downsample separate"):
         timm.create_model(entries["convnext"], output_stride=16)
+    # a detector's trunk: timm dilates the last stages as its own ResNet does, and features_only reports it
+    features = timm.create_model(entries["resnet"], features_only=True, output_stride=8)
+    assert features.feature_info.reduction() == [4, 8, 8, 8]
+    assert [SIZE // m.shape[-1] for m in features(torch.randn(1, 3, SIZE, SIZE))] == [4, 8, 8, 8]
 
 
 @pytest.mark.parametrize("keyword", [dict(drop_block_rate=0.1), dict(bn_momentum=0.1), dict(act_layer="relu"), dict(depths=(1, 1, 1, 1))])
@@ -165,10 +197,10 @@ def test_forward_intermediates_agree_with_forward_and_features_only(entries, fam
 def test_getter_features_hold_only_what_the_maps_use(entries, family, x):
     full = sum(p.numel() for p in timm.create_model(entries[family]).parameters())
     getter = timm.create_model(entries[family], features_only=True, feature_cls="getter", out_indices=(1, 3))
-    cfg = tiny_preset(FAMILIES[family])
+    cfg = tiny(family)
     maps = getter(x)
     assert [m.shape[1] for m in maps] == getter.feature_info.channels() == [cfg.stages[1].width, cfg.stages[3].width]
-    assert [SIZE // m.shape[-1] for m in maps] == getter.feature_info.reduction() == [8, 32]
+    assert [SIZE // m.shape[-1] for m in maps] == getter.feature_info.reduction() == [reductions(family)[1], reductions(family)[3]]
     assert sum(p.numel() for p in getter.parameters()) < full  # head (and Conv2Former's pre-pool conv) pruned
     sum(m.mean() for m in maps).backward()
     assert all(p.grad is not None for p in getter.parameters())  # no unused parameters (DDP without find_unused)
@@ -219,7 +251,7 @@ def test_layer_decay_scales_lr_from_stem_to_head(entries, family):
     scale = {id(p): g["lr_scale"] for g in optimizer.param_groups for p in g["params"]}
     names = dict(model.named_parameters())
     assert len(scale) == len(names) == sum(len(g["params"]) for g in optimizer.param_groups)
-    cfg = tiny_preset(FAMILIES[family])
+    cfg = tiny(family)
     layers = 1 + sum(s.depth for s in cfg.stages) + 1  # stem, blocks (Conv2Former's pre-pool conv with the last), head
     assert scale[id(names["stem.0.conv.weight"])] == pytest.approx(0.8 ** (layers - 1))
     assert scale[id(model.get_classifier().weight)] == 1.0
@@ -274,4 +306,4 @@ def test_plain_torchscript_reset_classifier_and_pretrained_cfg(entries, family, 
     model.reset_classifier(3, "max")
     assert model(x).shape == (2, 3) and model.num_classes == 3
     model.reset_classifier(0, "")
-    assert model(x).shape == (2, final_width(family), SIZE // 32, SIZE // 32)
+    assert model(x).shape == (2, final_width(family), final_side(family), final_side(family))

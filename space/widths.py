@@ -1,0 +1,25 @@
+"""Channel arithmetic that the genome's rules, the layer plan and the cost model share, as timm computes it (no torch)."""
+
+from __future__ import annotations
+
+
+def make_divisible(value: float, divisor: int, min_value: int | None = None, round_limit: float = 0.9) -> int:
+    """timm.layers.make_divisible, copied because the data modules must not import torch (through timm)."""
+    min_value = min_value or divisor
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < round_limit * value else rounded
+
+
+def attention_channels(kind: str, channels: int) -> int:
+    """Reduced width of the attention MLP: timm's SE (ratio 1/16, divisor 8) and CBAM (ratio 1/16, divisor 1), no round limit."""
+    return make_divisible(channels / 16, 8 if kind == "se" else 1, round_limit=0.0)
+
+
+def splat_attention_channels(channels: int, radix: int) -> int:
+    """Width of the MLP inside timm's SplitAttn: channels * radix / 4, a multiple of 8, at least 32."""
+    return make_divisible(channels * radix * 0.25, 8, min_value=32)
+
+
+def inner_width(width: int, expansion: float) -> int:
+    """Width of a block's expanded (or reduced) middle."""
+    return max(1, round(width * expansion))
