@@ -99,7 +99,7 @@ def _plain_transform(resolution: int) -> Callable:
     from torchvision import transforms
 
     return transforms.Compose([transforms.Resize(resolution), transforms.CenterCrop(resolution), transforms.ToTensor(),
-                               transforms.Normalize([0.5] * 3, [0.5] * 3)])  # fmt: skip
+                               transforms.Normalize([0.5] * 3, [0.5] * 3)])
 
 
 def cifar(name: str, data_dir: str | None, train_tf: Callable, val_tf: Callable) -> Data:

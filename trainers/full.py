@@ -41,7 +41,7 @@ def drop_path_by_size(params: int) -> float:
 
 def _rng_state() -> dict[str, Any]:
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}  # fmt: skip
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
@@ -92,22 +92,22 @@ def train(s: TrainSettings, resume: bool = False, progress: Callable[[str, dict[
 
     pretrained_cfg = timm.models.get_pretrained_cfg(s.model)
     data_cfg = resolve_data_config({"input_size": (3, s.resolution, s.resolution)} if s.resolution else {},
-                                   pretrained_cfg=pretrained_cfg.to_dict() if pretrained_cfg else None)  # fmt: skip
+                                   pretrained_cfg=pretrained_cfg.to_dict() if pretrained_cfg else None)
     drop_path = s.drop_path
     if drop_path is None:  # sized on the meta device: no memory, no second real build
         with torch.device("meta"):
             drop_path = drop_path_by_size(sum(p.numel() for p in timm.create_model(s.model).parameters()))
     train_tf = create_transform(data_cfg["input_size"], is_training=True, auto_augment=s.randaugment, re_prob=s.reprob,
-                                interpolation="bicubic", mean=data_cfg["mean"], std=data_cfg["std"])  # fmt: skip
+                                interpolation="bicubic", mean=data_cfg["mean"], std=data_cfg["std"])
     val_tf = create_transform(data_cfg["input_size"], interpolation="bicubic", mean=data_cfg["mean"], std=data_cfg["std"],
-                              crop_pct=data_cfg["crop_pct"])  # fmt: skip
+                              crop_pct=data_cfg["crop_pct"])
     data = image_datasets(s.data, s.seed, s.data_dir, train_tf, val_tf)
     model = on_device(timm.create_model(s.model, num_classes=data.num_classes, drop_path_rate=drop_path), device)
     uses_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
     ema = None if uses_bn or not s.ema_decay else ModelEmaV3(model, decay=s.ema_decay)
 
     train_loader = DataLoader(data.train, s.batch_size, shuffle=True, drop_last=True, num_workers=s.workers,
-                              generator=torch.Generator().manual_seed(s.seed))  # fmt: skip
+                              generator=torch.Generator().manual_seed(s.seed))
     if len(train_loader) == 0:
         raise ConvspaceError(f"batch-size: {s.batch_size} is larger than the {len(data.train)} training images")
     val_loader = DataLoader(data.val, s.batch_size, num_workers=s.workers)
@@ -117,7 +117,7 @@ def train(s: TrainSettings, resume: bool = False, progress: Callable[[str, dict[
     loss_fn = SoftTargetCrossEntropy() if mixup else LabelSmoothingCrossEntropy(s.smoothing)
     optimizer = create_optimizer_v2(model, "adamw", lr=s.scaled_lr, weight_decay=s.weight_decay)
     scheduler, _ = create_scheduler_v2(optimizer, sched="cosine", num_epochs=s.epochs, warmup_epochs=min(s.warmup_epochs, s.epochs - 1),
-                                       warmup_lr=1e-6, min_lr=s.min_lr, updates_per_epoch=len(train_loader))  # fmt: skip
+                                       warmup_lr=1e-6, min_lr=s.min_lr, updates_per_epoch=len(train_loader))
     scaler = grad_scaler(device)
 
     start_epoch, best = 0, 0.0
@@ -156,7 +156,7 @@ def train(s: TrainSettings, resume: bool = False, progress: Callable[[str, dict[
         scheduler.step(epoch + 1)
         top1, top5 = evaluate(model, val_loader, device, data.num_classes)
         summary = {"epoch": epoch + 1, "train_loss": total_loss / steps, "top1": top1, "top5": top5,
-                   "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - started, 2)}  # fmt: skip
+                   "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.perf_counter() - started, 2)}
         if ema is not None:
             summary["ema_top1"], summary["ema_top5"] = evaluate(ema.module, val_loader, device, data.num_classes)
         best = max(best, top1)
@@ -164,7 +164,7 @@ def train(s: TrainSettings, resume: bool = False, progress: Callable[[str, dict[
         save_atomically({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                          "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
                          "rng": _rng_state(), "loader_rng": train_loader.generator.get_state(), "epoch": epoch,
-                         "best_top1": best, "settings": asdict(s)}, checkpoint_path)  # fmt: skip
+                         "best_top1": best, "settings": asdict(s)}, checkpoint_path)
         with log_path.open("a") as log:
             log.write(json.dumps(summary) + "\n")
         if progress:

@@ -99,7 +99,7 @@ def train(
     scheduler = CosineLRScheduler(
         optimizer, t_initial=settings.epochs * steps_per_epoch, warmup_t=int(settings.warmup_epochs * steps_per_epoch),
         warmup_lr_init=settings.lr / 100, lr_min=settings.lr / 100, t_in_epochs=False,
-    )  # fmt: skip
+    )
     loss_fn = LabelSmoothingCrossEntropy(settings.label_smoothing)
     scaler = grad_scaler(device)
     started, accuracy, step = time.perf_counter(), 0.0, 0

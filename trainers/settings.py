@@ -82,7 +82,7 @@ class TrainSettings:
         require(self.epochs >= 1, "epochs", "must be >= 1", self.epochs)
         require(self.batch_size >= 2, "batch-size", "must be >= 2", self.batch_size)
         require(self.batch_size % 2 == 0 or not (self.mixup or self.cutmix), "batch-size",
-                "mixup/cutmix pair the images of a batch, so it must be even", self.batch_size)  # fmt: skip
+                "mixup/cutmix pair the images of a batch, so it must be even", self.batch_size)
         require(self.lr is None or self.lr > 0, "lr", "must be > 0", self.lr)
         require(self.warmup_epochs >= 0, "warmup-epochs", "must be >= 0", self.warmup_epochs)
         if self.resolution is not None:
@@ -111,7 +111,7 @@ def check_data(name: str, data_dir: str | None = None) -> None:
         root = cifar_root(data_dir)
         if not (root / CIFAR_FOLDERS[name]).is_dir():
             raise ConvspaceError(f"data: {name} not found: put the extracted python version ({CIFAR_FOLDERS[name]}/) "
-                                 f"under {root} or pass --data-dir")  # fmt: skip
+                                 f"under {root} or pass --data-dir")
         return
     path = Path(name).expanduser()
     if not path.is_dir():
