@@ -309,6 +309,41 @@ def pareto(
 
 @app.command()
 @user_errors
+def analyze(
+    study: str = typer.Option(STUDY, help="Study name."),
+    storage: str = typer.Option(None, help=STORAGE_HELP),
+    against: str = typer.Option(None, help="A second study (same --storage, else its own default file) to compare with by KS."),
+    # NDS uses 40 bins with ~1,000 models, 10 in some figures; a study of tens of models fills few
+    bins: int = typer.Option(10, help="FLOPs bins of the complexity-normalised EDF (log-spaced; each must hold a trained model)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the analysis as one JSON object."),
+    out: str = typer.Option(None, help="Folder for the PNGs and analysis.html (every picture embedded, readable offline)."),
+) -> None:
+    """Design-space analysis of the trained trials: error EDFs, good values and importance per dimension, KS against --against."""
+    from nas.analysis import analyze as analyze_study
+    from nas.analysis_report import summary, write_report
+    from nas.pareto import load_study
+
+    if bins < 1:
+        raise ConvspaceError(f"bins: must be >= 1, got {bins}")
+    other = load_study(against, resolve_storage(against, storage)) if against else None
+    report, samples = analyze_study(load_study(study, resolve_storage(study, storage)), other, bins=bins)
+    written = []
+    if out:
+        try:
+            written = write_report(report, samples, Path(out))
+        except OSError as exc:
+            raise ConvspaceError(f"out: cannot write into {out!r} ({exc.strerror})") from None
+    if as_json:
+        print(json.dumps(report))
+    else:
+        for line in summary(report):
+            console.print(line, markup=False, highlight=False)
+        if written:
+            console.print(f"{len(written) - 1} pictures and {written[-1].name} written to {out}", markup=False, highlight=False)
+
+
+@app.command()
+@user_errors
 def dashboard(
     study: str = typer.Option(STUDY, help="Study name."),
     storage: str = typer.Option(None, help=STORAGE_HELP),

@@ -36,6 +36,8 @@ def open_study(name: str, url: str, identity: dict[str, Any], *, sampler: optuna
     if stored is None:
         study.set_metric_names(OBJECTIVES)
         study.set_user_attr("identity", identity)
+        if sampler is not None:  # the analysis warns when the trials were not drawn at random (nas.analysis)
+            study.set_user_attr("sampler", type(sampler).__name__)
         for key, value in (attrs or {}).items():
             study.set_user_attr(key, value)
     elif stored != identity:
