@@ -65,7 +65,7 @@ def load_trained(study: optuna.Study) -> Trained:
     trials = [t for t in everything if t.state == TrialState.COMPLETE and status(t) == Status.TRAINED]
     if len(trials) < MIN_TRIALS:
         raise ConvspaceError(f"study: {study.study_name!r} holds {len(trials)} trained trials; the analysis needs at least {MIN_TRIALS} "
-                             "(a random sweep of a few hundred tells two spaces apart)")  # fmt: skip
+                             "(a random sweep of a few hundred tells two spaces apart)")
     errors = np.array([1.0 - accuracy(t) for t in trials])
     flops = np.array([float(t.values[1]) for t in trials])
     stopped = sum(status(t) == Status.STOPPED for t in everything)
@@ -91,7 +91,7 @@ def bin_weights(sample: Trained, lo: float, hi: float, bins: int) -> np.ndarray:
     if empty.size:
         i = int(empty[0])
         raise ConvspaceError(f"normalised EDF: refused, FLOPs bin {i + 1} of {bins} ({10 ** edges[i] / 1e9:.3g}-{10 ** edges[i + 1] / 1e9:.3g} "
-                             f"GFLOPs) holds no trained model of {sample.name!r} ({empty.size} bins empty); pass fewer --bins or train more")  # fmt: skip
+                             f"GFLOPs) holds no trained model of {sample.name!r} ({empty.size} bins empty); pass fewer --bins or train more")
     which = np.clip(np.searchsorted(edges, logs, side="right") - 1, 0, bins - 1)  # np.histogram counts hi in the last bin
     return np.where(inside, 1.0 / counts[which] / bins, 0.0)
 
@@ -172,7 +172,7 @@ def describe(study: optuna.Study, sample: Trained, weights: np.ndarray | None, s
         "left_out_of_normalized": None if weights is None else int((weights == 0).sum()),
         "sampler": sample.sampler, "stopped_early": sample.stopped, "warnings": bias_warnings(sample),
         "dimensions": dimensions(study, sample, seed),
-    }  # fmt: skip
+    }
 
 
 def bias_warnings(sample: Trained) -> list[str]:
@@ -181,10 +181,10 @@ def bias_warnings(sample: Trained) -> list[str]:
     if sample.sampler != "RandomSampler":
         chosen = f"chosen by {sample.sampler}" if sample.sampler else "chosen by a sampler the study did not record"
         found.append(f"{sample.name!r}: trials {chosen}, not drawn at random: the EDFs and good ranges describe where it searched, "
-                     "not the space; run a random sweep (search --sampler random --scheduler none) for an unbiased sample")  # fmt: skip
+                     "not the space; run a random sweep (search --sampler random --scheduler none) for an unbiased sample")
     if sample.stopped:
         found.append(f"{sample.name!r}: {sample.stopped} trials stopped early are left out, which favours the models that learn "
-                     "fast; --scheduler none trains every sampled model")  # fmt: skip
+                     "fast; --scheduler none trains every sampled model")
     return found
 
 

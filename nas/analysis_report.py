@@ -19,8 +19,10 @@ def _good(dim: dict[str, Any]) -> str:
     """A dimension's good values as read: a range `5-7` or the good choices `gelu, silu`."""
     if dim["good"] is None:
         return f"too few models hold it ({dim['n']})"
-    good = f"{dim['good'][0]}-{dim['good'][1]}" if dim["numeric"] else ", ".join(map(str, dim["good"]))
-    return f"good {good}, best {dim['best']}"
+    if not dim["numeric"]:
+        return "good {" + ", ".join(map(str, dim["good"])) + f"}}, best {dim['best']}"
+    lo, hi = dim["good"]
+    return f"good {lo if lo == hi else f'{lo}-{hi}'}, best {dim['best']}"
 
 
 def _study_lines(part: dict[str, Any]) -> list[str]:
@@ -28,7 +30,7 @@ def _study_lines(part: dict[str, Any]) -> list[str]:
     top = [f"{name} {dim['importance']:.2f} ({_good(dim)})" for name, dim in list(part["dimensions"].items())[:TOP] if dim["importance"] is not None]
     return [f"study {part['study']!r}: {part['n']} trained models, best error {part['best_error']:.4f}, median {part['median_error']:.4f} "
             f"(sampler: {part['sampler'] or 'not recorded'})",
-            "  most important (PED-ANOVA): " + ("; ".join(top) or "none (its trials hold no sampled parameter)")]  # fmt: skip
+            "  most important (PED-ANOVA): " + ("; ".join(top) or "none (its trials hold no sampled parameter)")]
 
 
 def summary(report: dict[str, Any]) -> list[str]:
@@ -41,11 +43,11 @@ def summary(report: dict[str, Any]) -> list[str]:
         lo, hi = report["flops_range"]
         left = ", ".join(f"{p['left_out_of_normalized']} of {p['study']!r}" for p in parts if p["left_out_of_normalized"])
         lines.append(f"normalised EDF: {report['bins']} log-spaced FLOPs bins over {lo / 1e9:.3g}-{hi / 1e9:.3g} GFLOPs"
-                     + (f" (outside it, left out: {left})" if left else ""))  # fmt: skip
+                     + (f" (outside it, left out: {left})" if left else ""))
     if "ks" in report:
         ks, nks = report["ks"], report["normalized_ks"]
         lines.append(f"KS {report['study']!r} vs {report['against']['study']!r}: D {ks['statistic']:.3f}, p {ks['pvalue']:.3g}"
-                     + (f"; normalised D {nks['statistic']:.3f}, p {nks['pvalue']:.3g}" if nks else ""))  # fmt: skip
+                     + (f"; normalised D {nks['statistic']:.3f}, p {nks['pvalue']:.3g}" if nks else ""))
     return lines + [f"warning: {w}" for part in parts for w in part["warnings"]]
 
 
@@ -61,7 +63,8 @@ def _edf_png(report: dict[str, Any], path: Path) -> None:
             ax.step(errors, part["normalized_edf"], where="post", color=color, linestyle="--", label=f"{part['study']}, normalised by FLOPs")
     title = "error EDF"
     if "ks" in report:
-        title += f"  (KS D {report['ks']['statistic']:.3f}, p {report['ks']['pvalue']:.3g})"
+        title += f"  (KS D {report['ks']['statistic']:.3f}, p {report['ks']['pvalue']:.3g}"
+        title += f"; normalised D {nks['statistic']:.3f})" if (nks := report["normalized_ks"]) else ")"
     ax.set(xlabel="error (1 - proxy accuracy)", ylabel="cumulative fraction of models", title=title, ylim=(0, 1.02))
     ax.legend(title="n | min | mean", loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
@@ -117,10 +120,10 @@ def write_report(report: dict[str, Any], samples: list[Trained], out: Path) -> l
             pngs.append(out / f"{name}.png")  # not named after the study: a study name may hold a slash
             _dimensions_png(part, sample, pngs[-1])
     images = "".join(f'<h2>{html.escape(p.stem)}</h2><img alt="{html.escape(p.stem)}" src="data:image/png;base64,'
-                     f'{base64.b64encode(p.read_bytes()).decode()}">' for p in pngs)  # fmt: skip
+                     f'{base64.b64encode(p.read_bytes()).decode()}">' for p in pngs)
     page = out / "analysis.html"
     page.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>convspace analysis: {html.escape(report['study'])}</title>"
                     f"<style>body{{font-family:sans-serif;max-width:1500px;margin:auto}}img{{max-width:100%}}</style></head><body>"
                     f"<h1>Design-space analysis of {html.escape(report['study'])}</h1><pre>{html.escape(chr(10).join(summary(report)))}</pre>"
-                    f"{images}</body></html>", encoding="utf-8")  # fmt: skip
+                    f"{images}</body></html>", encoding="utf-8")
     return [*pngs, page]

@@ -25,7 +25,7 @@ GROUPS = CategoricalDistribution([1, 2, 4])  # conditional: sampled for gelu net
 
 
 def make_study(name: str, root: Path | None = None, *, n: int = 80, seed: int = 0, shift: float = 0.0, sampler: str | None = "RandomSampler",
-               flops_decades: tuple[float, float] = (-1.0, 0.5), stopped: int = 0) -> optuna.Study:  # fmt: skip
+               flops_decades: tuple[float, float] = (-1.0, 0.5), stopped: int = 0) -> optuna.Study:
     """A random sweep whose accuracy is set by the kernel alone (best 7) plus noise; FLOPs log-uniform and unrelated.
 
     In memory unless `root` is given (then in root/studies/<name>.db, as the commands find it): SQLite writes are slow."""
@@ -44,10 +44,10 @@ def make_study(name: str, root: Path | None = None, *, n: int = 80, seed: int = 
         flops = 1e9 * 10 ** rng.uniform(*flops_decades)
         if i < n:
             trials.append(create_trial(params=params, distributions=distributions, values=[accuracy, flops],
-                                       user_attrs={"status": "trained", "flops": flops}))  # fmt: skip
+                                       user_attrs={"status": "trained", "flops": flops}))
         else:
             trials.append(create_trial(params=params, distributions=distributions, state=TrialState.PRUNED,
-                                       user_attrs={"status": "stopped", "flops": flops}))  # fmt: skip
+                                       user_attrs={"status": "stopped", "flops": flops}))
     study.add_trials(trials)
     return study
 
@@ -80,7 +80,7 @@ def test_edf_points_and_the_normalised_edf_weighs_each_flops_bin_alike():
     # 10 cheap accurate models and 30 dear poor ones: half the weight each once normalised over 2 FLOPs bins
     study = optuna.create_study(directions=["maximize", "minimize"])
     study.add_trials([create_trial(params={"kernel": 3}, distributions={"kernel": KERNEL}, values=[acc, flops], user_attrs={"status": "trained"})
-                      for acc, flops in [(0.9 + i / 1000, 1e8) for i in range(10)] + [(0.5 + i / 1000, 1e10) for i in range(30)]])  # fmt: skip
+                      for acc, flops in [(0.9 + i / 1000, 1e8) for i in range(10)] + [(0.5 + i / 1000, 1e10) for i in range(30)]])
     report, _ = analyze(study, bins=2)
     errors = report["errors"]
     assert report["n"] == 40 and errors == sorted(errors) and report["edf"] == [(i + 1) / 40 for i in range(40)]
@@ -92,7 +92,7 @@ def test_edf_points_and_the_normalised_edf_weighs_each_flops_bin_alike():
 def test_mean_of_confirmed_accuracies_counts():
     study = optuna.create_study(directions=["maximize", "minimize"])
     study.add_trials([create_trial(params={}, distributions={}, values=[0.5, 1e9 + i], user_attrs={"status": "trained", "accuracies": [0.8, 0.9]})
-                      for i in range(10)])  # fmt: skip
+                      for i in range(10)])
     report, _ = analyze(study, bins=10)
     assert report["best_error"] == pytest.approx(0.15) and report["dimensions"] == {}
 
@@ -116,7 +116,7 @@ def test_normalisation_bins_the_shared_flops_range_and_refuses_an_empty_bin():
     assert report["normalized_edf"][-1] == pytest.approx(1.0)
     gap = optuna.create_study(directions=["maximize", "minimize"])  # FLOPs at 1e8 and 1e10 only: the middle bins hold none
     gap.add_trials([create_trial(params={}, distributions={}, values=[0.9, 1e8 if i % 2 else 1e10], user_attrs={"status": "trained"})
-                    for i in range(12)])  # fmt: skip
+                    for i in range(12)])
     refused, _ = analyze(gap, bins=4)
     assert refused["normalized_refused"].startswith("normalised EDF: refused, FLOPs bin 2 of 4 (0.316-1 GFLOPs) holds no trained model of")
     assert refused["normalized_edf"] is None and refused["edf"][-1] == 1.0  # the rest stands
@@ -166,7 +166,7 @@ def test_command_json_summary_and_pictures(root, tmp_path):
     [(["--study", "nope"], "error: study: no study 'nope'"),
      (["--study", "base", "--against", "nope"], "error: study: no study 'nope'"),
      (["--study", "base", "--bins", "0"], "error: bins: must be >= 1, got 0")],
-)  # fmt: skip
+)
 def test_command_errors_are_one_line(root, args, message):
     result = cli(root, *args)
     assert result.returncode == 2 and result.stderr.startswith(message) and result.stderr.count("\n") == 1
