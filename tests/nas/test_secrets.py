@@ -336,7 +336,7 @@ WORKER = """
 import json, os, sys
 from pathlib import Path
 import ray
-import nas.search
+import nas.tune
 
 @ray.remote
 def look():
@@ -346,9 +346,9 @@ def look():
             "files": sorted(str(p.relative_to(unpacked)) for p in unpacked.rglob("*") if p.is_file())}
 
 # init_ray as with --address, on a local cluster (\"local\"), with the packages of the fake checkout
-env = nas.search._cluster_runtime_env(Path(sys.argv[1]))
-nas.search._cluster_runtime_env = lambda: env
-nas.search.init_ray("local")
+env = nas.tune._cluster_runtime_env(Path(sys.argv[1]))
+nas.tune._cluster_runtime_env = lambda: env
+nas.tune.init_ray("local")
 seen = ray.get(look.remote())
 seen["jobs"] = [job["Entrypoint"] for job in ray._private.state.jobs()]
 print(json.dumps(seen))
