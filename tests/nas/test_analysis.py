@@ -13,8 +13,9 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
+from scipy import stats
 
-from nas.analysis import analyze
+from nas.analysis import analyze, load_trained, weighted_ks
 from space.errors import ConvspaceError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,6 +60,7 @@ def root(tmp_path_factory) -> Path:
     (path / "studies").mkdir()
     make_study("base", path, n=30, stopped=1)
     make_study("same", path, n=30, seed=1)
+    make_study("few", path, n=5)
     return path
 
 
@@ -106,6 +108,13 @@ def test_two_studies_of_one_distribution_are_close_and_shifted_ones_far():
     assert shifted["ks"]["statistic"] > 0.9 and shifted["ks"]["pvalue"] < 1e-6
     assert shifted["normalized_ks"]["statistic"] > 0.9 and shifted["normalized_ks"]["pvalue"] < 1e-6
     assert shifted["against"]["dimensions"]["kernel"]["best"] == 7
+
+
+def test_weighted_ks_with_equal_weights_is_scipys_asymptotic_ks():
+    a, b = (load_trained(make_study(name, n=n, seed=seed)) for name, n, seed in (("a", 40, 0), ("b", 60, 1)))
+    mine = weighted_ks(a, np.full(40, 1 / 40), b, np.full(60, 1 / 60))
+    theirs = stats.ks_2samp(a.errors, b.errors, method="asymp")
+    assert mine["statistic"] == pytest.approx(theirs.statistic) and mine["pvalue"] == pytest.approx(theirs.pvalue)
 
 
 def test_normalisation_bins_the_shared_flops_range_and_refuses_an_empty_bin():
@@ -165,7 +174,8 @@ def test_command_json_summary_and_pictures(root, tmp_path):
     ("args", "message"),
     [(["--study", "nope"], "error: study: no study 'nope'"),
      (["--study", "base", "--against", "nope"], "error: study: no study 'nope'"),
-     (["--study", "base", "--bins", "0"], "error: bins: must be >= 1, got 0")],
+     (["--study", "base", "--bins", "0"], "error: bins: must be >= 1, got 0"),
+     (["--study", "few"], "error: study: 'few' holds 5 trained trials; the analysis needs at least 10")],
 )
 def test_command_errors_are_one_line(root, args, message):
     result = cli(root, *args)
