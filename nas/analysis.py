@@ -51,7 +51,7 @@ def sampler_of(study: optuna.Study) -> str | None:
     if recorded := study.user_attrs.get("sampler"):
         return str(recorded)
     if (study.user_attrs.get("identity") or {}).get("kind") == "ablation":
-        return "fixed networks (ablation)"
+        return "an ablation's fixed list"
     for trial in study.get_trials(deepcopy=False):
         for key in trial.system_attrs:  # Optuna's genetic samplers count generations as "<Sampler>:generation"
             if key.endswith(":generation"):
@@ -76,7 +76,8 @@ def shared_range(*samples: Trained) -> tuple[float, float]:
     """The FLOPs range every compared study covers: models outside it weigh nothing in the normalised EDFs."""
     lo, hi = max(float(s.flops.min()) for s in samples), min(float(s.flops.max()) for s in samples)
     if not 0 < lo < hi:
-        raise ConvspaceError(f"normalised EDF: refused, the studies' FLOPs share no range to bin ({lo / 1e9:.3g}-{hi / 1e9:.3g} GFLOPs)")
+        raise ConvspaceError(f"normalised EDF: refused, the trained models' FLOPs (of every study compared) share no range to bin "
+                             f"({lo / 1e9:.3g}-{hi / 1e9:.3g} GFLOPs)")
     return lo, hi
 
 

@@ -145,6 +145,9 @@ def test_bias_warnings_name_the_sampler_and_the_stopped_trials():
     trial = unrecorded.ask()  # what NSGA-II leaves on a trial of a study made before the sampler was recorded
     unrecorded._storage.set_trial_system_attr(trial._trial_id, "NSGAIISampler:generation", 0)
     assert analyze(unrecorded, bins=10)[0]["sampler"] == "NSGAIISampler"
+    ablation = make_study("roadmap", n=20, sampler=None)
+    ablation.set_user_attr("identity", {"kind": "ablation"})
+    assert "chosen by an ablation's fixed list" in analyze(ablation, bins=10)[0]["warnings"][0]
     assert "a sampler the study did not record" in analyze(make_study("plain", n=20, sampler=None), bins=10)[0]["warnings"][0]
 
 
