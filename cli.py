@@ -18,7 +18,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from nas.settings import SAMPLERS, SearchSettings
+from nas.settings import SAMPLERS, SCHEDULERS, SearchSettings
 from nas.storage import STORAGE_ENV, display_url, has_password, mask_passwords, resolve_storage
 from space.errors import ConvspaceError
 from trainers.settings import ProxySettings
@@ -208,7 +208,7 @@ def search(
     study: str = typer.Option(STUDY, help="Study name; rerunning with the same name resumes it."),
     storage: str = typer.Option(None, help=STORAGE_HELP),
     trials: int = typer.Option(SEARCH.trials, help="Trials to train in the study, counting those already there: trained to the end, "
-                                                   "stopped early by ASHA, or failed (points rejected before training do not count)."),
+                                                   "stopped early (--scheduler or the time limit), or failed (points rejected before training do not count)."),
     epochs: int = typer.Option(PROXY.epochs, help="Proxy training epochs per trial."),
     resolution: int = typer.Option(PROXY.resolution, help="Proxy training resolution (>= 32: the networks reduce 32x)."),
     batch_size: int = typer.Option(PROXY.batch_size, help="Proxy batch size."),
@@ -226,6 +226,8 @@ def search(
     time_budget: float = typer.Option(None, help="Stop after this many seconds of wall clock (the trials still training are queued for the rerun)."),
     trial_time_limit: float = typer.Option(None, help="Seconds one trial may train; then it stops early (recorded as stopped, "
                                                      "stop_reason 'time limit'), so one huge sampled network cannot hold up the search."),
+    scheduler: str = typer.Option(SEARCH.scheduler, help=f"Early stopping, one of {', '.join(SCHEDULERS)}: pareto-asha keeps the "
+                                  "non-dominated (accuracy, FLOPs) trials of each rung, asha the most accurate, none stops nothing."),
     grace_period: int = typer.Option(SEARCH.grace_period, help="ASHA: epochs every trial trains before it may be stopped."),
     reduction_factor: int = typer.Option(SEARCH.reduction_factor, help="ASHA: keep the best 1/factor at each rung."),
     seed: int = typer.Option(SEARCH.seed, help="Seeds the sampler, the data split and the training."),
@@ -246,7 +248,7 @@ def search(
         study=study, budget=parse_flops(budget), space=Space.from_yaml(space), storage=url, proxy=proxy, trials=trials,
         cost_resolution=cost_resolution, cost_classes=cost_classes, sampler=sampler, cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial, address=address, time_budget=time_budget, trial_time_limit=trial_time_limit, grace_period=grace_period,
-        reduction_factor=reduction_factor, seed=seed, heartbeat_interval=heartbeat_interval, heartbeat_grace=heartbeat_grace,
+        scheduler=scheduler, reduction_factor=reduction_factor, seed=seed, heartbeat_interval=heartbeat_interval, heartbeat_grace=heartbeat_grace,
     )  # fmt: skip
     check_search(settings)
     from nas.live import SearchView, ended_words, rejected_words

@@ -116,8 +116,9 @@ class BudgetedOptunaSearcher:
             self.evaluated.add(cfg.hash)
             self.live[trial_id] = trial
             trial.set_user_attr("proxy", self.settings.proxy.to_dict())
+            trial.set_user_attr("scheduler", self.settings.scheduler)  # not the study's identity: it may change on resume
             self.progress("started", {"number": trial.number, "config": cfg, FLOPS: cost.flops})
-            return {"config": cfg.to_json(), "number": trial.number}
+            return {"config": cfg.to_json(), "number": trial.number, FLOPS: cost.flops}  # FLOPs: ParetoASHA's second objective
         raise ConvspaceError("budget: 10000 sampled points in a row were over budget or duplicates; raise the budget")
 
     def interrupt_live(self) -> None:
@@ -134,7 +135,8 @@ class BudgetedOptunaSearcher:
         result = dict(result or {})
         if error:
             result.setdefault("error", "the trial process died (see the Ray trial log)")
-        attrs = outcome_attrs(result, epochs=int(result.get("epoch", 0)), proxy_epochs=self.settings.proxy.epochs)
+        attrs = outcome_attrs(result, epochs=int(result.get("epoch", 0)), proxy_epochs=self.settings.proxy.epochs,
+                              scheduler=self.settings.scheduler)  # fmt: skip
         attrs["wall_seconds"] = round(time.time() - trial.datetime_start.timestamp(), 2)
         for key, value in attrs.items():
             trial.set_user_attr(key, value)

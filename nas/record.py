@@ -17,6 +17,7 @@ from space.cost import Cost
 
 ACC, FLOPS = "acc", "flops"  # Tune's metric names; FLOPS is also the trial attribute with the target's FLOPs
 STATUS = "status"
+EPOCH_ACCURACIES = "epoch_accuracies"  # each epoch's proxy accuracy: reported to Tune, kept on the trial
 OVER_BUDGET_CONSTRAINT = "flops_over_budget"  # Optuna constraint of every sampled point: FLOPs minus the budget
 INTERRUPTED = "interrupted"  # fail_reason prefix of trials a stopped search or a dead driver cut short
 
@@ -64,9 +65,12 @@ def network_attrs(cfg: ArchConfig, cost: Cost) -> dict[str, Any]:
     return {"config": cfg.to_json(), "hash": cfg.hash, FLOPS: cost.flops, "params": cost.params}
 
 
-def outcome_attrs(result: dict[str, Any], *, epochs: int, proxy_epochs: int) -> dict[str, Any]:
-    """What a finished training adds: status (and why it stopped or failed), epochs, accuracies and seconds."""
-    attrs: dict[str, Any] = {"epochs": epochs}
+def outcome_attrs(result: dict[str, Any], *, epochs: int, proxy_epochs: int, scheduler: str | None = None) -> dict[str, Any]:
+    """What a finished training adds: status (and why it stopped or failed), epochs, accuracies and seconds.
+
+    `scheduler` names the early stopping that ran (pareto-asha, asha): the stop_reason of a trial it stopped."""
+    # One accuracy per epoch trained, so a stopped trial's history can be read and the rungs audited.
+    attrs: dict[str, Any] = {"epochs": epochs, EPOCH_ACCURACIES: [float(a) for a in result.get(EPOCH_ACCURACIES) or []]}
     if ACC in result:
         attrs["proxy_accuracy"] = float(result[ACC])
         attrs["train_seconds"] = round(float(result.get("train_seconds", 0.0)), 3)
@@ -79,5 +83,5 @@ def outcome_attrs(result: dict[str, Any], *, epochs: int, proxy_epochs: int) -> 
         attrs[STATUS] = Status.TRAINED
     else:
         attrs[STATUS] = Status.STOPPED
-        attrs["stop_reason"] = "time limit" if result.get("time_limited") else "ASHA"
+        attrs["stop_reason"] = "time limit" if result.get("time_limited") else (scheduler or "stopped early")
     return attrs

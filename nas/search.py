@@ -17,11 +17,12 @@ from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 from ray.tune.search import ConcurrencyLimiter
 
 from nas.bridge import BudgetedOptunaSearcher, Progress, make_sampler
-from nas.record import ACC
+from nas.record import ACC, FLOPS
+from nas.schedulers import ParetoASHA
 from nas.settings import SearchSettings, check_search
 from nas.storage import SqliteDriverLock, is_sqlite, results_folder
 from nas.study import open_study, recover, trained_count
@@ -81,14 +82,23 @@ def run_search(s: SearchSettings, progress: Progress | None = None) -> SearchOut
             lock.release()
 
 
+def make_scheduler(s: SearchSettings) -> TrialScheduler | None:
+    """The early stopping of --scheduler: ParetoASHA on (accuracy, FLOPs), Ray's ASHA on accuracy, or none (FIFO)."""
+    rungs = dict(time_attr="epoch", max_t=s.proxy.epochs, grace_period=min(s.grace_period, s.proxy.epochs), reduction_factor=s.reduction_factor)
+    if s.scheduler == "pareto-asha":
+        return ParetoASHA(metrics=(ACC, FLOPS), modes=("max", "min"), **rungs)
+    if s.scheduler == "asha":
+        return ASHAScheduler(metric=ACC, mode="max", **rungs)
+    return None  # Tune's FIFO: every trial trains every epoch (only --trial-time-limit stops one early)
+
+
 def _tune(s: SearchSettings, study: optuna.Study, storage: RDBStorage, remaining: int, *, progress: Progress | None,
           results: Path) -> SearchOutcome:  # fmt: skip
-    """Ray Tune runs the proxy trainings the bridge hands out; ASHA stops the weak ones."""
+    """Ray Tune runs the proxy trainings the bridge hands out; the scheduler (ParetoASHA, ASHA or none) stops the weak ones."""
     started = time.time()
     init_ray(s.address)
     bridge = BudgetedOptunaSearcher(study, storage, s, progress)
-    scheduler = ASHAScheduler(metric=ACC, mode="max", time_attr="epoch", max_t=s.proxy.epochs, grace_period=s.grace_period,
-                              reduction_factor=s.reduction_factor)  # fmt: skip
+    scheduler = make_scheduler(s)
     searcher = ConcurrencyLimiter(BridgeSearcher(s.study), max_concurrent=concurrency(s.cpus_per_trial, s.gpus_per_trial))
     tuner = build_tuner(s.study, s.proxy, results, cpus=s.cpus_per_trial, gpus=s.gpus_per_trial, time_limit=s.trial_time_limit,
                         search_alg=searcher, scheduler=scheduler, num_samples=remaining, time_budget_s=s.time_budget)  # fmt: skip

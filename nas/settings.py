@@ -17,6 +17,8 @@ from space.errors import ConvspaceError, require
 from trainers.settings import ProxySettings
 
 SAMPLERS = ("nsga2", "tpe", "random")
+# Early stopping: Pareto-aware ASHA (nas.schedulers), Ray's accuracy-only ASHA, or none (every trial trains every epoch).
+SCHEDULERS = ("pareto-asha", "asha", "none")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,7 @@ class SearchSettings:
     address: str | None = None
     time_budget: float | None = None
     trial_time_limit: float | None = None  # seconds one trial may train; then it ends as stopped (stop_reason "time limit")
+    scheduler: str = "pareto-asha"  # not part of the study's identity (as the grace period); recorded on each trial
     grace_period: int = 1
     reduction_factor: int = 3
     seed: int = 0
@@ -54,6 +57,7 @@ class SearchSettings:
         check_trial_resources(self.cpus_per_trial, self.gpus_per_trial, self.address)
         require(self.time_budget is None or self.time_budget > 0, "time-budget", "must be > 0 seconds", self.time_budget)
         require(self.trial_time_limit is None or self.trial_time_limit > 0, "trial-time-limit", "must be > 0 seconds", self.trial_time_limit)
+        require(self.scheduler in SCHEDULERS, "scheduler", f"must be one of {', '.join(SCHEDULERS)}", self.scheduler)
         require(self.grace_period >= 1, "grace-period", "must be >= 1", self.grace_period)
         require(self.reduction_factor >= 2, "reduction-factor", "must be >= 2", self.reduction_factor)
         require(self.heartbeat_interval >= 1, "heartbeat-interval", "must be >= 1", self.heartbeat_interval)

@@ -22,7 +22,7 @@ from ray._private import utils as ray_utils
 from ray.tune.search import Searcher
 
 from nas.bridge import BudgetedOptunaSearcher, Progress
-from nas.record import ACC
+from nas.record import ACC, EPOCH_ACCURACIES, FLOPS
 from nas.storage import mask_passwords
 from space.config import ArchConfig
 from trainers.settings import ProxySettings
@@ -33,11 +33,16 @@ def proxy_trainable(config: dict[str, Any], proxy: dict[str, Any], time_limit: f
     training after `time_limit` seconds ends after its current step, its last report marked `time_limited`."""
     from trainers.proxy import train
 
-    settings, last = ProxySettings(**proxy), {ACC: 0.0, "epoch": 0, "train_seconds": 0.0, "trainable_seconds": 0.0}
+    settings = ProxySettings(**proxy)
+    # Every report carries the target's FLOPs (ParetoASHA ranks a rung on accuracy and FLOPs; the ablation's fixed
+    # networks have none in their config and need none) and the accuracies so far, which the trial keeps.
+    last: dict[str, Any] = {**({FLOPS: config[FLOPS]} if FLOPS in config else {}), ACC: 0.0, "epoch": 0, "train_seconds": 0.0,
+                            "trainable_seconds": 0.0, EPOCH_ACCURACIES: []}  # fmt: skip
     entered = time.time()  # our own clock: Tune's time_total_s counts between its polls of the actor, not this
 
     def report(epoch: int, accuracy: float, seconds: float) -> None:
-        last.update({ACC: accuracy, "epoch": epoch, "train_seconds": seconds, "trainable_seconds": time.time() - entered})
+        last.update({ACC: accuracy, "epoch": epoch, "train_seconds": seconds, "trainable_seconds": time.time() - entered,
+                     EPOCH_ACCURACIES: [*last[EPOCH_ACCURACIES], accuracy]})  # fmt: skip
         tune.report(dict(last))
 
     out_of_time = (lambda: time.time() - entered > time_limit) if time_limit else None

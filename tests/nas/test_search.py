@@ -80,6 +80,38 @@ def test_search_trains_within_budget_dedups_and_resumes(tmp_path):
     assert len(set(hashes)) == len(hashes)
 
 
+def test_pareto_asha_stops_trials_naming_itself_and_every_trial_keeps_its_epoch_accuracies(tmp_path):
+    # the default scheduler; halving at eta 2 after epoch 1 stops about half of the trials that reach the rung
+    run = search(tmp_path, "--trials", "6", "--reduction-factor", "2")
+    assert run.returncode == 0, run.stdout + run.stderr
+    groups = by_status(load(tmp_path))
+    trained, stopped = groups.get("trained", []), groups.get("stopped", [])
+    assert len(trained) + len(stopped) == 6 and stopped, run.stdout
+    assert all(t.user_attrs["stop_reason"] == "pareto-asha" and t.user_attrs["epochs"] == 1 for t in stopped)
+    assert "(pareto-asha)" in run.stdout
+    for t in trained + stopped:  # one accuracy per epoch trained, the last one the trial's score; the scheduler recorded
+        accuracies = t.user_attrs["epoch_accuracies"]
+        assert len(accuracies) == t.user_attrs["epochs"] and accuracies[-1] == t.user_attrs["proxy_accuracy"]
+        assert t.user_attrs["scheduler"] == "pareto-asha"
+
+
+def test_each_scheduler_choice_builds_its_scheduler():
+    from ray.tune.schedulers import ASHAScheduler
+
+    from nas.schedulers import ParetoASHA
+    from nas.search import make_scheduler
+    from nas.settings import SearchSettings
+    from space.choices import Space
+    from trainers.proxy import ProxySettings
+
+    made = {name: make_scheduler(SearchSettings(study="x", budget=BUDGET, space=Space.from_yaml(TINY_SPACE), storage="sqlite://",
+                                                proxy=ProxySettings(epochs=2), scheduler=name, grace_period=5))
+            for name in ("pareto-asha", "asha", "none")}  # fmt: skip
+    assert isinstance(made["pareto-asha"], ParetoASHA) and made["pareto-asha"]._metrics == ["acc", "flops"]
+    assert isinstance(made["asha"], ASHAScheduler) and made["none"] is None  # none: Tune's FIFO, nothing stopped early
+    assert SearchSettings.scheduler == "pareto-asha"
+
+
 def test_kill_9_mid_trial_then_resume_keeps_finished_trials_and_retrains_the_lost_ones(tmp_path):
     long_trials = ["--epochs", "100", "--grace-period", "100", "--cpus-per-trial", "2"]  # ~15 s each, never stopped early
     driver = search(tmp_path, "--trials", "6", *long_trials, wait=False)
@@ -140,6 +172,7 @@ def test_kill_9_mid_trial_then_resume_keeps_finished_trials_and_retrains_the_los
         (["--gpus-per-trial", "0.25"], "error: gpus-per-trial: this machine has no GPU: leave it out to train on CPUs"),
         (["--heartbeat-grace", "5"], "error: heartbeat-grace: must be longer than the heartbeat interval (5 s), got 5"),
         (["--sampler", "grid"], "error: sampler: must be one of nsga2, tpe, random, got 'grid'"),
+        (["--scheduler", "fifo"], "error: scheduler: must be one of pareto-asha, asha, none, got 'fifo'"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(tmp_path, args, message):
@@ -214,7 +247,8 @@ def test_a_trial_past_its_time_limit_stops_early_and_says_why(tmp_path):
     assert len(stopped) == 2 and all(t.user_attrs["stop_reason"] == "time limit" and t.user_attrs["epochs"] < 3000 for t in stopped)
     assert all(5 <= t.user_attrs["trainable_seconds"] < 15 for t in stopped)
     # a trial stopped before its first epoch ended has no accuracy to show, never a made-up 0, and the search goes on
-    early = search(tmp_path, "--trials", "1", "--trial-time-limit", "0.001", "--cpus-per-trial", "2", study="early")
+    # (batch 16: the synthetic train split holds fewer than 64 images, and drop_last would leave no step to stop at)
+    early = search(tmp_path, "--trials", "1", "--trial-time-limit", "0.001", "--batch-size", "16", "--cpus-per-trial", "2", study="early")
     assert early.returncode == 0, early.stdout + early.stderr
     [cut] = by_status(load(tmp_path, "early"))["stopped"]
     assert cut.user_attrs["epochs"] == 0 and "proxy_accuracy" not in cut.user_attrs and cut.user_attrs["stop_reason"] == "time limit"
