@@ -105,6 +105,7 @@ def plot(study: optuna.Study, path: str, budget: int | None) -> tuple[float, flo
 
     groups: dict[str, tuple[list[float], list[float]]] = {"trained": ([], []), "stopped": ([], [])}
     over_budget: list[float] = []
+    unscored = 0  # stopped by the time limit before their first epoch ended: no accuracy to draw
     for t in study.get_trials(deepcopy=False):
         status, flops = t.user_attrs.get("status"), t.user_attrs.get("flops")
         if flops is None:
@@ -112,14 +113,19 @@ def plot(study: optuna.Study, path: str, budget: int | None) -> tuple[float, flo
         if status == "over_budget":
             over_budget.append(flops / 1e9)
         elif status in groups:
+            accuracy = t.values[0] if t.values else t.user_attrs.get("proxy_accuracy")
+            if accuracy is None:
+                unscored += 1
+                continue
             xs, ys = groups[status]
             xs.append(flops / 1e9)
-            ys.append(t.values[0] if t.values else t.user_attrs.get("proxy_accuracy") or 0.0)
+            ys.append(accuracy)
     limit = budget / 1e9 if budget else None
     lo, hi, log = plot_range(groups["trained"][0] + groups["stopped"][0], limit)
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
     styles = {"trained": dict(c="tab:blue", marker="o", label=f"trained to the end ({len(groups['trained'][0])})"),
-              "stopped": dict(c="tab:gray", marker="s", alpha=0.6, label=f"stopped early: ASHA or time limit ({len(groups['stopped'][0])})")}  # fmt: skip
+              "stopped": dict(c="tab:gray", marker="s", alpha=0.6, label=f"stopped early: ASHA or time limit ({len(groups['stopped'][0])}"
+                                                                          + (f"; {unscored} more before a first score)" if unscored else ")"))}  # fmt: skip
     for status, (xs, ys) in groups.items():
         if xs:
             ax.scatter(xs, ys, s=22, zorder=2, **styles[status])

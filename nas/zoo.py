@@ -13,6 +13,7 @@ import importlib.util
 import logging
 import re
 import sys
+import warnings
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -96,12 +97,14 @@ def _register_presets() -> None:
 
 
 def import_entry(module_path: Path) -> None:
-    """Import one generated module (registering its entry with timm)."""
+    """Import one generated module (registering its entry with timm); an entry exported again replaces itself."""
     name = f"convspace_zoo_{module_path.stem}"
     spec = importlib.util.spec_from_file_location(name, module_path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
-    spec.loader.exec_module(module)
+    with warnings.catch_warnings():  # timm warns on re-registration; re-exporting an entry (export --front after --best) is meant
+        warnings.filterwarnings("ignore", message=f"Overwriting {module_path.stem} in registry with {name}\\.")
+        spec.loader.exec_module(module)
 
 
 def register_exports(folders: list[Path] | None = None) -> list[str]:
