@@ -69,7 +69,7 @@ def ablation_identity(file: StudyFile) -> dict[str, Any]:
 
 
 def run_ablation(file: StudyFile, storage: str, *, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, address: str | None = None,
-                 results_dir: str | None = None, progress: Progress | None = None) -> list[dict[str, Any]]:  # fmt: skip
+                 results_dir: str | None = None, progress: Progress | None = None) -> list[dict[str, Any]]:
     """Train the networks the study does not hold yet; return one row per network (proxy and reference accuracy)."""
     # What the study file alone cannot tell fails here, before any file is written or Ray starts.
     check_trial_resources(cpus_per_trial, gpus_per_trial, address)
@@ -89,12 +89,12 @@ def run_ablation(file: StudyFile, storage: str, *, cpus_per_trial: float = 1.0, 
 
         with results_folder(storage, results_dir) as results, connect(file.study, Driver(progress=named if progress else None)):
             tuner = build_tuner(file.study, file.proxy, results, cpus=cpus_per_trial, gpus=gpus_per_trial,
-                                param_space={"config": tune.grid_search(jsons)})  # fmt: skip
+                                param_space={"config": tune.grid_search(jsons)})
             outcomes = list(tuner.fit())
         for result in outcomes:
             metrics, name = result.metrics or {}, todo[jsons.index(result.config["config"])]
             attrs = outcome_attrs(metrics if not result.error else {"error": str(result.error)}, epochs=int(metrics.get("epoch", 0)),
-                                  proxy_epochs=file.proxy.epochs)  # fmt: skip
+                                  proxy_epochs=file.proxy.epochs)
             if attrs[STATUS] != Status.TRAINED:
                 raise ConvspaceError(f"ablation: {name} failed ({attrs.get('fail_reason', 'stopped early')}); rerun to retry it")
             cfg = ArchConfig.from_json(result.config["config"])
@@ -103,10 +103,10 @@ def run_ablation(file: StudyFile, storage: str, *, cpus_per_trial: float = 1.0, 
             study.add_trial(optuna.trial.create_trial(
                 values=[attrs["proxy_accuracy"], float(cost.flops)],
                 user_attrs={"preset": name, **network_attrs(cfg, cost), **attrs, "proxy": file.proxy.to_dict()},
-            ))  # fmt: skip
+            ))
     by_name = {t.user_attrs["preset"]: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     return [{"preset": n, "proxy_accuracy": by_name[n].values[0], "reference": ref, "gflops": by_name[n].values[1] / 1e9}
-            for n, ref in file.reference.items()]  # fmt: skip
+            for n, ref in file.reference.items()]
 
 
 def kendall_tau(rows: list[dict[str, Any]]) -> float:

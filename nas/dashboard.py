@@ -74,7 +74,7 @@ class TrainedTrialsView(BaseStorage):
         return FrozenStudy(
             study.study_name, None, {**summary, **study.user_attrs}, _readable_system_attrs(study.system_attrs),
             study_id, directions=study.directions,
-        )  # fmt: skip
+        )
 
     # Everything else passes through: the dashboard writes notes, fails running trials, deletes studies.
     def create_new_study(self, directions: Sequence[StudyDirection], study_name: str | None = None) -> int:
@@ -126,7 +126,7 @@ class TrainedTrialsView(BaseStorage):
 def outcome_summary(outcomes: Counter[str], budget: int | None) -> dict[str, str]:
     """The study's first lines in the dashboard: what each chip counts, and the samples that are not listed."""
     listed = ", ".join(f"{outcomes[s]} {what} ({STATES[s]})" for s, what in
-                       (("trained", "trained to the end"), ("stopped", "stopped early"), ("failed", "failed")))  # fmt: skip
+                       (("trained", "trained to the end"), ("stopped", "stopped early"), ("failed", "failed")))
     listed += "".join(f", {outcomes[s]} {s}" for s in ("running", "waiting") if outcomes[s])
     refused = f"{outcomes['over_budget']} over the budget" + (f" of {budget / 1e9:g} GFLOPs" if budget else "")
     refused += f", {outcomes['duplicate']} duplicates of an evaluated network"
@@ -180,7 +180,7 @@ def serve_dashboard(url: str, study: str, host: str, port: int, announce: Callab
     storage = open_storage(url)
     try:  # binding is the only reliable test of a port: bind first, announce after
         server = make_server(host, port, wsgi(TrainedTrialsView(storage)),
-                             server_class=_IPv6Server if ":" in host else WSGIServer, handler_class=_QuietHandler)  # fmt: skip
+                             server_class=_IPv6Server if ":" in host else WSGIServer, handler_class=_QuietHandler)
     except OSError as exc:
         field = "host" if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL else "port"
         hint = "pick a free one with --port" if field == "port" else "give an address of this machine with --host"

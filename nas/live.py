@@ -88,7 +88,7 @@ class SearchView:
             self.running[info["number"]] = Running(info["number"], summary(info["config"]), info["flops"] / 1e9)
             if not self._live:
                 self._line(f"  trial {info['number']:>3} started: {self.running[info['number']].summary}, "
-                           f"{info['flops'] / 1e9:.2f} GFLOPs ({rejected_words(self.rejected)} rejected so far)")  # fmt: skip
+                           f"{info['flops'] / 1e9:.2f} GFLOPs ({rejected_words(self.rejected)} rejected so far)")
         elif event == "epoch" and info.get("acc") is not None:
             self.best = max(self.best, info["acc"])
             trial = self.running.get(info["number"])
@@ -96,7 +96,7 @@ class SearchView:
                 trial.epoch, trial.accuracy = info["epoch"], info["acc"]
             if not self._live:
                 self._line(f"  trial {info['number']:>3}  epoch {info['epoch']}/{self.epochs}  acc {info['acc']:.4f}"
-                           f"  (best so far {self.best:.4f})")  # fmt: skip
+                           f"  (best so far {self.best:.4f})")
         elif event == "finished":
             self.running.pop(info["number"], None)
             self.ended[info["status"]] = self.ended.get(info["status"], 0) + 1

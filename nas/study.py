@@ -22,7 +22,7 @@ OBJECTIVES = ["proxy_accuracy", "flops"]  # maximised, minimised
 
 
 def open_study(name: str, url: str, identity: dict[str, Any], *, sampler: optuna.samplers.BaseSampler | None = None,
-               heartbeat: tuple[int, int] | None = None, attrs: dict[str, Any] | None = None) -> tuple[optuna.Study, RDBStorage]:  # fmt: skip
+               heartbeat: tuple[int, int] | None = None, attrs: dict[str, Any] | None = None) -> tuple[optuna.Study, RDBStorage]:
     """Create or resume study `name`; refuse to resume one whose identity differs from `identity`.
 
     `attrs` are written once, when the study is created (e.g. the budget). The storage comes back too: failing a
@@ -30,7 +30,7 @@ def open_study(name: str, url: str, identity: dict[str, Any], *, sampler: optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the commands show progress themselves
     storage = open_storage(url, heartbeat=heartbeat)
     study = optuna.create_study(study_name=name, storage=storage, directions=["maximize", "minimize"], sampler=sampler,
-                                load_if_exists=True)  # fmt: skip
+                                load_if_exists=True)
     identity = json.loads(json.dumps(identity))  # as it reads back from storage (tuples become lists)
     stored = study.user_attrs.get("identity")
     if stored is None:

@@ -54,7 +54,7 @@ def pretrained_cfg(cfg: ArchConfig, resolution: int = 224, notes: tuple[str, ...
         "pool_size": (resolution // 32, resolution // 32), "crop_pct": 0.875, "interpolation": "bicubic",
         "mean": timm.data.IMAGENET_DEFAULT_MEAN, "std": timm.data.IMAGENET_DEFAULT_STD,
         "first_conv": "stem.0.conv", "classifier": "head.fc", "notes": notes,
-    }  # fmt: skip
+    }
 
 
 def create(name: str, config: ArchConfig, pretrained: bool = False, **kwargs: Any) -> Any:
@@ -65,7 +65,7 @@ def create(name: str, config: ArchConfig, pretrained: bool = False, **kwargs: An
 
     out_indices = tuple(range(len(config.stages)))
     return build_model_with_cfg(partial(build_network, config), name, pretrained,
-                                feature_cfg=dict(out_indices=out_indices, flatten_sequential=True), **kwargs)  # fmt: skip
+                                feature_cfg=dict(out_indices=out_indices, flatten_sequential=True), **kwargs)
 
 
 def load_entry(path: Path) -> tuple[ArchConfig, dict[str, Any]]:
@@ -184,7 +184,7 @@ def export(study: Any, trial: Any, name: str | None, out: Path) -> dict[str, Any
     resolution = study.user_attrs.get("identity", {}).get("cost_resolution", 224)
     record = {"study": study.study_name, "trial": trial.number, "resolution": resolution,
               "proxy_accuracy": trial.user_attrs.get("proxy_accuracy"), "params": trial.user_attrs["params"],
-              "flops": trial.user_attrs["flops"]}  # fmt: skip
+              "flops": trial.user_attrs["flops"]}
     module = write_entry(name, cfg, out, record)
     import_entry(module)
     model = timm.create_model(name)
