@@ -126,7 +126,8 @@ def inspect(
         return
     console.print(cfg.to_yaml())
     if origin:
-        console.print("from " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in origin.items()))
+        console.print("from " + ", ".join(f"{k.replace('_', ' ')} {v:.4f}" if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
+                                          for k, v in origin.items()))
     print_costs([report], f"{model} at {resolution}x{resolution}")
     if verify:
         same = report["params_torch"] == report["params"] and report["flops_fvcore"] == report["flops"]
