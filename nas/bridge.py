@@ -13,11 +13,15 @@ with ask/tell instead (no Ray here; `nas.tune` wraps it as a Ray `Searcher`):
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
@@ -43,6 +47,33 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     return _SAMPLER_FACTORIES[name](seed)
 
 
+DRIVER_CLAIM = "convspace:driver:"  # study system attrs `convspace:driver:<n>`: the token of the n-th driver to open it
+
+
+def claim_driver(storage: RDBStorage, study_id: int, *, settle: float = 0.1) -> int:
+    """This driver's number among all that opened the study (0 for the first): the lowest unclaimed number.
+
+    Optuna's storage has no compare-and-set, so a claim is written, then read back after `settle` seconds: of two
+    drivers that started together and both wrote the same number, the one whose token was overwritten takes the
+    next number (the other's write lands within milliseconds of its read, well inside `settle`)."""
+    token, n = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}", 0
+    while True:
+        key = f"{DRIVER_CLAIM}{n}"
+        if key not in storage.get_study_system_attrs(study_id):
+            storage.set_study_system_attr(study_id, key, token)
+            time.sleep(settle)
+            if storage.get_study_system_attrs(study_id).get(key) == token:
+                return n
+        n += 1
+
+
+def driver_seed(seed: int, driver: int) -> int:
+    """The sampler seed of the study's `driver`-th driver: --seed itself for the first (a lone search is reproducible,
+    and so is each resume of it: the n-th run gets number n), an independent stream of --seed for each other one, so
+    drivers sharing a study do not propose the same points in lockstep."""
+    return seed if driver == 0 else int(np.random.SeedSequence([seed, driver]).generate_state(1)[0])
+
+
 class BudgetedOptunaSearcher:
     """Ask/tell bridge between Optuna and Ray Tune (wrapped as a Ray `Searcher` in `run_search`).
 
@@ -57,6 +88,9 @@ class BudgetedOptunaSearcher:
         self.study, self.storage, self.settings = study, storage, settings
         self.progress = progress or (lambda event, info: None)  # "rejected" and "started" events for the live view
         self.study_id = storage.get_study_id_from_name(study.study_name)  # once: every heartbeat names a trial by id
+        # Each driver samples with its own seed (see driver_seed); the proxy settings stay the study's.
+        self.driver = claim_driver(storage, self.study_id)
+        study.sampler = make_sampler(settings.sampler, driver_seed(settings.seed, self.driver))
         self.live: dict[str, optuna.trial.Trial] = {}
         self.rejected: dict[str, int] = {}  # sampled points not trained, by reason: over_budget, duplicate, surplus
         self.ended: dict[str, int] = {}  # trials of this run by how they ended: trained, stopped, failed
@@ -117,6 +151,7 @@ class BudgetedOptunaSearcher:
             self.live[trial_id] = trial
             trial.set_user_attr("proxy", self.settings.proxy.to_dict())
             trial.set_user_attr("scheduler", self.settings.scheduler)  # not the study's identity: it may change on resume
+            trial.set_user_attr("driver", self.driver)
             self.progress("started", {"number": trial.number, "config": cfg, FLOPS: cost.flops})
             return {"config": cfg.to_json(), "number": trial.number, FLOPS: cost.flops}  # FLOPs: ParetoASHA's second objective
         raise ConvspaceError("budget: 10000 sampled points in a row were over budget or duplicates; raise the budget")

@@ -47,3 +47,42 @@ def test_every_sampler_hands_out_distinct_in_budget_configs_costed_at_the_target
     assert len({cfg.hash for cfg, _ in first}) == 10
     again = handed_out(tmp_path, sampler, "b")  # a new study, the same seed
     assert [cfg.hash for cfg, _ in again] == [cfg.hash for cfg, _ in first]
+
+
+def test_drivers_sharing_a_study_get_their_own_sampler_seeds(tmp_path):
+    from nas.bridge import driver_seed
+
+    settings = SearchSettings(study="shared", budget=BUDGET, space=Space.from_yaml(TINY_SPACE), storage=f"sqlite:///{tmp_path}/shared.db",
+                              proxy=ProxySettings(epochs=2), trials=10, cost_resolution=64, cost_classes=10, seed=3)  # fmt: skip
+    bridges = [BudgetedOptunaSearcher(*open_search_study(settings), settings) for _ in range(2)]  # two drivers, one study
+    try:
+        assert [b.driver for b in bridges] == [0, 1]
+        first = [b.suggest(f"t{i}") for i, b in enumerate(bridges)]
+        assert first[0]["config"] != first[1]["config"]  # not in lockstep: each proposes its own points
+        assert [b.live[f"t{i}"].user_attrs["driver"] for i, b in enumerate(bridges)] == [0, 1]
+    finally:
+        for b in bridges:
+            b.close()
+    assert driver_seed(3, 0) == 3 and len({driver_seed(3, d) for d in range(50)}) == 50  # the first driver keeps --seed
+    assert driver_seed(3, 1) == driver_seed(3, 1) != driver_seed(4, 1)
+
+
+def test_drivers_starting_together_claim_distinct_numbers(tmp_path):
+    import threading
+
+    from nas.bridge import claim_driver
+
+    settings = SearchSettings(study="race", budget=BUDGET, space=Space.from_yaml(TINY_SPACE), storage=f"sqlite:///{tmp_path}/race.db")
+    _, storage = open_search_study(settings)
+    study_id, start, claimed = storage.get_study_id_from_name("race"), threading.Barrier(4), []
+
+    def driver() -> None:
+        start.wait()
+        claimed.append(claim_driver(storage, study_id))
+
+    threads = [threading.Thread(target=driver) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(claimed) == [0, 1, 2, 3]
