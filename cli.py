@@ -185,7 +185,7 @@ def print_front(study: Any) -> None:
     else:
         console.print(f"Pareto front of {study.study_name}: none yet (no trial trained to the end)")
     tally = counts(study)
-    rejected = {k: tally.pop(k) for k in ("over_budget", "duplicate", "surplus") if k in tally}
+    rejected = {k: tally.pop(k) for k in ("over_budget", "under_band", "duplicate", "surplus") if k in tally}
     running = f", {tally.pop('running')} training now" if "running" in tally else ""
     if tally.get("interrupted"):  # each has a waiting copy: say it once
         running += f", {tally.pop('interrupted')} cut short by a stopped search (queued to train first on the next run)"
@@ -194,6 +194,16 @@ def print_front(study: Any) -> None:
     console.print(f"trials in the study: {ended_words(tally)}{running}"
                   + "".join(f", {v} {k}" for k, v in sorted(others.items()))
                   + f"; sampled points rejected before training: {rejected_words(rejected)}")  # fmt: skip
+
+
+def flops_option(name: str, text: str | None) -> int:
+    """A FLOPs count given on the command line (0 when left out); a bad one is an error naming the option."""
+    from space.cost import parse_flops
+
+    try:
+        return parse_flops(text) if text else 0
+    except ConvspaceError as exc:
+        raise ConvspaceError(f"{name}: {str(exc).removeprefix('budget: ')}") from None
 
 
 PROXY, SEARCH = ProxySettings, SearchSettings  # the defaults live once, in the settings dataclasses
@@ -208,6 +218,8 @@ def search(
     space: str = typer.Option("default", help="Space YAML file, or the name of a shipped space."),
     study: str = typer.Option(STUDY, help="Study name; rerunning with the same name resumes it."),
     storage: str = typer.Option(None, help=STORAGE_HELP),
+    flops_min: str = typer.Option(None, help="Refuse networks below this many FLOPs too, as over-budget ones are: a band "
+                                  "[flops-min, budget] for studies that want every network near the budget, e.g. 4GFLOPs."),
     trials: int = typer.Option(SEARCH.trials, help="Trials to train in the study, counting those already there: trained to the end, "
                                                    "stopped early (--scheduler or the time limit), or failed (points rejected before training do not count)."),
     epochs: int = typer.Option(PROXY.epochs, help="Proxy training epochs per trial."),
@@ -246,7 +258,8 @@ def search(
     proxy = PROXY(epochs=epochs, resolution=resolution, batch_size=batch_size, lr=lr, data=data, train_images=train_images or None,
                   bn_batches=bn_batches, data_dir=data_dir, seed=seed)  # fmt: skip
     settings = SEARCH(
-        study=study, budget=parse_flops(budget), space=Space.from_yaml(space), storage=url, proxy=proxy, trials=trials,
+        study=study, budget=parse_flops(budget), flops_min=flops_option("flops-min", flops_min), space=Space.from_yaml(space),
+        storage=url, proxy=proxy, trials=trials,
         cost_resolution=cost_resolution, cost_classes=cost_classes, sampler=sampler, cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial, address=address, time_budget=time_budget, trial_time_limit=trial_time_limit, grace_period=grace_period,
         scheduler=scheduler, reduction_factor=reduction_factor, seed=seed, heartbeat_interval=heartbeat_interval, heartbeat_grace=heartbeat_grace,

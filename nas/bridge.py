@@ -4,8 +4,10 @@ Ray's own `OptunaSearch` cannot refuse an over-budget point before it trains, no
 the Pareto front (it reaches the study as COMPLETE with its partial accuracy), so this bridge drives the study
 with ask/tell instead (no Ray here; `nas.tune` wraps it as a Ray `Searcher`):
 
-- ask -> sample the space -> analytic cost of the target network -> over budget or already evaluated?
-  record it (PRUNED, with the reason) and ask again; otherwise hand the config to Ray Tune;
+- ask -> sample the space -> analytic cost of the target network -> over budget (or under --flops-min) or already
+  evaluated? record it (PRUNED, with the reason) and ask again; otherwise hand the config to Ray Tune. After a
+  proposal out of the band, the next point is screened in memory first (see `_screened`), so a trained trial costs
+  at most one stored out-of-band sample;
 - a trial that trained every epoch is told COMPLETE with [accuracy, FLOPs]; one stopped early is PRUNED with
   its partial accuracy and epochs kept as attributes; one that raised is FAIL with its reason.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import random
 import socket
 import threading
 import time
@@ -26,9 +29,22 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from nas.record import ACC, FLOPS, OVER_BUDGET_CONSTRAINT, STATUS, Status, counts_toward_total, holds_config, network_attrs, outcome_attrs
+from nas.record import (
+    ACC,
+    FLOPS,
+    OVER_BUDGET_CONSTRAINT,
+    SCREENED,
+    STATUS,
+    UNDER_BAND_CONSTRAINT,
+    Status,
+    counts_toward_total,
+    holds_config,
+    network_attrs,
+    outcome_attrs,
+)
 from nas.settings import SearchSettings
 from nas.study import fail_and_requeue, trained_count
+from space.choices import SeededSuggester
 from space.cost import arch_cost
 from space.errors import ConvspaceError
 
@@ -91,6 +107,7 @@ class BudgetedOptunaSearcher:
         # Each driver samples with its own seed (see driver_seed); the proxy settings stay the study's.
         self.driver = claim_driver(storage, self.study_id)
         study.sampler = make_sampler(settings.sampler, driver_seed(settings.seed, self.driver))
+        self.rng = random.Random(driver_seed(settings.seed, self.driver))  # the in-memory screening's draws
         self.live: dict[str, optuna.trial.Trial] = {}
         self.rejected: dict[str, int] = {}  # sampled points not trained, by reason: over_budget, duplicate, surplus
         self.ended: dict[str, int] = {}  # trials of this run by how they ended: trained, stopped, failed
@@ -117,12 +134,52 @@ class BudgetedOptunaSearcher:
         self.rejected[status] = self.rejected.get(status, 0) + 1
         self.progress("rejected", {"reason": status})
 
+    def _out_of_band(self, flops: int) -> Status | None:
+        """Why a point of `flops` FLOPs is refused before training (over the budget, under --flops-min), or None."""
+        if flops > self.settings.budget:
+            return Status.OVER_BUDGET
+        return Status.UNDER_BAND if flops < self.settings.flops_min else None
+
+    def _screened(self) -> dict[str, Any]:
+        """The params of a point inside the band, drawn at random in memory; the points drawn outside it are counted
+        on the study (`rejected_over_budget`, `rejected_under_band`), never stored as trials.
+
+        Why this shape: a trial must exist in the storage before Optuna's sampler proposes its params, and a proposal
+        over the budget cannot be withdrawn or re-drawn inside its trial, so asking the sampler again and again (as
+        before) stored ~10 rejected trials per trained one on the default space, some at 10,000x the budget. Screening
+        every point in memory instead (enqueue only in-band draws) would cut the sampler out of the search entirely.
+        So the sampler proposes first, always; only when its proposal falls outside the band (stored once, with its
+        constraint, so whoever reads the study sees what it proposed) is the next point a random in-band draw (the
+        RegNet way: sample inside a FLOPs band, pycls' check_complexity_constraints), enqueued so that it becomes a
+        normal trial of the study that NSGA-II/TPE take into their population and model like any other. A trained
+        trial therefore costs at most one stored out-of-band sample; the analytic cost takes ~0.2 ms a point."""
+        refused: dict[str, int] = {}
+        for _ in range(100_000):
+            draw = _RecordingSuggester(self.rng)
+            cfg = dataclasses.replace(self.settings.space.sample(draw), num_classes=self.settings.cost_classes)
+            reason = self._out_of_band(arch_cost(cfg, self.settings.cost_resolution).flops)
+            if reason is None:
+                break
+            refused[reason] = refused.get(reason, 0) + 1
+        else:
+            raise ConvspaceError("budget: 100000 points drawn in a row fell outside the budget (and --flops-min); widen the band")
+        for reason, n in refused.items():  # read-add-write: two drivers adding at once may lose a few counts, no more
+            key = SCREENED[reason]
+            self.study.set_user_attr(key, int(self.study.user_attrs.get(key, 0)) + n)
+            self.rejected[reason] = self.rejected.get(reason, 0) + n
+            for _ in range(n):
+                self.progress("rejected", {"reason": reason})
+        return draw.params
+
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """The next within-budget, never-evaluated config (None once the study holds --trials trials)."""
         optuna.storages.fail_stale_trials(self.study)  # another driver died: its trials are re-queued
         if trained_count(self.study) >= self.settings.trials:
             return None
+        screen = False  # set once the sampler proposed a point outside the band: the next is screened in memory
         for _ in range(10_000):  # rejected points do not change the count; races are settled after acceptance
+            if screen:
+                self.study.enqueue_trial(self._screened(), user_attrs={"screened": True})
             trial = self.study.ask()
             if self.storage.get_heartbeat_interval():
                 self._beat_for(trial)
@@ -132,8 +189,12 @@ class BudgetedOptunaSearcher:
                 trial.set_user_attr(key, value)
             # The budget as Optuna's constraint (feasible when <= 0), for whoever reads the study with Optuna.
             trial.set_constraint(OVER_BUDGET_CONSTRAINT, cost.flops - self.settings.budget)
-            if cost.flops > self.settings.budget:
-                self._reject(trial, Status.OVER_BUDGET)
+            if self.settings.flops_min:
+                trial.set_constraint(UNDER_BAND_CONSTRAINT, self.settings.flops_min - cost.flops)
+            reason = self._out_of_band(cost.flops)
+            if reason is not None:
+                self._reject(trial, reason)
+                screen = True
                 continue
             if cfg.hash in self.evaluated:
                 self._reject(trial, Status.DUPLICATE)
@@ -154,7 +215,7 @@ class BudgetedOptunaSearcher:
             trial.set_user_attr("driver", self.driver)
             self.progress("started", {"number": trial.number, "config": cfg, FLOPS: cost.flops})
             return {"config": cfg.to_json(), "number": trial.number, FLOPS: cost.flops}  # FLOPs: ParetoASHA's second objective
-        raise ConvspaceError("budget: 10000 sampled points in a row were over budget or duplicates; raise the budget")
+        raise ConvspaceError("budget: 10000 sampled points in a row were outside the budget or duplicates; raise the budget")
 
     def interrupt_live(self) -> None:
         """Trials still running when Tune stopped (Ctrl-C, time budget): queue them for the next run."""
@@ -183,3 +244,23 @@ class BudgetedOptunaSearcher:
         self.ended[status] = self.ended.get(status, 0) + 1
         self.progress("finished", {"number": trial.number, "status": status, ACC: result.get(ACC), "epoch": attrs["epochs"],
                                    "reason": attrs.get("fail_reason") or attrs.get("stop_reason")})  # fmt: skip
+
+
+class _RecordingSuggester(SeededSuggester):
+    """A seeded random draw of the space that keeps the params it drew, to enqueue them as a trial's."""
+
+    def __init__(self, rng: random.Random) -> None:
+        super().__init__(rng)
+        self.params: dict[str, Any] = {}
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        self.params[name] = value = super().suggest_categorical(name, choices)
+        return value
+
+    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int:
+        self.params[name] = value = super().suggest_int(name, low, high, step, log)
+        return value
+
+    def suggest_float(self, name: str, low: float, high: float, step: float | None = None, log: bool = False) -> float:
+        self.params[name] = value = super().suggest_float(name, low, high, step, log)
+        return value

@@ -24,11 +24,12 @@ from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.pareto import load_study
+from nas.record import screened_counts
 from nas.storage import open_storage
 from space.errors import ConvspaceError
 
 # Statuses of sampled points that were refused before any training (see nas/search.py's bridge).
-NEVER_TRAINED = ("over_budget", "duplicate", "surplus")
+NEVER_TRAINED = ("over_budget", "under_band", "duplicate", "surplus")
 # What each chip the dashboard draws means once the refused samples are left out.
 STATES = {"trained": "Complete", "stopped": "Pruned", "failed": "Fail"}
 _METRIC_NAMES = "study:metric_names"  # where Optuna keeps `study.set_metric_names` (optuna-dashboard reads it too)
@@ -68,7 +69,7 @@ class TrainedTrialsView(BaseStorage):
         study_id = study._study_id
         if study_id not in self._outcomes:
             self.get_all_trials(study_id, deepcopy=False)
-        outcomes = self._outcomes[study_id]
+        outcomes = self._outcomes[study_id] + Counter(screened_counts(study.user_attrs))  # + those refused unstored
         ours = outcomes.keys() & {*STATES, *NEVER_TRAINED}  # a study the search wrote (a storage may hold others)
         summary = outcome_summary(outcomes, study.user_attrs.get("budget")) if ours else {}
         return FrozenStudy(
@@ -129,6 +130,8 @@ def outcome_summary(outcomes: Counter[str], budget: int | None) -> dict[str, str
                        (("trained", "trained to the end"), ("stopped", "stopped early"), ("failed", "failed")))
     listed += "".join(f", {outcomes[s]} {s}" for s in ("running", "waiting") if outcomes[s])
     refused = f"{outcomes['over_budget']} over the budget" + (f" of {budget / 1e9:g} GFLOPs" if budget else "")
+    if outcomes["under_band"]:
+        refused += f", {outcomes['under_band']} under --flops-min"
     refused += f", {outcomes['duplicate']} duplicates of an evaluated network"
     if outcomes["surplus"]:
         refused += f", {outcomes['surplus']} past --trials (another driver took the last slot)"

@@ -8,6 +8,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from nas.record import screened_counts
 from nas.storage import display_url, make_url_or_none, open_storage
 from space.config import ArchConfig
 from space.errors import ConvspaceError
@@ -72,8 +73,9 @@ def describe(trial: FrozenTrial) -> dict[str, Any]:
 
 def counts(study: optuna.Study) -> dict[str, int]:
     """How many trials ended which way: trained, stopped, failed, over_budget, duplicate, running, and the ones a
-    stopped search cut short (`interrupted`, each queued again as a `waiting` trial that the next run trains first)."""
-    tally: dict[str, int] = {}
+    stopped search cut short (`interrupted`, each queued again as a `waiting` trial that the next run trains first).
+    over_budget and under_band also count the points the search refused in memory without storing a trial."""
+    tally: dict[str, int] = dict(screened_counts(study.user_attrs))
     for t in study.get_trials(deepcopy=False):
         key = "running" if t.state == TrialState.RUNNING else t.user_attrs.get("status", t.state.name.lower())
         if key == "failed" and str(t.user_attrs.get("fail_reason", "")).startswith("interrupted"):
@@ -138,8 +140,9 @@ def plot(study: optuna.Study, path: str, budget: int | None) -> tuple[float, flo
     if limit:
         ax.axvline(limit, ls="--", c="k", lw=1, label=f"budget {limit:g} GFLOPs")
     if over_budget and limit:  # summarised at the edge: their FLOPs would set the scale, and they have no accuracy
+        over = len(over_budget) + screened_counts(study.user_attrs).get("over_budget", 0)  # with those refused unstored
         ax.axvspan(limit, hi, color="tab:red", alpha=0.08, lw=0,
-                   label=f"{len(over_budget)} samples over budget (up to {max(over_budget):,.0f} GFLOPs), not trained")  # fmt: skip
+                   label=f"{over} samples over budget (up to {max(over_budget):,.0f} GFLOPs), not trained")  # fmt: skip
     if log:
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # labelled ticks inside a decade or two

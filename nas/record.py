@@ -19,6 +19,7 @@ ACC, FLOPS = "acc", "flops"  # Tune's metric names; FLOPS is also the trial attr
 STATUS = "status"
 EPOCH_ACCURACIES = "epoch_accuracies"  # each epoch's proxy accuracy: reported to Tune, kept on the trial
 OVER_BUDGET_CONSTRAINT = "flops_over_budget"  # Optuna constraint of every sampled point: FLOPs minus the budget
+UNDER_BAND_CONSTRAINT = "flops_under_band"  # with --flops-min: that floor minus FLOPs
 INTERRUPTED = "interrupted"  # fail_reason prefix of trials a stopped search or a dead driver cut short
 
 
@@ -29,11 +30,20 @@ class Status(StrEnum):
     STOPPED = "stopped"  # stopped early (ASHA or the time limit): PRUNED, its partial accuracy kept
     FAILED = "failed"  # raised, or its worker died: FAIL with fail_reason
     OVER_BUDGET = "over_budget"  # refused before training: PRUNED
+    UNDER_BAND = "under_band"  # refused before training: below --flops-min, PRUNED
     DUPLICATE = "duplicate"  # refused before training: its config was already evaluated
     SURPLUS = "surplus"  # refused before training: another driver took the last of --trials
 
 
-NEVER_TRAINED = (Status.OVER_BUDGET, Status.DUPLICATE, Status.SURPLUS)
+NEVER_TRAINED = (Status.OVER_BUDGET, Status.UNDER_BAND, Status.DUPLICATE, Status.SURPLUS)
+# Study user attrs counting the points the bridge drew in memory and refused without storing a trial (see
+# BudgetedOptunaSearcher._screened): the study's own count of rejected samples is the stored ones plus these.
+SCREENED = {Status.OVER_BUDGET: "rejected_over_budget", Status.UNDER_BAND: "rejected_under_band"}
+
+
+def screened_counts(study_user_attrs: dict[str, Any]) -> dict[str, int]:
+    """Points refused in memory, by status (over_budget, under_band), from the study's user attrs."""
+    return {status: int(study_user_attrs[key]) for status, key in SCREENED.items() if study_user_attrs.get(key)}
 
 
 def status(trial: FrozenTrial) -> str | None:

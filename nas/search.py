@@ -49,13 +49,14 @@ def study_identity(s: SearchSettings) -> dict[str, Any]:
         "space": s.space.name, "space_dims": {k: dataclasses.asdict(d) for k, d in s.space.dims.items()},
         "budget": s.budget, "cost_resolution": s.cost_resolution, "cost_classes": s.cost_classes,
         "proxy": {k: v for k, v in s.proxy.to_dict().items() if k not in ("threads",)},
+        **({"flops_min": s.flops_min} if s.flops_min else {}),  # only when set: studies made before the band still resume
     }  # fmt: skip
 
 
 def open_search_study(s: SearchSettings) -> tuple[optuna.Study, RDBStorage]:
     """The search's study, created or resumed (refused when it was made with another space, budget or proxy)."""
     return open_study(s.study, s.storage, study_identity(s), sampler=make_sampler(s.sampler, s.seed),
-                      heartbeat=(s.heartbeat_interval, s.heartbeat_grace), attrs={"budget": s.budget})  # fmt: skip
+                      heartbeat=(s.heartbeat_interval, s.heartbeat_grace), attrs={"budget": s.budget, "flops_min": s.flops_min})  # fmt: skip
 
 
 def run_search(s: SearchSettings, progress: Progress | None = None) -> SearchOutcome:

@@ -31,6 +31,7 @@ class SearchSettings:
     storage: str
     proxy: ProxySettings = field(default_factory=ProxySettings)
     trials: int = 12
+    flops_min: int = 0  # the band's floor: points below it are refused like those over the budget (0: no floor)
     cost_resolution: int = 224
     cost_classes: int = 1000
     sampler: str = "nsga2"
@@ -52,6 +53,7 @@ class SearchSettings:
         require(self.trials >= 1, "trials", "must be >= 1", self.trials)
         require(self.sampler in SAMPLERS, "sampler", f"must be one of {', '.join(SAMPLERS)}", self.sampler)
         require(self.budget > 0, "budget", "must be > 0", self.budget)
+        require(0 <= self.flops_min < self.budget, "flops-min", f"must be >= 0 and below the budget ({self.budget:,} FLOPs)", self.flops_min)
         check_resolution("cost-resolution", self.cost_resolution)
         require(self.cost_classes >= 1, "cost-classes", "must be >= 1", self.cost_classes)
         check_trial_resources(self.cpus_per_trial, self.gpus_per_trial, self.address)
@@ -78,21 +80,29 @@ def check_trial_resources(cpus: float, gpus: float, address: str | None) -> None
 
 
 def check_budget_reachable(space: Space, budget: int, cost_resolution: int, cost_classes: int, seed: int = 0,
-                           probes: int = 1000) -> None:  # fmt: skip
-    """Refuse a budget below every point of the space before any study is touched.
+                           probes: int = 1000, flops_min: int = 0) -> None:  # fmt: skip
+    """Refuse a budget below every point of the space (or a band [flops_min, budget] no point falls in) before any
+    study is touched.
 
-    Otherwise the search would sample (and store as over_budget) up to 10,000 points, minutes of SQL, before
-    giving up. Random points in memory, stopping at the first that fits (usually the first few)."""
-    rng, cheapest = random.Random(seed), None
-    for _ in range(probes):
+    Otherwise the search would sample up to 10,000 points, minutes of SQL, before giving up. Random points in
+    memory, stopping at the first that fits (usually the first few)."""
+    rng, cheapest, costliest = random.Random(seed), None, 0
+    drawn = probes * (10 if flops_min else 1)  # a narrow band holds fewer points: look further
+    for _ in range(drawn):
         cfg = dataclasses.replace(space.sample(SeededSuggester(rng)), num_classes=cost_classes)
         flops = arch_cost(cfg, cost_resolution).flops
-        if flops <= budget:
+        if flops_min <= flops <= budget:
             return
-        cheapest = min(flops, cheapest or flops)
+        cheapest, costliest = min(flops, cheapest or flops), max(flops, costliest)
+    if flops_min and cheapest <= budget:
+        raise ConvspaceError(
+            f"flops-min: no sampled point of space {space.name!r} falls between {flops_min / 1e9:.4g} and {budget / 1e9:.4g} GFLOPs "
+            f"({drawn} drawn at {cost_resolution}px and {cost_classes} classes, from {cheapest / 1e9:.4g} to "
+            f"{costliest / 1e9:.4g} GFLOPs); widen the band"
+        )
     raise ConvspaceError(
         f"budget: {budget / 1e9:.4g} GFLOPs is below every sampled point of space {space.name!r} (the cheapest of "
-        f"{probes} costs {cheapest / 1e9:.4g} GFLOPs at {cost_resolution}px and {cost_classes} classes); raise it"
+        f"{drawn} costs {cheapest / 1e9:.4g} GFLOPs at {cost_resolution}px and {cost_classes} classes); raise it"
     )
 
 
@@ -147,6 +157,6 @@ def check_search(s: SearchSettings) -> None:
     from trainers.settings import check_data
 
     check_data(s.proxy.data, s.proxy.data_dir)
-    check_budget_reachable(s.space, s.budget, s.cost_resolution, s.cost_classes, s.seed)
+    check_budget_reachable(s.space, s.budget, s.cost_resolution, s.cost_classes, s.seed, flops_min=s.flops_min)
     check_address(s.address)
 

@@ -86,3 +86,40 @@ def test_drivers_starting_together_claim_distinct_numbers(tmp_path):
     for t in threads:
         t.join(60)
     assert sorted(claimed) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_at_most_one_stored_out_of_band_sample_per_trial_and_the_rest_counted_on_the_study(tmp_path, sampler):
+    import optuna
+
+    from nas.pareto import counts
+
+    band = (BUDGET // 2, BUDGET)  # a narrow band: most of the tiny space is outside it, on both sides
+    settings = SearchSettings(study="band", budget=BUDGET, flops_min=band[0], space=Space.from_yaml(TINY_SPACE),
+                              storage=f"sqlite:///{tmp_path}/band.db", proxy=ProxySettings(epochs=2), trials=10, cost_resolution=64,
+                              cost_classes=10, sampler=sampler, seed=3)  # fmt: skip
+    study, storage = open_search_study(settings)
+    bridge = BudgetedOptunaSearcher(study, storage, settings)
+    handed = []
+    try:
+        for i in range(10):
+            suggestion = bridge.suggest(f"t{i}")
+            trial = bridge.live[f"t{i}"]
+            handed.append(trial.user_attrs["flops"])
+            bridge.on_trial_complete(f"t{i}", {"acc": 1 / trial.user_attrs["params"], "epoch": 2, "flops": suggestion["flops"]}, False)
+    finally:
+        bridge.close()
+    assert all(band[0] <= f <= band[1] for f in handed)
+    study = optuna.load_study(study_name="band", storage=settings.storage)
+    stored = [t for t in study.trials if t.user_attrs.get("status") in ("over_budget", "under_band")]
+    assert len(stored) <= len(handed)  # the goal: at most one stored out-of-band sample per trained trial
+    for t in stored:
+        assert t.constraints == {"flops_over_budget": t.user_attrs["flops"] - BUDGET, "flops_under_band": band[0] - t.user_attrs["flops"]}
+    screened = {k: v for k, v in study.user_attrs.items() if k.startswith("rejected_")}
+    assert screened and set(screened) <= {"rejected_over_budget", "rejected_under_band"}
+    tally = counts(study)  # pareto's and the search's count of rejected samples: the stored ones plus the screened ones
+    for status in ("over_budget", "under_band"):
+        assert tally.get(status, 0) == sum(t.user_attrs.get("status") == status for t in stored) + screened.get(f"rejected_{status}", 0)
+        assert bridge.rejected.get(status, 0) == tally.get(status, 0)
+    sampled = [t for t in study.trials if t.user_attrs.get("status") == "trained" and not t.user_attrs.get("screened")]
+    assert sampled, "the sampler's own proposals still train when they fall inside the band"

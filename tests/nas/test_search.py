@@ -173,6 +173,9 @@ def test_kill_9_mid_trial_then_resume_keeps_finished_trials_and_retrains_the_los
         (["--heartbeat-grace", "5"], "error: heartbeat-grace: must be longer than the heartbeat interval (5 s), got 5"),
         (["--sampler", "grid"], "error: sampler: must be one of nsga2, tpe, random, got 'grid'"),
         (["--scheduler", "fifo"], "error: scheduler: must be one of pareto-asha, asha, none, got 'fifo'"),
+        (["--flops-min", "lots"], "error: flops-min: cannot read 'lots'"),
+        (["--flops-min", "2G"], "error: flops-min: must be >= 0 and below the budget (1,000,000,000 FLOPs), got 2000000000"),
+        (["--flops-min", "0.9G"], "error: flops-min: no sampled point of space 'tiny' falls between 0.9 and 1 GFLOPs"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_touches_nothing(tmp_path, args, message):
