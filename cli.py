@@ -171,7 +171,7 @@ def sample(
 def print_front(study: Any) -> None:
     """The Pareto table of a study, whole at 100 columns: the architecture folds onto a second line, never cut."""
     from nas.live import ended_words, rejected_words
-    from nas.pareto import counts, front, summary, trial_config
+    from nas.pareto import counts, front, study_hypervolume, summary, trial_config
 
     table = Table(title=f"Pareto front of {study.study_name}: proxy accuracy up, FLOPs down", title_justify="left")
     for column in ("trial", "accuracy", "GFLOPs", "params M"):
@@ -184,6 +184,9 @@ def print_front(study: Any) -> None:
         console.print(table)
     else:
         console.print(f"Pareto front of {study.study_name}: none yet (no trial trained to the end)")
+    volume = study_hypervolume(study)
+    if volume is not None:
+        console.print(f"hypervolume {volume:.4f} (area the front dominates in (FLOPs / budget, accuracy), reference point (1, 0))")
     tally = counts(study)
     rejected = {k: tally.pop(k) for k in ("over_budget", "under_band", "duplicate", "surplus") if k in tally}
     running = f", {tally.pop('running')} training now" if "running" in tally else ""
@@ -298,11 +301,11 @@ def search(
 def pareto(
     study: str = typer.Option(STUDY, help="Study name."),
     storage: str = typer.Option(None, help=STORAGE_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print the front as a JSON list."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: study, budget, front (a list of rows), hypervolume."),
     plot: str = typer.Option(None, help="Also write a PNG of every trial with the front and the budget."),
 ) -> None:
     """The Pareto front of feasible, fully trained trials (table, JSON, PNG)."""
-    from nas.pareto import describe, front, load_study
+    from nas.pareto import describe, front, load_study, study_hypervolume
     from nas.pareto import plot as plot_front
 
     if plot and not plot.lower().endswith(".png"):
@@ -316,7 +319,8 @@ def pareto(
             raise ConvspaceError(f"plot: cannot create the folder {str(Path(plot).parent)!r} ({exc.strerror})") from None
         plot_front(loaded, plot, loaded.user_attrs.get("budget"))
     if as_json:
-        print(json.dumps([describe(t) for t in front(loaded)]))
+        print(json.dumps({"study": study, "budget": loaded.user_attrs.get("budget"), "flops_min": loaded.user_attrs.get("flops_min") or None,
+                          "front": [describe(t) for t in front(loaded)], "hypervolume": study_hypervolume(loaded)}))  # fmt: skip
     else:
         print_front(loaded)
         if plot:

@@ -29,6 +29,7 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
+from nas.pareto import study_hypervolume
 from nas.record import (
     ACC,
     FLOPS,
@@ -234,13 +235,18 @@ class BudgetedOptunaSearcher:
         attrs = outcome_attrs(result, epochs=int(result.get("epoch", 0)), proxy_epochs=self.settings.proxy.epochs,
                               scheduler=self.settings.scheduler)  # fmt: skip
         attrs["wall_seconds"] = round(time.time() - trial.datetime_start.timestamp(), 2)
+        status = attrs[STATUS]
+        # The study's hypervolume once this trial is told (its history, trial by trial, shows whether the search still
+        # improves); on the trial, since a finished trial takes no more attributes, and the latest on the study.
+        point = [(float(trial.user_attrs[FLOPS]), attrs["proxy_accuracy"])] if status == Status.TRAINED else []
+        attrs["hypervolume"] = study_hypervolume(self.study, point)
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
-        status = attrs[STATUS]
         if status == Status.TRAINED:
             self.study.tell(trial, [attrs["proxy_accuracy"], float(trial.user_attrs[FLOPS])])
         else:
             self.study.tell(trial, state=TrialState.FAIL if status == Status.FAILED else TrialState.PRUNED)
+        self.study.set_user_attr("hypervolume", attrs["hypervolume"])
         self.ended[status] = self.ended.get(status, 0) + 1
         self.progress("finished", {"number": trial.number, "status": status, ACC: result.get(ACC), "epoch": attrs["epochs"],
                                    "reason": attrs.get("fail_reason") or attrs.get("stop_reason")})  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,27 @@ def front(study: optuna.Study) -> list[FrozenTrial]:
     """Non-dominated COMPLETE trials (only fully trained, within-budget trials are ever COMPLETE), by FLOPs."""
     trials = study.best_trials if any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) else []
     return sorted(trials, key=lambda t: t.values[1])
+
+
+def hypervolume(points: Iterable[tuple[float, float]], budget: float) -> float:
+    """The area dominated by (FLOPs, accuracy) points in the unit square of (FLOPs / budget, accuracy), reference
+    point (1, 0): 0 with no point, 1 for a network of no cost at 100%. Dominated points add nothing, so the area
+    of all trained trials is that of their front; it never falls as a search adds trials."""
+    inside = sorted((flops / budget, min(max(accuracy, 0.0), 1.0)) for flops, accuracy in points if 0 <= flops <= budget)
+    area, best = 0.0, 0.0
+    for i, (x, y) in enumerate(inside):  # a staircase: left to right, the best accuracy reached so far
+        best = max(best, y)
+        area += ((inside[i + 1][0] if i + 1 < len(inside) else 1.0) - x) * best
+    return area
+
+
+def study_hypervolume(study: optuna.Study, extra: Iterable[tuple[float, float]] = ()) -> float | None:
+    """The hypervolume of the study's fully trained trials (and `extra` points), or None for a study without a budget."""
+    budget = study.user_attrs.get("budget")
+    if not budget:
+        return None
+    points = [(t.values[1], t.values[0]) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+    return hypervolume([*points, *extra], budget)
 
 
 def trial_config(trial: FrozenTrial) -> ArchConfig:

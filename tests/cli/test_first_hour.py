@@ -52,7 +52,7 @@ def test_inspect_takes_an_exported_entry_name_and_says_where_it_came_from(defaul
 
 
 def test_pareto_defaults_to_the_search_study_and_reads_whole_at_100_columns(default_study):
-    rows = json.loads(cli(default_study, "pareto", "--json").stdout)
+    rows = json.loads(cli(default_study, "pareto", "--json").stdout)["front"]
     assert [r["trial"] for r in rows] == [1, 0]
     table = cli(default_study, "pareto", env={"COLUMNS": "100"}).stdout
     lines = table.splitlines()

@@ -43,7 +43,7 @@ def test_ablation_trains_each_network_once_and_prints_kendall_tau(tmp_path):
         "error: study: 'two' was made with other settings (proxy.epochs 1 in the study, 2 now)"), changed.stderr
     study_file.write_text(study_file.read_text().replace("epochs: 2", "epochs: 1"))
     # the study holds the search's record of a trained trial: its front can be listed and exported to timm
-    front = json.loads(subprocess.run([*run[:2], "pareto", "--study", "two", "--json"], cwd=tmp_path, capture_output=True, text=True).stdout)
+    front = json.loads(subprocess.run([*run[:2], "pareto", "--study", "two", "--json"], cwd=tmp_path, capture_output=True, text=True).stdout)["front"]
     assert front and {r["depths"] for r in front} == {"3-3-9-3"}  # both networks have ConvNeXt-T's stage ratio
     exported = subprocess.run([*run[:2], "export", "--study", "two", "--best"], cwd=tmp_path, capture_output=True, text=True)
     assert exported.returncode == 0 and "checked against the rebuilt model" in exported.stdout, exported.stderr

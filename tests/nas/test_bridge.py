@@ -123,3 +123,20 @@ def test_at_most_one_stored_out_of_band_sample_per_trial_and_the_rest_counted_on
         assert bridge.rejected.get(status, 0) == tally.get(status, 0)
     sampled = [t for t in study.trials if t.user_attrs.get("status") == "trained" and not t.user_attrs.get("screened")]
     assert sampled, "the sampler's own proposals still train when they fall inside the band"
+
+
+def test_hypervolume_is_the_staircase_area_under_the_budget_and_each_finished_trial_records_it(tmp_path):
+    import optuna
+
+    from nas.pareto import hypervolume
+
+    assert hypervolume([], 10) == 0 and hypervolume([(0, 1.0)], 10) == 1
+    assert hypervolume([(5, 0.5)], 10) == pytest.approx(0.25)  # (1 - 0.5) * 0.5
+    # (0.2, 0.6) and (0.5, 0.8): 0.3 * 0.6 + 0.5 * 0.8; a dominated point and one over the budget add nothing
+    assert hypervolume([(2, 0.6), (5, 0.8), (6, 0.5), (30, 0.99)], 10) == pytest.approx(0.58)
+    handed_out(tmp_path, "random", "hv")
+    study = optuna.load_study(study_name="hv", storage=f"sqlite:///{tmp_path}/hv.db")
+    history = [t.user_attrs["hypervolume"] for t in study.trials if "epochs" in t.user_attrs]
+    assert len(history) == 10 and history[-1] > 0 and all(b >= a * (1 - 1e-9) for a, b in zip(history, history[1:]))  # never falls
+    points = [(t.values[1], t.values[0]) for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
+    assert study.user_attrs["hypervolume"] == history[-1] == pytest.approx(hypervolume(points, BUDGET))

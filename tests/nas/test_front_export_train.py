@@ -34,11 +34,17 @@ def study_dir(tmp_path_factory) -> Path:
 
 
 def test_pareto_json_holds_only_fully_trained_non_dominated_trials(study_dir, tmp_path):
-    rows = json.loads(cli(study_dir, "pareto", "--study", "s", "--json").stdout)
+    from nas.pareto import hypervolume
+
+    out = json.loads(cli(study_dir, "pareto", "--study", "s", "--json").stdout)
+    rows = out["front"]
     flops = {r["trial"]: r["flops"] for r in rows}
     # trial 0 (0.9, depth 2) and trial 1 (0.8, depth 1, fewest FLOPs) are the front; 2 is dominated by 0
     assert sorted(flops) == [0, 1] and flops[1] < flops[0]
     assert {"accuracy", "params", "stem", "blocks", "depths", "widths", "kernel", "norm_act"} <= set(rows[0])
+    # the area the front dominates in (FLOPs / budget, accuracy) from the reference point (1, 0)
+    assert out["study"] == "s" and out["budget"] == 60_000_000
+    assert out["hypervolume"] == pytest.approx(hypervolume([(r["flops"], r["accuracy"]) for r in rows], 60_000_000)) and 0 < out["hypervolume"] < 1
     plot = tmp_path / "front.png"
     table = cli(study_dir, "pareto", "--study", "s", "--plot", str(plot)).stdout
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "Pareto front of s" in table
@@ -56,7 +62,7 @@ def test_export_best_registers_a_timm_model_whose_cost_equals_the_record(study_d
 
 
 def test_export_front_and_several_trials_write_one_checked_entry_each(study_dir, tmp_path):
-    front_numbers = [r["trial"] for r in json.loads(cli(study_dir, "pareto", "--study", "s", "--json").stdout)]
+    front_numbers = [r["trial"] for r in json.loads(cli(study_dir, "pareto", "--study", "s", "--json").stdout)["front"]]
     out = tmp_path / "zoo"
     result = cli(study_dir, "export", "--study", "s", "--front", "--out", str(out))
     assert sorted(p.stem for p in out.glob("*.py")) == sorted(f"s_trial{n}" for n in front_numbers)

@@ -41,7 +41,7 @@ def test_search_pareto_and_export_on_postgresql(tmp_path, postgres_url):
     assert len(counted(study)) == 3
     cli = [sys.executable, str(ROOT / "cli.py")]
     front = subprocess.run([*cli, "pareto", "--study", "pg", "--storage", postgres_url, "--json"], cwd=tmp_path, capture_output=True, text=True)
-    assert front.returncode == 0 and json.loads(front.stdout)
+    assert front.returncode == 0 and json.loads(front.stdout)["front"]
     export = subprocess.run([*cli, "export", "--study", "pg", "--storage", postgres_url, "--best", "--name", "pg_best"],
                             cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
     assert export.returncode == 0, export.stderr
