@@ -179,7 +179,9 @@ class BudgetedOptunaSearcher:
             return None
         screen = False  # set once the sampler proposed a point outside the band: the next is screened in memory
         for _ in range(10_000):  # rejected points do not change the count; races are settled after acceptance
-            if screen:
+            # Only when no trial waits: ask() takes the oldest waiting trial first (a retry, already in budget), and an
+            # enqueued draw it passed over would be left waiting after the search.
+            if screen and not self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                 self.study.enqueue_trial(self._screened(), user_attrs={"screened": True})
             trial = self.study.ask()
             if self.storage.get_heartbeat_interval():

@@ -148,7 +148,7 @@ def plot(study: optuna.Study, path: str, budget: int | None) -> tuple[float, flo
     lo, hi, log = plot_range(groups["trained"][0] + groups["stopped"][0], limit)
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
     styles = {"trained": dict(c="tab:blue", marker="o", label=f"trained to the end ({len(groups['trained'][0])})"),
-              "stopped": dict(c="tab:gray", marker="s", alpha=0.6, label=f"stopped early: ASHA or time limit ({len(groups['stopped'][0])}"
+              "stopped": dict(c="tab:gray", marker="s", alpha=0.6, label=f"stopped early: scheduler or time limit ({len(groups['stopped'][0])}"
                                                                           + (f"; {unscored} more before a first score)" if unscored else ")"))}  # fmt: skip
     for status, (xs, ys) in groups.items():
         if xs:
