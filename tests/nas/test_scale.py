@@ -64,6 +64,10 @@ def test_four_drivers_on_one_postgresql_study(tmp_path, postgres_url):
     assert len(done) == 8  # exactly what was asked, across the four drivers
     hashes = [t.user_attrs["hash"] for t in done]
     assert len(set(hashes)) == len(hashes)  # no config trained twice
+    # each driver claimed its own number, so each sampled with its own seed (not in lockstep)
+    storage = optuna.storages.RDBStorage(postgres_url)
+    claims = storage.get_study_system_attrs(storage.get_study_id_from_name("four"))
+    assert sorted(k for k in claims if k.startswith("convspace:driver:")) == [f"convspace:driver:{i}" for i in range(4)]
 
 
 def test_sqlite_refuses_a_second_driver_and_points_at_postgresql(tmp_path):
