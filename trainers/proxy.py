@@ -92,7 +92,10 @@ def train(
     train_set = data.train
     if settings.train_images and settings.train_images < len(train_set):
         train_set = Subset(train_set, torch.randperm(len(train_set), generator=generator)[: settings.train_images].tolist())
-    train_loader = DataLoader(train_set, settings.batch_size, shuffle=True, drop_last=True, generator=generator)
+    # Full batches only (a last batch of a few images would be a noisy step), unless the set is smaller than one
+    # batch: dropping it then left an epoch of zero steps, and the network was scored untrained.
+    train_loader = DataLoader(train_set, settings.batch_size, shuffle=True, drop_last=len(train_set) > settings.batch_size,
+                              generator=generator)
     val_loader = DataLoader(data.val, settings.batch_size * 2)
     steps_per_epoch = max(1, len(train_loader))
     optimizer = create_optimizer_v2(model, "adamw", lr=settings.lr, weight_decay=settings.weight_decay)

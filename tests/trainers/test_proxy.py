@@ -33,6 +33,13 @@ def test_proxy_reports_every_epoch_and_is_seeded():
     assert train(tiny_config(), settings).accuracy == result.accuracy
 
 
+def test_a_training_set_smaller_than_one_batch_still_trains_one_step_per_epoch():
+    steps = []
+    settings = ProxySettings(epochs=2, data="synthetic", batch_size=64)  # 48 training images
+    train(tiny_config(), settings, should_stop=lambda: steps.append(1) and False)
+    assert len(steps) == 2
+
+
 def test_should_stop_ends_training_before_the_next_step_with_the_epochs_completed():
     seen, asked = [], []
     settings = ProxySettings(epochs=3, data="synthetic", batch_size=16)  # 48 training images: 3 steps per epoch
