@@ -132,7 +132,7 @@ def inspect(
     if verify:
         same = report["params_torch"] == report["params"] and report["flops_fvcore"] == report["flops"]
         console.print(f"fvcore {report['flops_fvcore']:,} FLOPs, torch {report['params_torch']:,} params: "
-                      + ("[green]equal to the analytic count[/]" if same else "[red]DIFFERENT from the analytic count[/]"))  # fmt: skip
+                      + ("[green]equal to the analytic count[/]" if same else "[red]DIFFERENT from the analytic count[/]"))
 
 
 @app.command()
@@ -196,7 +196,7 @@ def print_front(study: Any) -> None:
     others = {k: v for k, v in tally.items() if k not in ("trained", "stopped", "failed")}
     console.print(f"trials in the study: {ended_words(tally)}{running}"
                   + "".join(f", {v} {k}" for k, v in sorted(others.items()))
-                  + f"; sampled points rejected before training: {rejected_words(rejected)}")  # fmt: skip
+                  + f"; sampled points rejected before training: {rejected_words(rejected)}")
 
 
 def flops_option(name: str, text: str | None) -> int:
@@ -259,14 +259,14 @@ def search(
     # before the study is opened: a mistake is one line within a second, and leaves no file and no Ray behind.
     url = resolve_storage(study, storage)
     proxy = PROXY(epochs=epochs, resolution=resolution, batch_size=batch_size, lr=lr, data=data, train_images=train_images or None,
-                  bn_batches=bn_batches, data_dir=data_dir, seed=seed)  # fmt: skip
+                  bn_batches=bn_batches, data_dir=data_dir, seed=seed)
     settings = SEARCH(
         study=study, budget=parse_flops(budget), flops_min=flops_option("flops-min", flops_min), space=Space.from_yaml(space),
         storage=url, proxy=proxy, trials=trials,
         cost_resolution=cost_resolution, cost_classes=cost_classes, sampler=sampler, cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial, address=address, time_budget=time_budget, trial_time_limit=trial_time_limit, grace_period=grace_period,
         scheduler=scheduler, reduction_factor=reduction_factor, seed=seed, heartbeat_interval=heartbeat_interval, heartbeat_grace=heartbeat_grace,
-    )  # fmt: skip
+    )
     check_search(settings)
     from nas.live import SearchView, ended_words, rejected_words
     from nas.search import run_search
@@ -276,10 +276,10 @@ def search(
         def progress(event: str, info: dict[str, Any]) -> None:
             if event == "start":  # the study is open
                 view.console.print(f"study [bold]{study}[/] in {display_url(url)}: {trials} trials within {settings.budget / 1e9:.3g} "
-                                   f"GFLOPs (at {cost_resolution}px, {cost_classes} classes), proxy {epochs} epochs of {data} at {resolution}px")  # fmt: skip
+                                   f"GFLOPs (at {cost_resolution}px, {cost_classes} classes), proxy {epochs} epochs of {data} at {resolution}px")
                 if info["remaining"] < info["trials"]:
                     view.console.print(f"{info['trials'] - info['remaining']} of {info['trials']} trials already in the study: "
-                                       f"training {info['remaining']} more")  # fmt: skip
+                                       f"training {info['remaining']} more")
             view(event, info)
 
         outcome = run_search(settings, progress)
@@ -287,11 +287,11 @@ def search(
         console.print(f"{outcome.recovered} trial(s) left running by an earlier driver were marked failed and queued again")
     state = "interrupted" if outcome.interrupted else f"time budget of {time_budget:g} s spent" if outcome.out_of_time else "done"
     console.print(f"{state} ({outcome.seconds:.0f} s): {ended_words(outcome.ended)}; sampled points rejected before training: "
-                  f"{rejected_words(outcome.rejected)}")  # fmt: skip
+                  f"{rejected_words(outcome.rejected)}")
     print_front(outcome.study)
     console.print(f"stored in {display_url(url)}; look at it with: python cli.py dashboard"
                   + ("" if study == STUDY else f" --study {study}") + (f" --storage {display_url(storage)}" if storage else "")
-                  + (" (*** stands for the password)" if storage and has_password(storage) else ""))  # fmt: skip
+                  + (" (*** stands for the password)" if storage and has_password(storage) else ""))
     if outcome.interrupted:
         raise typer.Exit(130)
 
@@ -320,7 +320,7 @@ def pareto(
         plot_front(loaded, plot, loaded.user_attrs.get("budget"))
     if as_json:
         print(json.dumps({"study": study, "budget": loaded.user_attrs.get("budget"), "flops_min": loaded.user_attrs.get("flops_min") or None,
-                          "front": [describe(t) for t in front(loaded)], "hypervolume": study_hypervolume(loaded)}))  # fmt: skip
+                          "front": [describe(t) for t in front(loaded)], "hypervolume": study_hypervolume(loaded)}))
     else:
         print_front(loaded)
         if plot:
@@ -377,7 +377,7 @@ def dashboard(
 
     if check_host(host, allow_remote):  # before anything is opened or served
         print(f"warning: optuna-dashboard has no authentication: anyone who can reach {host}:{port} can read the study and change it "
-              "(write notes, tell trials); an SSH tunnel (ssh -L 8080:127.0.0.1:8080 HOST) keeps it on loopback", file=sys.stderr)  # fmt: skip
+              "(write notes, tell trials); an SSH tunnel (ssh -L 8080:127.0.0.1:8080 HOST) keeps it on loopback", file=sys.stderr)
     from nas.dashboard import serve_dashboard
 
     serve_dashboard(resolve_storage(study, storage), study, host, port, console.print)
@@ -412,10 +412,10 @@ def export(
     for picked in chosen:  # every trial is checked above before the first entry is written
         entry = export_trial(loaded, picked, name, Path(out))
         console.print(f"exported trial {entry['trial']} as [bold]{entry['name']}[/]: {entry['params'] / 1e6:.2f}M params, "
-                      f"{entry['flops'] / 1e9:.3f} GFLOPs (checked against the rebuilt model)")  # fmt: skip
+                      f"{entry['flops'] / 1e9:.3f} GFLOPs (checked against the rebuilt model)")
         console.print(f"  {entry['config']}\n  {entry['module']}")
     console.print("use: import nas.zoo; timm.create_model(<name>, num_classes=..., drop_path_rate=...)"
-                  + ("" if Path(out) == Path("studies/exports") else f"  (with CONVSPACE_ZOO={out})"))  # fmt: skip
+                  + ("" if Path(out) == Path("studies/exports") else f"  (with CONVSPACE_ZOO={out})"))
 
 
 @app.command()
@@ -445,7 +445,7 @@ def train(
 
     settings = TrainSettings(model=model, data=data, data_dir=data_dir, output=output, epochs=epochs, batch_size=batch_size, lr=lr,
                              warmup_epochs=warmup_epochs, resolution=resolution, drop_path=drop_path, mixup=mixup, cutmix=cutmix,
-                             ema_decay=ema_decay, workers=workers, seed=seed)  # fmt: skip
+                             ema_decay=ema_decay, workers=workers, seed=seed)
     check_data(data, data_dir)  # before torch is imported: a wrong path is one line at once
     import nas.zoo  # noqa: F401  (registers presets and exported entries with timm)
     from trainers.full import train as run_training
@@ -465,7 +465,7 @@ def train(
         else:
             ema = f", EMA top-1 {info['ema_top1']:.2f}" if "ema_top1" in info else ""
             bar.console.print(f"epoch {info['epoch']}/{epochs}: loss {info['train_loss']:.4f}, top-1 {info['top1']:.2f}, "
-                              f"top-5 {info['top5']:.2f}{ema} ({info['seconds']:.0f} s)")  # fmt: skip
+                              f"top-5 {info['top5']:.2f}{ema} ({info['seconds']:.0f} s)")
 
     try:
         summary = run_training(settings, resume=resume, progress=progress)

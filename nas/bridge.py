@@ -101,7 +101,7 @@ class BudgetedOptunaSearcher:
     """
 
     def __init__(self, study: optuna.Study, storage: RDBStorage, settings: SearchSettings,
-                 progress: Progress | None = None) -> None:  # fmt: skip
+                 progress: Progress | None = None) -> None:
         self.study, self.storage, self.settings = study, storage, settings
         self.progress = progress or (lambda event, info: None)  # "rejected" and "started" events for the live view
         self.study_id = storage.get_study_id_from_name(study.study_name)  # once: every heartbeat names a trial by id
@@ -235,7 +235,7 @@ class BudgetedOptunaSearcher:
         if error:
             result.setdefault("error", "the trial process died (see the Ray trial log)")
         attrs = outcome_attrs(result, epochs=int(result.get("epoch", 0)), proxy_epochs=self.settings.proxy.epochs,
-                              scheduler=self.settings.scheduler)  # fmt: skip
+                              scheduler=self.settings.scheduler)
         attrs["wall_seconds"] = round(time.time() - trial.datetime_start.timestamp(), 2)
         status = attrs[STATUS]
         # The study's hypervolume once this trial is told (its history, trial by trial, shows whether the search still
@@ -251,7 +251,7 @@ class BudgetedOptunaSearcher:
         self.study.set_user_attr("hypervolume", attrs["hypervolume"])
         self.ended[status] = self.ended.get(status, 0) + 1
         self.progress("finished", {"number": trial.number, "status": status, ACC: result.get(ACC), "epoch": attrs["epochs"],
-                                   "reason": attrs.get("fail_reason") or attrs.get("stop_reason")})  # fmt: skip
+                                   "reason": attrs.get("fail_reason") or attrs.get("stop_reason")})
 
 
 class _RecordingSuggester(SeededSuggester):

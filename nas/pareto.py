@@ -58,7 +58,7 @@ def trial_config(trial: FrozenTrial) -> ArchConfig:
     """The network a trial trained (ablation studies from before convspace recorded it have none)."""
     if "config" not in trial.user_attrs:
         raise ConvspaceError(f"study: trial {trial.number} holds no network config (an ablation study made before "
-                             "convspace recorded one); rerun the ablation into a new study")  # fmt: skip
+                             "convspace recorded one); rerun the ablation into a new study")
     return ArchConfig.from_json(trial.user_attrs["config"])
 
 
@@ -149,7 +149,7 @@ def plot(study: optuna.Study, path: str, budget: int | None) -> tuple[float, flo
     fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
     styles = {"trained": dict(c="tab:blue", marker="o", label=f"trained to the end ({len(groups['trained'][0])})"),
               "stopped": dict(c="tab:gray", marker="s", alpha=0.6, label=f"stopped early: scheduler or time limit ({len(groups['stopped'][0])}"
-                                                                          + (f"; {unscored} more before a first score)" if unscored else ")"))}  # fmt: skip
+                                                                          + (f"; {unscored} more before a first score)" if unscored else ")"))}
     for status, (xs, ys) in groups.items():
         if xs:
             ax.scatter(xs, ys, s=22, zorder=2, **styles[status])
@@ -164,7 +164,7 @@ def plot(study: optuna.Study, path: str, budget: int | None) -> tuple[float, flo
     if over_budget and limit:  # summarised at the edge: their FLOPs would set the scale, and they have no accuracy
         over = len(over_budget) + screened_counts(study.user_attrs).get("over_budget", 0)  # with those refused unstored
         ax.axvspan(limit, hi, color="tab:red", alpha=0.08, lw=0,
-                   label=f"{over} samples over budget (up to {max(over_budget):,.0f} GFLOPs), not trained")  # fmt: skip
+                   label=f"{over} samples over budget (up to {max(over_budget):,.0f} GFLOPs), not trained")
     if log:
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # labelled ticks inside a decade or two

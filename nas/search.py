@@ -50,13 +50,13 @@ def study_identity(s: SearchSettings) -> dict[str, Any]:
         "budget": s.budget, "cost_resolution": s.cost_resolution, "cost_classes": s.cost_classes,
         "proxy": {k: v for k, v in s.proxy.to_dict().items() if k not in ("threads",)},
         **({"flops_min": s.flops_min} if s.flops_min else {}),  # only when set: studies made before the band still resume
-    }  # fmt: skip
+    }
 
 
 def open_search_study(s: SearchSettings) -> tuple[optuna.Study, RDBStorage]:
     """The search's study, created or resumed (refused when it was made with another space, budget or proxy)."""
     return open_study(s.study, s.storage, study_identity(s), sampler=make_sampler(s.sampler, s.seed),
-                      heartbeat=(s.heartbeat_interval, s.heartbeat_grace), attrs={"budget": s.budget, "flops_min": s.flops_min})  # fmt: skip
+                      heartbeat=(s.heartbeat_interval, s.heartbeat_grace), attrs={"budget": s.budget, "flops_min": s.flops_min})
 
 
 def run_search(s: SearchSettings, progress: Progress | None = None) -> SearchOutcome:
@@ -94,7 +94,7 @@ def make_scheduler(s: SearchSettings) -> TrialScheduler | None:
 
 
 def _tune(s: SearchSettings, study: optuna.Study, storage: RDBStorage, remaining: int, *, progress: Progress | None,
-          results: Path) -> SearchOutcome:  # fmt: skip
+          results: Path) -> SearchOutcome:
     """Ray Tune runs the proxy trainings the bridge hands out; the scheduler (ParetoASHA, ASHA or none) stops the weak ones."""
     started = time.time()
     init_ray(s.address)
@@ -102,7 +102,7 @@ def _tune(s: SearchSettings, study: optuna.Study, storage: RDBStorage, remaining
     scheduler = make_scheduler(s)
     searcher = ConcurrencyLimiter(BridgeSearcher(s.study), max_concurrent=concurrency(s.cpus_per_trial, s.gpus_per_trial))
     tuner = build_tuner(s.study, s.proxy, results, cpus=s.cpus_per_trial, gpus=s.gpus_per_trial, time_limit=s.trial_time_limit,
-                        search_alg=searcher, scheduler=scheduler, num_samples=remaining, time_budget_s=s.time_budget)  # fmt: skip
+                        search_alg=searcher, scheduler=scheduler, num_samples=remaining, time_budget_s=s.time_budget)
     try:
         with connect(s.study, Driver(bridge, progress)):
             tuner.fit()
@@ -116,4 +116,4 @@ def _tune(s: SearchSettings, study: optuna.Study, storage: RDBStorage, remaining
     seconds = time.time() - started
     out_of_time = bool(s.time_budget) and seconds >= s.time_budget and trained_count(study) < s.trials
     return SearchOutcome(study, ended=bridge.ended, rejected=bridge.rejected, interrupted=interrupted, seconds=seconds,
-                         out_of_time=out_of_time)  # fmt: skip
+                         out_of_time=out_of_time)

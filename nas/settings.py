@@ -64,23 +64,23 @@ class SearchSettings:
         require(self.reduction_factor >= 2, "reduction-factor", "must be >= 2", self.reduction_factor)
         require(self.heartbeat_interval >= 1, "heartbeat-interval", "must be >= 1", self.heartbeat_interval)
         require(self.heartbeat_grace > self.heartbeat_interval, "heartbeat-grace",
-                f"must be longer than the heartbeat interval ({self.heartbeat_interval} s)", self.heartbeat_grace)  # fmt: skip
+                f"must be longer than the heartbeat interval ({self.heartbeat_interval} s)", self.heartbeat_grace)
 
 
 def check_trial_resources(cpus: float, gpus: float, address: str | None) -> None:
     """Resources Ray can give each trial; on a machine without a GPU, Ray would hold GPU trials pending forever."""
     require(cpus > 0, "cpus-per-trial", "must be > 0", cpus)
     require(gpus >= 0 and (gpus < 1 or float(gpus).is_integer()), "gpus-per-trial",
-            "must be 0, a fraction below 1 (trials share a GPU) or a whole number", gpus)  # fmt: skip
+            "must be 0, a fraction below 1 (trials share a GPU) or a whole number", gpus)
     if gpus and address is None:
         import torch  # only here: asking for GPUs is the one setting that needs it to be checked
 
         require(torch.cuda.device_count() > 0, "gpus-per-trial",
-                "this machine has no GPU: leave it out to train on CPUs, or join a cluster with GPUs (--address)", gpus)  # fmt: skip
+                "this machine has no GPU: leave it out to train on CPUs, or join a cluster with GPUs (--address)", gpus)
 
 
 def check_budget_reachable(space: Space, budget: int, cost_resolution: int, cost_classes: int, seed: int = 0,
-                           probes: int = 1000, flops_min: int = 0) -> None:  # fmt: skip
+                           probes: int = 1000, flops_min: int = 0) -> None:
     """Refuse a budget below every point of the space (or a band [flops_min, budget] no point falls in) before any
     study is touched.
 
@@ -118,7 +118,7 @@ def check_address(address: str | None, timeout: float = 10.0) -> None:
     except OSError as exc:
         reason = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__).lower()
         raise ConvspaceError(f"address: no Ray head answers at {hostport} ({reason}); start one with "
-                             "`ray start --head --port 6379` or leave --address out to run locally") from None  # fmt: skip
+                             "`ray start --head --port 6379` or leave --address out to run locally") from None
 
 
 def is_loopback(host: str) -> bool:
@@ -148,7 +148,7 @@ def check_host(host: str, allow_remote: bool) -> bool:
     if not allow_remote:
         raise ConvspaceError(f"host: {host} is not a loopback address: other machines could reach the dashboard, and optuna-dashboard "
                              "has no authentication (anyone who reaches the port can read and change the study); keep 127.0.0.1 and "
-                             "use an SSH tunnel (ssh -L 8080:127.0.0.1:8080 HOST), or pass --allow-remote")  # fmt: skip
+                             "use an SSH tunnel (ssh -L 8080:127.0.0.1:8080 HOST), or pass --allow-remote")
     return True
 
 

@@ -37,12 +37,12 @@ def proxy_trainable(config: dict[str, Any], proxy: dict[str, Any], time_limit: f
     # Every report carries the target's FLOPs (ParetoASHA ranks a rung on accuracy and FLOPs; the ablation's fixed
     # networks have none in their config and need none) and the accuracies so far, which the trial keeps.
     last: dict[str, Any] = {**({FLOPS: config[FLOPS]} if FLOPS in config else {}), ACC: 0.0, "epoch": 0, "train_seconds": 0.0,
-                            "trainable_seconds": 0.0, EPOCH_ACCURACIES: []}  # fmt: skip
+                            "trainable_seconds": 0.0, EPOCH_ACCURACIES: []}
     entered = time.time()  # our own clock: Tune's time_total_s counts between its polls of the actor, not this
 
     def report(epoch: int, accuracy: float, seconds: float) -> None:
         last.update({ACC: accuracy, "epoch": epoch, "train_seconds": seconds, "trainable_seconds": time.time() - entered,
-                     EPOCH_ACCURACIES: [*last[EPOCH_ACCURACIES], accuracy]})  # fmt: skip
+                     EPOCH_ACCURACIES: [*last[EPOCH_ACCURACIES], accuracy]})
         tune.report(dict(last))
 
     out_of_time = (lambda: time.time() - entered > time_limit) if time_limit else None
@@ -108,11 +108,11 @@ class TrialProgress(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._emit("done", {**(trial.last_result or {}), "number": trial.config.get("number", trial.trial_id),
-                            "config": trial.config.get("config")})  # fmt: skip
+                            "config": trial.config.get("config")})
 
 
 def build_tuner(key: str, proxy: ProxySettings, results: Path, *, cpus: float, gpus: float, time_limit: float | None = None,
-                **tune_config: Any) -> tune.Tuner:  # fmt: skip
+                **tune_config: Any) -> tune.Tuner:
     """A Tuner of proxy trainings whose searcher and callbacks reach the driver connected as `key`.
 
     `tune_config` goes to TuneConfig (search_alg, scheduler, num_samples, time_budget_s); `param_space` to the Tuner."""
@@ -124,7 +124,7 @@ def build_tuner(key: str, proxy: ProxySettings, results: Path, *, cpus: float, g
         tune_config=tune.TuneConfig(reuse_actors=True, **tune_config),  # reused actors: no re-import of torch per trial
         run_config=tune.RunConfig(name=f"{key}-{int(time.time())}", storage_path=str(results), verbose=0, callbacks=[TrialProgress(key)],
                                   failure_config=tune.FailureConfig(max_failures=0)),
-    )  # fmt: skip
+    )
 
 
 def concurrency(cpus: float, gpus: float) -> int:
@@ -156,7 +156,7 @@ def init_ray(address: str | None) -> None:
             ray.init(
                 address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
                 runtime_env=_cluster_runtime_env() if address else None, **({} if address else {"num_cpus": os.cpu_count()}),
-            )  # fmt: skip
+            )
         finally:
             if entrypoint is not None:
                 ray_utils.get_entrypoint_name = entrypoint
