@@ -87,7 +87,7 @@ def main() -> None:
     proxy = ProxySettings(epochs=args.epochs, resolution=args.resolution, train_images=args.train_images or None, data=args.data)
     print(f"GPU: {gpu_model()}; Ray: {gpus:g} GPU, {ray.cluster_resources().get('CPU', 0):g} CPUs")
     print(f"{args.trials} trials of {args.epochs} epochs, {args.data} at {args.resolution}px, "
-          f"{args.train_images or 'all'} images/epoch, {args.cpus_per_trial:g} CPUs per trial, budget {args.budget}")  # fmt: skip
+          f"{args.train_images or 'all'} images/epoch, {args.cpus_per_trial:g} CPUs per trial, budget {args.budget}")
     print("| GPU per trial | at once | trained | wall | trials/hour | vs first | mean GPU util | peak GPU memory |")
     print("|---|---|---|---|---|---|---|---|")
     reference = None
@@ -98,7 +98,7 @@ def main() -> None:
                 storage=f"sqlite:///{tmp}/gpu{fraction:g}.db", proxy=proxy, trials=args.trials, grace_period=args.epochs,
                 cpus_per_trial=args.cpus_per_trial, gpus_per_trial=fraction, address=args.address,
                 results_dir=os.path.join(tmp, "ray"),
-            )  # fmt: skip
+            )
             with GpuSampler() as gpu:
                 started = time.perf_counter()
                 outcome = run_search(settings)
@@ -108,7 +108,7 @@ def main() -> None:
             reference = reference or per_hour
             at_once = min(int(gpus / fraction), int(ray.cluster_resources().get("CPU", 1) // args.cpus_per_trial))
             print(f"| {fraction:g} | {at_once} | {trained} | {wall:.0f} s | {per_hour:.0f} | {per_hour / reference:.2f}x | "
-                  f"{gpu.summary()} |", flush=True)  # fmt: skip
+                  f"{gpu.summary()} |", flush=True)
 
 
 if __name__ == "__main__":

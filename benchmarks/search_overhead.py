@@ -29,7 +29,7 @@ def share(rows: list[dict[str, float]]) -> str:
     inside = sum(r["inside"] for r in rows)
     return (f"{len(rows)} trials, wall {wall / len(rows):.1f} s/trial: training {train / wall:.1%}, "
             f"set-up in the trainable {(inside - train) / wall:.1%}, outside it {(wall - inside) / wall:.1%}; "
-            f"overhead {1 - train / wall:.1%}")  # fmt: skip
+            f"overhead {1 - train / wall:.1%}")
 
 
 def main() -> None:
@@ -52,7 +52,7 @@ def main() -> None:
             study="overhead", budget=parse_flops(args.budget), space=Space.from_yaml(args.space),
             storage=f"sqlite:///{tmp}/overhead.db", proxy=ProxySettings(epochs=args.epochs, data=args.data),
             trials=args.trials, grace_period=args.epochs, results_dir=os.path.join(tmp, "ray"),
-        )  # fmt: skip
+        )
         started = time.perf_counter()
         outcome = run_search(settings)
         wall = time.perf_counter() - started

@@ -56,7 +56,7 @@ def write_study(root, name: str, extra_over_budget: int = 0):
     study.set_user_attr("budget", 60_000_000)
     study.set_user_attr("identity", {"cost_resolution": 224})
     rows = [("trained", 0.9, 2, "gelu", 1), ("trained", 0.8, 1, "relu", 1), ("trained", 0.7, 3, "silu", 1),
-            ("stopped", 0.5, 1, "gelu", 1), ("over_budget", None, 1, "relu", 64)]  # fmt: skip
+            ("stopped", 0.5, 1, "gelu", 1), ("over_budget", None, 1, "relu", 64)]
     rows += [("over_budget", None, 1, "relu", 64)] * extra_over_budget  # 64x wider: thousands of times the budget
     for status, acc, depth, act, scale in rows:
         base = tiny_config(act=act, num_classes=1000)
@@ -64,7 +64,7 @@ def write_study(root, name: str, extra_over_budget: int = 0):
         cost = arch_cost(cfg)
         trial = study.ask()
         for key, value in {"config": cfg.to_json(), "hash": cfg.hash, "flops": cost.flops, "params": cost.params,
-                           "status": status, "epochs": 2 if status == "trained" else 1}.items():  # fmt: skip
+                           "status": status, "epochs": 2 if status == "trained" else 1}.items():
             trial.set_user_attr(key, value)
         if status == "trained":
             study.tell(trial, [acc, cost.flops])

@@ -46,7 +46,7 @@ def postgres_server(initdb: str, password: str | None = None) -> Iterator[str]:
     subprocess.run(_as_postgres([str(bin_dir / "initdb"), "-D", str(data), *auth, "-U", "postgres"]), check=True, capture_output=True)
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200"
     subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]),
-                   check=True, capture_output=True)  # fmt: skip
+                   check=True, capture_output=True)
     try:
         import psycopg2
 

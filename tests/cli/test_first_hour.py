@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def cli(cwd: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})  # fmt: skip
+                          env={**os.environ, **(env or {})})
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_export_best_front_and_a_stopped_trial_of_the_default_study_without_nami
     stopped = cli(default_study, "export", "--trial", "3")  # stopped early by ASHA: export takes it
     assert stopped.returncode == 0, stopped.stderr
     assert sorted(p.stem for p in (default_study / "studies/exports").glob("*.py")) == ["convspace_trial0", "convspace_trial1",
-                                                                                        "convspace_trial3"]  # fmt: skip
+                                                                                        "convspace_trial3"]
     preset = cli(default_study, "export", "--best", "--name", "convspace_resnet50")
     assert preset.returncode == 2 and preset.stderr.startswith("error: name: 'convspace_resnet50' is the preset 'resnet50'")
 
@@ -106,9 +106,9 @@ def test_a_file_that_is_not_utf8_is_one_line_naming_it(tmp_path, command, conten
 def test_a_mistake_is_reported_before_torch_or_ray_is_imported(tmp_path, args):
     # Importing torch, timm and Ray takes 5-40 s: a mistake found before them is reported within about a second.
     code = ("import sys; sys.argv = ['cli.py'] + sys.argv[1:]; import cli\ntry:\n    cli.main()\nexcept SystemExit as e:\n"
-            "    print(e.code, sorted(m for m in ('torch', 'timm', 'ray') if m in sys.modules))")  # fmt: skip
+            "    print(e.code, sorted(m for m in ('torch', 'timm', 'ray') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.stdout.strip() == "2 []", result.stdout + result.stderr
     assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
 
@@ -149,7 +149,7 @@ def test_a_broken_zoo_entry_is_skipped_with_one_line_and_the_others_still_regist
     # the default folder named again in $CONVSPACE_ZOO is read once (timm would warn that it overwrites each entry)
     zoo = os.pathsep.join([str(tmp_path), str(exports)])
     result = subprocess.run([sys.executable, "-c", code], cwd=default_study, capture_output=True, text=True, timeout=120,
-                            env={**os.environ, "PYTHONPATH": str(ROOT), "CONVSPACE_ZOO": zoo})  # fmt: skip
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "CONVSPACE_ZOO": zoo})
     assert result.stdout.split() == ["True", "False"], result.stderr
     warned = [line for line in result.stderr.splitlines() if "zoo entry" in line or "Overwriting" in line]
     assert len(warned) == 1 and warned[0].startswith(f"convspace: skipped zoo entry {tmp_path / 'bad_net.py'} (")

@@ -25,7 +25,7 @@ def test_ablation_trains_each_network_once_and_prints_kendall_tau(tmp_path):
     study_file.write_text(yaml.safe_dump({
         "study": "two", "proxy": {"epochs": 1, "resolution": 32, "batch_size": 16, "data": "synthetic"},
         "reference": {"roadmap_03_depthwise": 78.28, "roadmap_12_separate_downsampling": 81.97},
-    }))  # fmt: skip
+    }))
     run = [sys.executable, str(ROOT / "cli.py"), "ablation", str(study_file)]
     first = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stdout + first.stderr

@@ -21,7 +21,7 @@ BUDGET = 5_696_256  # about half of the tiny space at 64 px and 10 classes
 def handed_out(tmp_path: Path, sampler: str, study: str) -> list[tuple[ArchConfig, dict]]:
     """Run the bridge as Tune would, with a made-up accuracy (fewer params score higher) instead of training."""
     settings = SearchSettings(study=study, budget=BUDGET, space=Space.from_yaml(TINY_SPACE), storage=f"sqlite:///{tmp_path}/{study}.db",
-                              proxy=ProxySettings(epochs=2), trials=10, cost_resolution=64, cost_classes=10, sampler=sampler, seed=3)  # fmt: skip
+                              proxy=ProxySettings(epochs=2), trials=10, cost_resolution=64, cost_classes=10, sampler=sampler, seed=3)
     study_, storage = open_search_study(settings)
     bridge = BudgetedOptunaSearcher(study_, storage, settings)
     out = []
@@ -53,7 +53,7 @@ def test_drivers_sharing_a_study_get_their_own_sampler_seeds(tmp_path):
     from nas.bridge import driver_seed
 
     settings = SearchSettings(study="shared", budget=BUDGET, space=Space.from_yaml(TINY_SPACE), storage=f"sqlite:///{tmp_path}/shared.db",
-                              proxy=ProxySettings(epochs=2), trials=10, cost_resolution=64, cost_classes=10, seed=3)  # fmt: skip
+                              proxy=ProxySettings(epochs=2), trials=10, cost_resolution=64, cost_classes=10, seed=3)
     bridges = [BudgetedOptunaSearcher(*open_search_study(settings), settings) for _ in range(2)]  # two drivers, one study
     try:
         assert [b.driver for b in bridges] == [0, 1]
@@ -97,7 +97,7 @@ def test_at_most_one_stored_out_of_band_sample_per_trial_and_the_rest_counted_on
     band = (BUDGET // 2, BUDGET)  # a narrow band: most of the tiny space is outside it, on both sides
     settings = SearchSettings(study="band", budget=BUDGET, flops_min=band[0], space=Space.from_yaml(TINY_SPACE),
                               storage=f"sqlite:///{tmp_path}/band.db", proxy=ProxySettings(epochs=2), trials=10, cost_resolution=64,
-                              cost_classes=10, sampler=sampler, seed=3)  # fmt: skip
+                              cost_classes=10, sampler=sampler, seed=3)
     study, storage = open_search_study(settings)
     bridge = BudgetedOptunaSearcher(study, storage, settings)
     handed = []

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BUDGET = 4_500_000_000
 # (status, accuracy, FLOPs) as the search's bridge records them; numbers 0..6 in this order
 ROWS = [("over_budget", None, 54_000e9), ("trained", 0.8, 3.2e9), ("over_budget", None, 9e9), ("stopped", 0.5, 1.1e9),
-        ("duplicate", None, 3.2e9), ("failed", None, 2.0e9), ("trained", 0.7, 1.5e9)]  # fmt: skip
+        ("duplicate", None, 3.2e9), ("failed", None, 2.0e9), ("trained", 0.7, 1.5e9)]
 
 
 @pytest.fixture
@@ -73,7 +73,7 @@ def test_the_dashboard_lists_one_trial_per_training_with_one_state_per_outcome(u
     assert sorted(t["number"] for t in detail["best_trials"]) == [1, 6]
     attrs = {a["key"]: a["value"] for a in detail["user_attrs"][:2]}
     assert attrs == {"trials": "2 trained to the end (Complete), 1 stopped early (Pruned), 1 failed (Fail)",
-                     "samples never trained (not listed)": "2 over the budget of 4.5 GFLOPs, 1 duplicates of an evaluated network"}  # fmt: skip
+                     "samples never trained (not listed)": "2 over the budget of 4.5 GFLOPs, 1 duplicates of an evaluated network"}
     other = optuna.create_study(study_name="other", storage=url, directions=["maximize", "minimize"])
     other.add_trial(optuna.trial.create_trial(values=[1.0, 2e9]))  # a study the search did not write: shown as it is
     summaries = {s["study_name"]: s for s in served(url, "/api/studies")["study_summaries"]}
@@ -90,7 +90,7 @@ def test_dashboard_on_a_port_in_use_is_one_line_and_exit_2(url):
         taken.listen()
         port = taken.getsockname()[1]
         result = subprocess.run([sys.executable, str(ROOT / "cli.py"), "dashboard", "--study", "s", "--storage", url, "--port", str(port)],
-                                capture_output=True, text=True, timeout=120)  # fmt: skip
+                                capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.startswith(f"error: port: cannot serve on 127.0.0.1:{port} (Address already in use)")
     assert len(result.stderr.strip().splitlines()) == 1 and result.stdout == ""  # nothing announced, nothing served

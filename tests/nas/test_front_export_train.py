@@ -55,9 +55,9 @@ def test_export_best_registers_a_timm_model_whose_cost_equals_the_record(study_d
     assert "exported trial 0 as my_net" in result.stdout
     code = ("import timm, torch, nas.zoo; m = timm.create_model('my_net', num_classes=5, drop_path_rate=0.1);"
             "f = timm.create_model('my_net', features_only=True);"
-            "print(m(torch.zeros(2, 3, 64, 64)).shape[1], m.drop_path_rate, f.feature_info.channels(), m.pretrained_cfg['notes'])")  # fmt: skip
+            "print(m(torch.zeros(2, 3, 64, 64)).shape[1], m.drop_path_rate, f.feature_info.channels(), m.pretrained_cfg['notes'])")
     out = subprocess.run([sys.executable, "-c", code], cwd=study_dir, capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout  # fmt: skip
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout
     assert out.startswith("5 0.1 [8, 16, 32, 64]") and "study=s" in out and "trial=0" in out
 
 
@@ -116,7 +116,7 @@ def test_dashboard_serves_the_study_over_http(study_dir):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "dashboard", "--study", "s", "--port", str(port)],
-                              cwd=study_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+                              cwd=study_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for _ in range(100):
             try:

@@ -21,7 +21,7 @@ from nas.record import counts_toward_total
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [sys.executable, str(ROOT / "cli.py"), "search", "--budget", "40000000", "--space", str(Path(__file__).with_name("tiny_space.yaml")),
-        "--data", "synthetic", "--seed", "1"]  # fmt: skip
+        "--data", "synthetic", "--seed", "1"]
 
 
 def start(tmp_path, *args, log="driver"):
@@ -35,7 +35,7 @@ def counted(study: optuna.Study) -> list:
 
 def test_search_pareto_and_export_on_postgresql(tmp_path, postgres_url):
     run = subprocess.run([*TINY, "--study", "pg", "--storage", postgres_url, "--trials", "3", "--epochs", "1"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
+                         capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     study = optuna.load_study(study_name="pg", storage=postgres_url)
     assert len(counted(study)) == 3
@@ -43,7 +43,7 @@ def test_search_pareto_and_export_on_postgresql(tmp_path, postgres_url):
     front = subprocess.run([*cli, "pareto", "--study", "pg", "--storage", postgres_url, "--json"], cwd=tmp_path, capture_output=True, text=True)
     assert front.returncode == 0 and json.loads(front.stdout)["front"]
     export = subprocess.run([*cli, "export", "--study", "pg", "--storage", postgres_url, "--best", "--name", "pg_best"],
-                            cwd=tmp_path, capture_output=True, text=True)  # fmt: skip
+                            cwd=tmp_path, capture_output=True, text=True)
     assert export.returncode == 0, export.stderr
     assert (tmp_path / "studies" / "exports" / "pg_best.py").exists()
 
@@ -53,7 +53,7 @@ def test_four_drivers_on_one_postgresql_study(tmp_path, postgres_url):
 
     postgres_url = fresh_database(postgres_url, "four_drivers")  # no schema yet: the drivers race to create it
     drivers = [start(tmp_path, "--study", "four", "--storage", postgres_url, "--trials", "8", "--epochs", "1", log=f"d{i}")
-               for i in range(4)]  # fmt: skip
+               for i in range(4)]
     for i, d in enumerate(drivers):
         assert d.wait(600) == 0, (tmp_path / f"d{i}.log").read_text()[-3000:]
     study = optuna.load_study(study_name="four", storage=postgres_url)
@@ -78,7 +78,7 @@ def test_sqlite_refuses_a_second_driver_and_points_at_postgresql(tmp_path):
             time.sleep(0.5)
         time.sleep(2)
         second = subprocess.run([*TINY, "--study", "lite", "--trials", "50", "--epochs", "30"], cwd=tmp_path, capture_output=True,
-                                text=True, timeout=120)  # fmt: skip
+                                text=True, timeout=120)
         assert second.returncode == 2
         assert second.stderr.startswith("error: storage: another driver is running on") and "postgresql" in second.stderr
     finally:
@@ -88,7 +88,7 @@ def test_sqlite_refuses_a_second_driver_and_points_at_postgresql(tmp_path):
 
 def test_kill_9_on_a_shared_study_retrains_after_the_heartbeat_grace(tmp_path, postgres_url):
     args = ["--study", "beat", "--storage", postgres_url, "--epochs", "100", "--grace-period", "100", "--heartbeat-interval", "1",
-            "--heartbeat-grace", "4"]  # fmt: skip
+            "--heartbeat-grace", "4"]
     victim = start(tmp_path, *args, "--trials", "3", "--cpus-per-trial", "2", log="victim")
     deadline = time.time() + 180
     running = []
@@ -96,7 +96,7 @@ def test_kill_9_on_a_shared_study_retrains_after_the_heartbeat_grace(tmp_path, p
         time.sleep(1)
         try:
             running = [t for t in optuna.load_study(study_name="beat", storage=postgres_url).get_trials()
-                       if t.state == TrialState.RUNNING and t.user_attrs.get("accepted")]  # fmt: skip
+                       if t.state == TrialState.RUNNING and t.user_attrs.get("accepted")]
         except KeyError:
             continue
     os.killpg(victim.pid, signal.SIGKILL)
@@ -136,9 +136,9 @@ def ray_head(*flags: str):
 def test_search_through_an_existing_ray_cluster(tmp_path):
     with ray_head("--num-cpus=1") as address:
         subprocess.run([RAY, "start", f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1"],
-                       check=True, capture_output=True, env=RAY_ENV, timeout=120)  # fmt: skip
+                       check=True, capture_output=True, env=RAY_ENV, timeout=120)
         run = subprocess.run([*TINY, "--study", "cluster", "--trials", "2", "--epochs", "1", "--address", address],
-                             cwd=tmp_path, capture_output=True, text=True, env=RAY_ENV, timeout=600)  # fmt: skip
+                             cwd=tmp_path, capture_output=True, text=True, env=RAY_ENV, timeout=600)
         assert run.returncode == 0, run.stdout + run.stderr
     study = optuna.load_study(study_name="cluster", storage=f"sqlite:///{tmp_path}/studies/cluster.db")
     assert len(counted(study)) == 2
@@ -152,7 +152,7 @@ def test_fractional_gpus_pack_four_trials_on_one_gpu(tmp_path):
     with ray_head("--num-cpus=4", "--num-gpus=1") as address:
         run = subprocess.run([*TINY, "--study", "gpu", "--trials", "6", "--epochs", "400", "--grace-period", "400", "--gpus-per-trial", "0.25",
                               "--cpus-per-trial", "0.5", "--address", address],
-                             cwd=tmp_path, capture_output=True, text=True, env=RAY_ENV, timeout=600)  # fmt: skip
+                             cwd=tmp_path, capture_output=True, text=True, env=RAY_ENV, timeout=600)
         assert run.returncode == 0, run.stdout + run.stderr
     study = optuna.load_study(study_name="gpu", storage=f"sqlite:///{tmp_path}/studies/gpu.db")
     trained = [t for t in study.get_trials() if t.user_attrs.get("status") == "trained"]

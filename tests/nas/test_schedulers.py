@@ -21,7 +21,7 @@ CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
 # One rung's results, (accuracy, FLOPs), in the order the trials reach it. Front 0 is {8, 6, 4}: the most accurate
 # net and the two cheapest; 3 and 0 (96% and 95%) are dominated by 8 alone, the rest lie further behind.
 TABLE = [(0.95, 4.0 * G), (0.94, 4.5 * G), (0.93, 4.2 * G), (0.96, 4.4 * G), (0.90, 0.5 * G),
-         (0.92, 4.8 * G), (0.85, 0.3 * G), (0.80, 4.9 * G), (0.97, 3.0 * G)]  # fmt: skip
+         (0.92, 4.8 * G), (0.85, 0.3 * G), (0.80, 4.9 * G), (0.97, 3.0 * G)]
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class FakeTrial:
 def pareto(**changes: float) -> ParetoASHA:
     """Rungs at epochs 1 and 3 (max_t 9, eta 3), the objectives the search uses."""
     return ParetoASHA(**{"metrics": ("acc", "flops"), "modes": ("max", "min"), "time_attr": "epoch", "max_t": 9,
-                         "grace_period": 1, "reduction_factor": 3, **changes})  # fmt: skip
+                         "grace_period": 1, "reduction_factor": 3, **changes})
 
 
 def asha() -> ASHAScheduler:

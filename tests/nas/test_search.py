@@ -27,7 +27,7 @@ BUDGET = 40_000_000  # about half of the tiny space is over it
 
 def search(tmp_path: Path, *extra: str, study: str = "s", wait: bool = True):
     args = [sys.executable, str(ROOT / "cli.py"), "search", "--budget", str(BUDGET), "--space", str(TINY_SPACE),
-            "--study", study, "--epochs", "2", "--data", "synthetic", "--seed", "1", *extra]  # fmt: skip
+            "--study", study, "--epochs", "2", "--data", "synthetic", "--seed", "1", *extra]
     if not wait:  # its output goes to driver.log, for the failure message of a test that kills it
         log = (tmp_path / "driver.log").open("w")
         return subprocess.Popen(args, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -106,7 +106,7 @@ def test_each_scheduler_choice_builds_its_scheduler():
 
     made = {name: make_scheduler(SearchSettings(study="x", budget=BUDGET, space=Space.from_yaml(TINY_SPACE), storage="sqlite://",
                                                 proxy=ProxySettings(epochs=2), scheduler=name, grace_period=5))
-            for name in ("pareto-asha", "asha", "none")}  # fmt: skip
+            for name in ("pareto-asha", "asha", "none")}
     assert isinstance(made["pareto-asha"], ParetoASHA) and made["pareto-asha"]._metrics == ["acc", "flops"]
     assert isinstance(made["asha"], ASHAScheduler) and made["none"] is None  # none: Tune's FIFO, nothing stopped early
     assert SearchSettings.scheduler == "pareto-asha"
@@ -193,7 +193,7 @@ def test_ctrl_c_stops_with_a_summary_and_the_study_resumes(tmp_path):
         [sys.executable, str(ROOT / "cli.py"), "search", "--budget", str(BUDGET), "--space", str(TINY_SPACE), "--study", "c",
          "--epochs", "100", "--grace-period", "100", "--data", "synthetic", "--trials", "3", "--cpus-per-trial", "2"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    )
     deadline = time.time() + 240
     while time.time() < deadline:
         time.sleep(1)
@@ -235,7 +235,7 @@ def test_a_relative_data_path_reaches_the_trials(tmp_path):
 
     image_tree(tmp_path / "imgs", {"train": {"cat": 6, "dog": 6}, "val": {"cat": 2, "dog": 2}})
     args = [sys.executable, str(ROOT / "cli.py"), "search", "--budget", str(BUDGET), "--space", str(TINY_SPACE), "--data", "imgs",
-            "--trials", "1", "--epochs", "1", "--batch-size", "4", "--cpus-per-trial", "2"]  # fmt: skip
+            "--trials", "1", "--epochs", "1", "--batch-size", "4", "--cpus-per-trial", "2"]
     run = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout + run.stderr
     assert [t.user_attrs["status"] for t in load(tmp_path, "convspace").trials if "epochs" in t.user_attrs] == ["trained"], run.stdout
@@ -244,7 +244,7 @@ def test_a_relative_data_path_reaches_the_trials(tmp_path):
 def test_a_trial_past_its_time_limit_stops_early_and_says_why(tmp_path):
     # 3000 epochs of 3 steps would take minutes; the 5 s limit ends each trial after its current step
     run = search(tmp_path, "--trials", "2", "--epochs", "3000", "--grace-period", "3000", "--batch-size", "16", "--trial-time-limit", "5",
-                 "--cpus-per-trial", "2")  # fmt: skip
+                 "--cpus-per-trial", "2")
     assert run.returncode == 0, run.stdout + run.stderr
     stopped = by_status(load(tmp_path)).get("stopped", [])
     assert len(stopped) == 2 and all(t.user_attrs["stop_reason"] == "time limit" and t.user_attrs["epochs"] < 3000 for t in stopped)
@@ -262,7 +262,7 @@ def test_a_trial_that_raises_fails_with_its_reason_and_the_search_goes_on(tmp_pa
     # at this learning rate every loss becomes NaN within a few steps: each trial raises TrainingDiverged
     elsewhere = f"sqlite:///{tmp_path}/elsewhere/r.db"  # Ray's trial folders go beside it, not into the working folder
     run = search(tmp_path, "--trials", "3", "--lr", "1e30", "--batch-size", "16", "--epochs", "1", "--sampler", "random",
-                 "--storage", elsewhere, study="r")  # fmt: skip
+                 "--storage", elsewhere, study="r")
     assert run.returncode == 0, run.stdout + run.stderr
     assert (tmp_path / "elsewhere" / "ray").is_dir() and not (tmp_path / "studies").exists()
     groups = by_status(optuna.load_study(study_name="r", storage=elsewhere))
@@ -278,7 +278,7 @@ def test_resuming_with_other_settings_is_refused_naming_each_change_and_keeps_th
     from trainers.proxy import ProxySettings
 
     made = SearchSettings(study="r", budget=BUDGET, space=Space.from_yaml(TINY_SPACE), storage=f"sqlite:///{tmp_path}/r.db",
-                          proxy=ProxySettings(epochs=2))  # fmt: skip
+                          proxy=ProxySettings(epochs=2))
     study, _ = open_study(made)
     identity = study.user_attrs["identity"]
     other = dataclasses.replace(made, budget=BUDGET // 2, proxy=ProxySettings(epochs=3, bn_batches=0))

@@ -237,7 +237,7 @@ def serve(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[str
     """Run `dashboard` until its API answers on loopback, stop it; its stdout and stderr."""
     port = free_port()
     server = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "dashboard", "--port", str(port), *args], cwd=cwd,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})  # fmt: skip
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
     try:
         for _ in range(150):
             try:
@@ -362,7 +362,7 @@ def test_a_cluster_worker_gets_our_packages_only_and_rays_job_table_no_password(
     elsewhere = tmp_path / "driver"  # not the checkout: the worker must not find the packages beside the driver
     elsewhere.mkdir()
     run = subprocess.run([sys.executable, "-c", WORKER, str(root), "--storage", UNREACHABLE], cwd=elsewhere, capture_output=True,
-                         text=True, timeout=180, env={**os.environ, "TMPDIR": str(short_tmp), "PYTHONPATH": str(ROOT)})  # fmt: skip
+                         text=True, timeout=180, env={**os.environ, "TMPDIR": str(short_tmp), "PYTHONPATH": str(ROOT)})
     assert run.returncode == 0, run.stderr[-3000:]
     seen = json.loads(run.stdout.strip().splitlines()[-1])
     assert seen["where"] == "uploaded nas" and seen["nas"].startswith(str(short_tmp)), seen

@@ -69,7 +69,7 @@ def test_timm_train_and_validate_scripts_on_an_exported_entry(tmp_path, zoo):
                 Image.new("RGB", (32, 32), (shade + i, shade, shade - i)).save(folder / f"{i}.png")
     common = ["--model", "script_net", "--num-classes", "2", "--img-size", "32", "--device", "cpu", "--workers", "0", "-b", "4"]
     train = run(tmp_path, zoo, str(scripts / "train.py"), "data", *common, "--epochs", "1", "--warmup-epochs", "0",
-                "--grad-checkpointing", "--layer-decay", "0.8", "--output", "runs", "--experiment", "e")  # fmt: skip
+                "--grad-checkpointing", "--layer-decay", "0.8", "--output", "runs", "--experiment", "e")
     assert train.returncode == 0, train.stderr[-3000:]
     assert "Model script_net created" in train.stdout + train.stderr
     checkpoint = tmp_path / "runs" / "e" / "last.pth.tar"
