@@ -275,7 +275,7 @@ class Space:
 
     def dim(self, name: str) -> Dimension:
         """A dimension by name; one added since the space was written has its old meaning (ADDED_DIMS)."""
-        return self.dims[name] if name in self.dims else Dimension.from_spec(name, ADDED_DIMS[name])
+        return self.dims[name] if name in self.dims else _ADDED[name]
 
     def _stage_value(self, trial: Suggester, name: str, stage: int, shared: dict[str, Any]) -> Any:
         dim = self.dim(name)
@@ -349,6 +349,9 @@ class Space:
                     return False
         # a dimension that is not per stage took one value for all stages (it was sampled once)
         return all(len(values) == 1 or self.dim(k).per_stage for k, values in sampled.items())
+
+
+_ADDED = {name: Dimension.from_spec(name, spec) for name, spec in ADDED_DIMS.items()}
 
 
 def dilates(stage: int, downsample: str) -> bool:
