@@ -48,6 +48,7 @@ def test_search_pareto_and_export_on_postgresql(tmp_path, postgres_url):
     assert (tmp_path / "studies" / "exports" / "pg_best.py").exists()
 
 
+@pytest.mark.slow  # 40-80 s; the driver numbers and distinct first configs are tested without servers in test_bridge.py
 def test_four_drivers_on_one_postgresql_study(tmp_path, postgres_url):
     from tests.postgres import fresh_database
 
