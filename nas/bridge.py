@@ -15,16 +15,12 @@ with ask/tell instead (no Ray here; `nas.tune` wraps it as a Ray `Searcher`):
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
@@ -44,7 +40,7 @@ from nas.record import (
     outcome_attrs,
 )
 from nas.settings import SearchSettings
-from nas.study import fail_and_requeue, trained_count
+from nas.study import claim_driver, driver_seed, fail_and_requeue, trained_count
 from space.choices import SeededSuggester
 from space.cost import arch_cost
 from space.errors import ConvspaceError
@@ -62,33 +58,6 @@ _SAMPLER_FACTORIES: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     """Optuna's multi-objective samplers, one per name in nas.settings.SAMPLERS (checked by SearchSettings)."""
     return _SAMPLER_FACTORIES[name](seed)
-
-
-DRIVER_CLAIM = "convspace:driver:"  # study system attrs `convspace:driver:<n>`: the token of the n-th driver to open it
-
-
-def claim_driver(storage: RDBStorage, study_id: int, *, settle: float = 0.1) -> int:
-    """This driver's number among all that opened the study (0 for the first): the lowest unclaimed number.
-
-    Optuna's storage has no compare-and-set, so a claim is written, then read back after `settle` seconds: of two
-    drivers that started together and both wrote the same number, the one whose token was overwritten takes the
-    next number (the other's write lands within milliseconds of its read, well inside `settle`)."""
-    token, n = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}", 0
-    while True:
-        key = f"{DRIVER_CLAIM}{n}"
-        if key not in storage.get_study_system_attrs(study_id):
-            storage.set_study_system_attr(study_id, key, token)
-            time.sleep(settle)
-            if storage.get_study_system_attrs(study_id).get(key) == token:
-                return n
-        n += 1
-
-
-def driver_seed(seed: int, driver: int) -> int:
-    """The sampler seed of the study's `driver`-th driver: --seed itself for the first (a lone search is reproducible,
-    and so is each resume of it: the n-th run gets number n), an independent stream of --seed for each other one, so
-    drivers sharing a study do not propose the same points in lockstep."""
-    return seed if driver == 0 else int(np.random.SeedSequence([seed, driver]).generate_state(1)[0])
 
 
 class BudgetedOptunaSearcher:

@@ -8,8 +8,13 @@ The search and the ablation open their studies here alike.
 from __future__ import annotations
 
 import json
+import os
+import socket
+import time
+import uuid
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
@@ -88,3 +93,30 @@ def recover(study: optuna.Study, storage: RDBStorage, *, sole_driver: bool) -> i
 def trained_count(study: optuna.Study) -> int:
     """How many trials count toward --trials (across every driver of the study)."""
     return sum(counts_toward_total(t) for t in study.get_trials(deepcopy=False))
+
+
+DRIVER_CLAIM = "convspace:driver:"  # study system attrs `convspace:driver:<n>`: the token of the n-th driver to open it
+
+
+def claim_driver(storage: RDBStorage, study_id: int, *, settle: float = 0.1) -> int:
+    """This driver's number among all that opened the study (0 for the first): the lowest unclaimed number.
+
+    Optuna's storage has no compare-and-set, so a claim is written, then read back after `settle` seconds: of two
+    drivers that started together and both wrote the same number, the one whose token was overwritten takes the
+    next number (the other's write lands within milliseconds of its read, well inside `settle`)."""
+    token, n = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}", 0
+    while True:
+        key = f"{DRIVER_CLAIM}{n}"
+        if key not in storage.get_study_system_attrs(study_id):
+            storage.set_study_system_attr(study_id, key, token)
+            time.sleep(settle)
+            if storage.get_study_system_attrs(study_id).get(key) == token:
+                return n
+        n += 1
+
+
+def driver_seed(seed: int, driver: int) -> int:
+    """The sampler seed of the study's `driver`-th driver: --seed itself for the first (a lone search is reproducible,
+    and so is each resume of it: the n-th run gets number n), an independent stream of --seed for each other one, so
+    drivers sharing a study do not propose the same points in lockstep."""
+    return seed if driver == 0 else int(np.random.SeedSequence([seed, driver]).generate_state(1)[0])

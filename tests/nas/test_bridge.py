@@ -50,7 +50,7 @@ def test_every_sampler_hands_out_distinct_in_budget_configs_costed_at_the_target
 
 
 def test_drivers_sharing_a_study_get_their_own_sampler_seeds(tmp_path):
-    from nas.bridge import driver_seed
+    from nas.study import driver_seed
 
     settings = SearchSettings(study="shared", budget=BUDGET, space=Space.from_yaml(TINY_SPACE), storage=f"sqlite:///{tmp_path}/shared.db",
                               proxy=ProxySettings(epochs=2), trials=10, cost_resolution=64, cost_classes=10, seed=3)
@@ -70,7 +70,7 @@ def test_drivers_sharing_a_study_get_their_own_sampler_seeds(tmp_path):
 def test_drivers_starting_together_claim_distinct_numbers(tmp_path):
     import threading
 
-    from nas.bridge import claim_driver
+    from nas.study import claim_driver
 
     settings = SearchSettings(study="race", budget=BUDGET, space=Space.from_yaml(TINY_SPACE), storage=f"sqlite:///{tmp_path}/race.db")
     _, storage = open_search_study(settings)
