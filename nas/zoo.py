@@ -26,6 +26,7 @@ from nas.entries import read_entry, zoo_folders
 from nas.storage import display_url
 from space.config import ArchConfig
 from space.errors import ConvspaceError
+from space.layout import stage_plans
 from space.presets import PRESETS
 
 PRESET_PREFIX = "convspace_"
@@ -49,9 +50,10 @@ def {name}(pretrained: bool = False, **kwargs):
 
 def pretrained_cfg(cfg: ArchConfig, resolution: int = 224, notes: tuple[str, ...] = ()) -> dict[str, Any]:
     """timm's pretrained_cfg of an entry: input size, ImageNet mean/std, where the entry came from (no weights)."""
+    reduction = stage_plans(cfg)[-1].reduction  # 32, or 16 / 8 with dilated last stages
     return {
         "url": "", "num_classes": cfg.num_classes, "input_size": (cfg.in_chans, resolution, resolution),
-        "pool_size": (resolution // 32, resolution // 32), "crop_pct": 0.875, "interpolation": "bicubic",
+        "pool_size": (resolution // reduction, resolution // reduction), "crop_pct": 0.875, "interpolation": "bicubic",
         "mean": timm.data.IMAGENET_DEFAULT_MEAN, "std": timm.data.IMAGENET_DEFAULT_STD,
         "first_conv": "stem.0.conv", "classifier": "head.fc", "notes": notes,
     }

@@ -149,3 +149,12 @@ def test_train_one_epoch_then_resume_to_epoch_two(study_dir):
     import torch
 
     assert torch.load(study_dir / "run" / "last.pth", weights_only=False)["epoch"] == 1  # 0-based: the second epoch
+
+
+def test_pretrained_cfg_pool_size_follows_a_dilated_last_stage():
+    from nas.zoo import pretrained_cfg
+    from space.presets import PRESETS
+
+    cfg = PRESETS["resnet50"]
+    dilated = dataclasses.replace(cfg, stages=(*cfg.stages[:3], dataclasses.replace(cfg.stages[3], dilation=2)))
+    assert pretrained_cfg(cfg)["pool_size"] == (7, 7) and pretrained_cfg(dilated)["pool_size"] == (14, 14)  # output stride 16
