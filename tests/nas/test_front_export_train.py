@@ -152,6 +152,8 @@ def test_train_one_epoch_then_resume_to_epoch_two(study_dir):
 
 
 def test_pretrained_cfg_pool_size_follows_a_dilated_last_stage():
+    import dataclasses
+
     from nas.zoo import pretrained_cfg
     from space.presets import PRESETS
 
