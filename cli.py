@@ -112,7 +112,10 @@ def inspect(
     verify: bool = typer.Option(False, "--verify", help="Also build the model and count with fvcore and torch."),
 ) -> None:
     """One network: its config, params and FLOPs (analytic; --verify checks against fvcore)."""
+    from space.cost import check_fits
+
     cfg, origin = load_config(model)
+    check_fits(cfg, resolution)  # dilated convs padding past their maps would show a degenerate network's cost
     report = {**cost_row(model, cfg, resolution), "resolution": resolution, "origin": origin, "config": cfg.to_dict()}
     if verify:
         from space.network import build_network

@@ -153,3 +153,16 @@ def test_a_broken_zoo_entry_is_skipped_with_one_line_and_the_others_still_regist
     assert result.stdout.split() == ["True", "False"], result.stderr
     warned = [line for line in result.stderr.splitlines() if "zoo entry" in line or "Overwriting" in line]
     assert len(warned) == 1 and warned[0].startswith(f"convspace: skipped zoo entry {tmp_path / 'bad_net.py'} (")
+
+
+def test_inspect_refuses_a_dilated_network_at_a_resolution_where_its_convs_pad_past_their_maps(tmp_path):
+    import dataclasses
+
+    from space.presets import PRESETS
+
+    cfg = PRESETS["resnet50"]
+    dilated = dataclasses.replace(cfg, stages=(*cfg.stages[:2], *(dataclasses.replace(s, dilation=4) for s in cfg.stages[2:])))
+    (tmp_path / "dilated.yaml").write_text(dilated.to_yaml())
+    refused = cli(tmp_path, "inspect", "dilated.yaml", "--resolution", "32")
+    assert refused.returncode == 2 and refused.stderr.startswith("error: stages[2].dilation: 4 makes a 3x3 conv of stages[2] pad")
+    assert cli(tmp_path, "inspect", "dilated.yaml", "--json").returncode == 0  # at 224 px it fits
