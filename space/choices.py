@@ -39,7 +39,7 @@ from space.config import (
     StemConfig,
     check_keys,
     grouped_channels,
-)  # fmt: skip
+)
 from space.errors import ConvspaceError, refuse
 from space.files import read_yaml
 from space.widths import inner_width, splat_attention_channels
@@ -48,7 +48,7 @@ NETWORK_DIMS = (
     "stem", "stem_ratio", "stem_norm", "depth_pattern", "depth_scale", "base_width", "width_multipliers",
     "downsample", "norm", "act", "norms_per_block", "acts_per_block", "dw_position", "conv_bias",
     "layer_scale_init", "head_width", "head_norm", "drop_path_rate", "num_classes", "in_chans",
-)  # fmt: skip
+)
 STAGE_DIMS = ("block", "kernel", "expansion", "conv", "groups", "attention", "dilation", "radix")
 # Dimensions added after spaces were first written, and what a space without them means.
 ADDED_DIMS = {"dilation": {"value": 1}, "radix": {"value": DEFAULT_RADIX}}
@@ -227,7 +227,7 @@ class Space:
         known = NETWORK_DIMS + STAGE_DIMS
         check_keys("dimensions", raw, known, what="dimension", optional=ADDED_DIMS)
         space = cls(str(data.get("name", default_name)), str(data.get("description", "")),
-                    {k: Dimension.from_spec(k, raw[k]) for k in known if k in raw})  # fmt: skip
+                    {k: Dimension.from_spec(k, raw[k]) for k in known if k in raw})
         space._check_lengths()
         space._check_values()
         return space
@@ -301,7 +301,7 @@ class Space:
                                kernel=3 if conv == "deformable" else self._stage_value(trial, "kernel", i, shared),
                                expansion=float(self._stage_value(trial, "expansion", i, shared)),
                                attention=self._stage_value(trial, "attention", i, shared),
-                               dilation=self._stage_value(trial, "dilation", i, shared) if dilates(i, net["downsample"]) else 1))  # fmt: skip
+                               dilation=self._stage_value(trial, "dilation", i, shared) if dilates(i, net["downsample"]) else 1))
         stem = StemConfig(type=net["stem"], width=round8(net["stem_ratio"] * widths[0]), norm=net["stem_norm"])
         fields = {k: net[k] for k in NETWORK_DIMS if k not in FINITE_DIMS and k not in ("stem", "stem_norm")}
         fields["layer_scale_init"] = float(fields["layer_scale_init"])
@@ -378,7 +378,7 @@ _DIMENSION_RULES: dict[str, Rule] = {
     "stem": STEM_RULES["type"], "stem_norm": STEM_RULES["norm"],
     **{name: ARCH_RULES[name] for name in NETWORK_DIMS if name in ARCH_RULES},
     **{name: STAGE_RULES[name] for name in STAGE_DIMS},
-}  # fmt: skip
+}
 
 
 def _fit_groups(stem: StemConfig, stages: list[dict[str, Any]], fields: dict[str, Any]) -> ArchConfig:

@@ -108,13 +108,13 @@ STAGE_RULES: dict[str, Rule] = {
     "depth": int_in(1, 256), "width": int_in(1), "block": one_of(BLOCKS), "kernel": check_kernel,
     "expansion": float_in(0.0625, 16), "conv": one_of(CONVS), "groups": int_in(1), "attention": one_of(ATTENTIONS),
     "dilation": check_dilation, "radix": int_in(1, RADIX_MAX),
-}  # fmt: skip
+}
 ARCH_RULES: dict[str, Rule] = {
     "downsample": one_of(DOWNSAMPLES), "norm": one_of(NORMS), "act": one_of(ACTS), "norms_per_block": one_of(COUNTS),
     "acts_per_block": one_of(COUNTS), "dw_position": one_of(DW_POSITIONS), "conv_bias": check_bool,
     "layer_scale_init": float_in(0.0, 10.0), "head_width": int_in(0), "head_norm": check_bool,
     "drop_path_rate": float_in(0.0, 0.99), "num_classes": int_in(0), "in_chans": int_in(1),
-}  # fmt: skip
+}
 
 
 def check_fields(config: Any, rules: dict[str, Rule]) -> None:
@@ -225,7 +225,7 @@ class ArchConfig:
                 refuse("stages[0].dilation", "must be 1 (the first stage has no stride to replace: the stem reduces 4x)", stage.dilation)
             if self.downsample == "separate":
                 refuse(f"stages[{i}].dilation", "must be 1 when downsample is separate (its 2x2/s2 layer is a patch merge, "
-                       "not a stride to dilate; use downsample strided)", stage.dilation)  # fmt: skip
+                       "not a stride to dilate; use downsample strided)", stage.dilation)
 
     def _check_groups(self) -> None:
         """Grouped convs need their channels divisible by the groups; which channels depends on the layout."""

@@ -156,11 +156,11 @@ def _conv_units(cfg: ArchConfig, stage: StageConfig, in_ch: int, stride: int, fi
         spatial = 0
     elif cfg.dw_position == "middle":
         convs = [(in_ch, inner, 1, 1, pointwise, 1), (inner, inner, k, stride, _spatial_groups(stage, inner), first_dilation),
-                 (inner, out, 1, 1, pointwise, 1)]  # fmt: skip
+                 (inner, out, 1, 1, pointwise, 1)]
         spatial = 1
     else:
         convs = [(in_ch, in_ch, k, stride, _spatial_groups(stage, in_ch), first_dilation), (in_ch, inner, 1, 1, pointwise, 1),
-                 (inner, out, 1, 1, pointwise, 1)]  # fmt: skip
+                 (inner, out, 1, 1, pointwise, 1)]
         spatial = 0
     last = len(convs) - 1
     units = []
@@ -170,7 +170,7 @@ def _conv_units(cfg: ArchConfig, stage: StageConfig, in_ch: int, stride: int, fi
         has_norm = cfg.norms_per_block == "all" or i == spatial or kind == SPLAT
         has_act = (i < last if cfg.acts_per_block == "all" else i == last - 1) or kind == SPLAT
         units.append(Unit(ci, co, kk, st, g, b, cfg.norm if has_norm else None, cfg.act if has_act else None, dilation=dil,
-                          kind=kind, radix=stage.radix if kind == SPLAT else 1, shuffle=stage.conv == "shuffle" and i < last))  # fmt: skip
+                          kind=kind, radix=stage.radix if kind == SPLAT else 1, shuffle=stage.conv == "shuffle" and i < last))
     return tuple(units)
 
 

@@ -124,7 +124,7 @@ class ConvSpaceNet(nn.Module):
                 (r"^stages\.(\d+)\.blocks\.(\d+)", None),
                 (r"^final_conv", MATCH_PREV_GROUP),  # Conv2Former's pre-pool conv joins the last block, as ConvNeXt's norm_pre
             ],
-        )  # fmt: skip
+        )
 
     @torch.jit.ignore
     def set_grad_checkpointing(self, enable: bool = True) -> None:

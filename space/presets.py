@@ -37,7 +37,7 @@ RESNET50 = ArchConfig(
     stages=_stages((3, 4, 6, 3), (256, 512, 1024, 2048), **_RESNET_BOTTLENECK),
     downsample="strided", norm="bn", act="relu", norms_per_block="all", acts_per_block="all",
     dw_position="middle", conv_bias=False, layer_scale_init=0.0, head_width=0, head_norm=False, **_COMMON,
-)  # fmt: skip
+)
 
 
 def convnext(depths: tuple[int, ...], widths: tuple[int, ...]) -> ArchConfig:
@@ -47,7 +47,7 @@ def convnext(depths: tuple[int, ...], widths: tuple[int, ...]) -> ArchConfig:
         stages=_stages(depths, widths, **_CONVNEXT_BLOCK),
         downsample="separate", norm="ln", act="gelu", norms_per_block="one", acts_per_block="one",
         dw_position="first", conv_bias=True, layer_scale_init=1e-6, head_width=0, head_norm=True, **_COMMON,
-    )  # fmt: skip
+    )
 
 
 def conv2former(depths: tuple[int, ...], widths: tuple[int, ...]) -> ArchConfig:
@@ -57,7 +57,7 @@ def conv2former(depths: tuple[int, ...], widths: tuple[int, ...]) -> ArchConfig:
         stages=_stages(depths, widths, **_CONVMOD_BLOCK),
         downsample="separate", norm="ln", act="gelu", norms_per_block="one", acts_per_block="one",
         dw_position="first", conv_bias=True, layer_scale_init=1e-6, head_width=1280, head_norm=False, **_COMMON,
-    )  # fmt: skip
+    )
 
 
 def _roadmap() -> dict[str, ArchConfig]:
@@ -109,7 +109,7 @@ PRESETS: dict[str, ArchConfig] = {
 CONV2FORMER_PAPER = {
     "conv2former_n": (15, 2.2), "conv2former_t": (27, 4.4), "conv2former_s": (50, 8.7),
     "conv2former_b": (90, 15.9), "conv2former_l": (199, 36.0),
-}  # fmt: skip
+}
 
 
 def get_preset(name: str) -> ArchConfig:

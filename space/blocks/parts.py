@@ -86,10 +86,10 @@ def _conv(unit: Unit) -> nn.Module:
         return nn.Sequential(OrderedDict(
             rows=nn.Conv2d(unit.in_ch, unit.out_ch, (k, 1), (unit.stride, 1), (p, 0), (d, 1), groups=g, bias=b),
             columns=nn.Conv2d(unit.out_ch, unit.out_ch, (1, k), (1, unit.stride), (0, p), (1, d), groups=g, bias=b),
-        ))  # fmt: skip
+        ))
     if unit.kind == SPLAT:
         return SplitAttn(unit.in_ch, unit.out_ch, k, stride=1, padding=p, dilation=d, groups=g, bias=b, radix=unit.radix,
-                         act_layer=get_act_layer(unit.act), norm_layer=norm_factory(unit.norm))  # fmt: skip
+                         act_layer=get_act_layer(unit.act), norm_layer=norm_factory(unit.norm))
     if unit.kind == DEFORMABLE:
         return DeformableConv(unit)
     return create_conv2d(unit.in_ch, unit.out_ch, k, stride=unit.stride, padding=p, dilation=d, groups=g, bias=b)

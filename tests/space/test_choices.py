@@ -97,7 +97,7 @@ def test_missing_space_file_lists_the_shipped_ones():
 def test_new_dimension_values_are_checked_at_load():
     for dims, message in [({"radix": {"choice": [2, 0]}}, "dimensions.radix: must be in 1..4, got 0"),
                           ({"dilation": {"choice": [1, 3], "per_stage": True}}, "dimensions.dilation: must be one of 1, 2, 4, got 3"),
-                          ({"conv": {"choice": ["dense", "octave"]}}, "dimensions.conv: must be one of dense, grouped, depthwise, shuffle")]:  # fmt: skip
+                          ({"conv": {"choice": ["dense", "octave"]}}, "dimensions.conv: must be one of dense, grouped, depthwise, shuffle")]:
         data = default_dict()
         data["dimensions"].update(dims)
         with pytest.raises(ConvspaceError, match=re.escape(message)):

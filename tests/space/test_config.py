@@ -136,7 +136,7 @@ def test_new_fields_change_the_hash_only_away_from_their_defaults():
     dilated = dataclasses.replace(resnet, stages=resnet.stages[:3] + (dataclasses.replace(resnet.stages[3], dilation=2),))
     assert dilated.hash != resnet.hash and ArchConfig.from_json(dilated.to_json()).hash == dilated.hash
     assert PRESETS["resnest50d"].hash != dataclasses.replace(PRESETS["resnest50d"], stages=tuple(
-        dataclasses.replace(s, radix=1) for s in PRESETS["resnest50d"].stages)).hash  # fmt: skip
+        dataclasses.replace(s, radix=1) for s in PRESETS["resnest50d"].stages)).hash
 
 
 def test_yaml_syntax_error_is_a_user_error():

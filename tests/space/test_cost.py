@@ -122,7 +122,7 @@ def new_choices_space() -> Space:
     dims.update(base_width={"int": [8, 32], "step": 8}, depth_scale={"value": 1.0}, depth_pattern={"choice": [[1, 1, 2, 1]]},
                 head_width={"choice": [0, 64]}, groups={"choice": [1, 2, 4]}, num_classes={"value": 10}, block={"value": "bottleneck"},
                 conv={"choice": ["shuffle", "separable", "splat", "deformable"], "per_stage": True}, kernel={"choice": [3, 5]},
-                downsample={"value": "strided"}, dilation={"choice": [1, 2, 4], "per_stage": True})  # fmt: skip
+                downsample={"value": "strided"}, dilation={"choice": [1, 2, 4], "per_stage": True})
     return Space.from_dict(data)
 
 
@@ -168,7 +168,7 @@ def test_dilated_convs_that_would_pad_past_their_map_are_refused_at_that_resolut
     cfg = build_network(PRESETS["resnet50"], output_stride=8).config  # stages 2 and 3 at dilation 2 and 4
     check_fits(cfg, 64)  # stage 3 runs on an 8x8 map: a 3x3 conv at dilation 4 pads 4 px
     message = ("stages[3].dilation: 4 makes a 3x3 conv of stages[3] pad 4 px around its 4x4 map at resolution 32 (padding must "
-               "stay below the map side: lower the dilation or stages[3].kernel, or raise the resolution)")  # fmt: skip
+               "stay below the map side: lower the dilation or stages[3].kernel, or raise the resolution)")
     with pytest.raises(ConvspaceError, match=re.escape(message)):
         check_fits(cfg, 32)
     wide = dataclasses.replace(cfg, stages=tuple(dataclasses.replace(s, kernel=7) for s in cfg.stages))

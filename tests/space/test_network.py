@@ -33,7 +33,7 @@ def configure(stem_type=None, block=None, conv=None, groups=None, expansion=None
     import dataclasses
 
     stage = {k: v for k, v in dict(block=block, conv=conv, groups=groups, expansion=expansion,
-                                   attention=attention, kernel=kernel, radix=radix).items() if v is not None}  # fmt: skip
+                                   attention=attention, kernel=kernel, radix=radix).items() if v is not None}
     stem = dataclasses.replace(cfg.stem, type=stem_type) if stem_type else cfg.stem
     stages = tuple(dataclasses.replace(s, **stage, dilation=d) for s, d in zip(cfg.stages, dilations or (1,) * len(cfg.stages)))
     return dataclasses.replace(cfg, stem=stem, stages=stages)

@@ -24,17 +24,17 @@ from space.layout import stage_plans
 from space.presets import PRESETS
 
 PRESET_FAMILIES = {"resnet": "resnet50", "resnext": "resnext50_32x4d", "resnest": "resnest50d", "convnext": "convnext_tiny",
-                   "conv2former": "conv2former_n"}  # fmt: skip
+                   "conv2former": "conv2former_n"}
 # the other convs and dilation, each on the preset whose family it varies: (preset, stage fields per stage)
 VARIANTS = {
     "shuffle": ("resnext50_32x4d", [dict(conv="shuffle")] * 4), "separable": ("resnext50_32x4d", [dict(conv="separable")] * 4),
     "deformable": ("resnext50_32x4d", [dict(conv="deformable")] * 4),
     "dilated": ("resnet50", [dict(dilation=1), dict(dilation=1), dict(dilation=2), dict(dilation=2)]),
-}  # fmt: skip
+}
 FAMILIES = [*PRESET_FAMILIES, *VARIANTS]
 SIZE = 64  # the final map is 2x2: pooling and unpooled shapes stay distinguishable
 TRAIN_PY_KEYWORDS = dict(in_chans=3, num_classes=None, drop_rate=0.0, drop_path_rate=None, drop_block_rate=None, global_pool=None,
-                         bn_momentum=None, bn_eps=None, scriptable=None, checkpoint_path=None)  # train.py's defaults  # fmt: skip
+                         bn_momentum=None, bn_eps=None, scriptable=None, checkpoint_path=None)  # train.py's defaults
 
 
 def tiny_preset(preset: str) -> ArchConfig:
