@@ -47,7 +47,8 @@ def proxy_trainable(config: dict[str, Any], proxy: dict[str, Any], time_limit: f
 
     out_of_time = (lambda: time.time() - entered > time_limit) if time_limit else None
     try:
-        result = train(ArchConfig.from_json(config["config"]), settings, on_epoch=report, should_stop=out_of_time)
+        result = train(ArchConfig.from_json(config["config"]), settings, on_epoch=report, should_stop=out_of_time,
+                       seed=config.get("seed"))  # `confirm` repeats a network with other seeds
         if result.epochs < settings.epochs:  # stopped by the time limit; before its first epoch it has no accuracy
             measured = {k: v for k, v in last.items() if k != ACC or result.epochs}
             tune.report({**measured, "time_limited": True, "trainable_seconds": time.time() - entered})

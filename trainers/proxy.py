@@ -76,19 +76,23 @@ def train(
     on_epoch: Callable[[int, float, float], None] | None = None,
     data: Data | None = None,
     should_stop: Callable[[], bool] | None = None,
+    seed: int | None = None,
 ) -> ProxyResult:
     """Train `config` for settings.epochs (AdamW, warmup + cosine, label smoothing).
 
     After each epoch `on_epoch(epoch, val_top1, seconds)` gets the seconds spent in training steps and evaluation so far.
     `should_stop()` is asked before every step (e.g. a wall-clock cap): once it says yes, training ends and the result
     holds the epochs completed so far and the last of their accuracies.
+    `seed` (default settings.seed) seeds the initialisation, the training subset and the batch order; the data split
+    stays settings.seed's, so that repeated seeds of one network (`confirm`) are scored on the same validation images.
     """
-    torch.manual_seed(settings.seed)
+    seed = settings.seed if seed is None else seed
+    torch.manual_seed(seed)
     torch.set_num_threads(max(1, settings.threads))
     device = training_device()
     data = data or load_data(settings.data, settings.resolution, settings.seed, settings.data_dir)
     model = on_device(build_network(config, num_classes=data.num_classes, in_chans=data.in_chans), device)
-    generator = torch.Generator().manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(seed)
     train_set = data.train
     if settings.train_images and settings.train_images < len(train_set):
         train_set = Subset(train_set, torch.randperm(len(train_set), generator=generator)[: settings.train_images].tolist())

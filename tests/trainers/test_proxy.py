@@ -33,6 +33,15 @@ def test_proxy_reports_every_epoch_and_is_seeded():
     assert train(tiny_config(), settings).accuracy == result.accuracy
 
 
+def test_a_seed_override_seeds_the_initialisation_and_order():
+    settings = ProxySettings(epochs=1, data="synthetic", batch_size=16, seed=3)
+    weights = []
+    train(tiny_config(), settings, on_epoch=lambda *_: weights.append(torch.initial_seed()))
+    train(tiny_config(), settings, seed=3, on_epoch=lambda *_: weights.append(torch.initial_seed()))
+    train(tiny_config(), settings, seed=4, on_epoch=lambda *_: weights.append(torch.initial_seed()))
+    assert weights == [3, 3, 4]
+
+
 def test_a_training_set_smaller_than_one_batch_still_trains_one_step_per_epoch():
     steps = []
     settings = ProxySettings(epochs=2, data="synthetic", batch_size=64)  # 48 training images
