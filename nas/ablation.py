@@ -65,7 +65,7 @@ def load_study_file(path: str | Path) -> StudyFile:
 
 def ablation_identity(file: StudyFile) -> dict[str, Any]:
     """What must not change when an ablation study is resumed: its steps are compared with each other."""
-    return {"kind": "ablation", "proxy": {k: v for k, v in file.proxy.to_dict().items() if k != "threads"}}
+    return {"kind": "ablation", "proxy": file.proxy.identity()}
 
 
 def run_ablation(file: StudyFile, storage: str, *, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, address: str | None = None,
@@ -74,7 +74,7 @@ def run_ablation(file: StudyFile, storage: str, *, cpus_per_trial: float = 1.0, 
     # What the study file alone cannot tell fails here, before any file is written or Ray starts.
     check_trial_resources(cpus_per_trial, gpus_per_trial, address)
     check_address(address)
-    load_data(file.proxy.data, file.proxy.resolution, file.proxy.seed, file.proxy.data_dir)
+    load_data(file.proxy.data, file.proxy.resolution, file.proxy.seed, file.proxy.data_dir, file.proxy.cache_dir)  # builds the cache
     study, _ = open_study(file.study, storage, ablation_identity(file))  # refuses a study trained with another proxy
     done = {t.user_attrs["preset"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     todo = [name for name in file.reference if name not in done]
