@@ -48,7 +48,7 @@ def study_identity(s: SearchSettings) -> dict[str, Any]:
     return {
         "space": s.space.name, "space_dims": {k: dataclasses.asdict(d) for k, d in s.space.dims.items()},
         "budget": s.budget, "cost_resolution": s.cost_resolution, "cost_classes": s.cost_classes,
-        "proxy": {k: v for k, v in s.proxy.to_dict().items() if k not in ("threads",)},
+        "proxy": s.proxy.identity(),
         **({"flops_min": s.flops_min} if s.flops_min else {}),  # only when set: studies made before the band still resume
     }
 
@@ -63,7 +63,9 @@ def run_search(s: SearchSettings, progress: Progress | None = None) -> SearchOut
     """Run (or resume) a study until it holds `s.trials` trials (from every driver), or the time budget ends."""
     # What the settings alone cannot tell fails here, before any file is written or Ray starts.
     check_search(s)
-    load_data(s.proxy.data, s.proxy.resolution, s.proxy.seed, s.proxy.data_dir)  # files that exist but do not load
+    # Files that exist but do not load fail here; CIFAR or an ImageFolder is decoded into the cache now, once, by this
+    # driver, so that the trials only open it.
+    load_data(s.proxy.data, s.proxy.resolution, s.proxy.seed, s.proxy.data_dir, s.proxy.cache_dir)
     lock = SqliteDriverLock(s.storage) if is_sqlite(s.storage) else None
     if lock:
         lock.acquire()

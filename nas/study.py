@@ -37,7 +37,7 @@ def open_study(name: str, url: str, identity: dict[str, Any], *, sampler: optuna
     study = optuna.create_study(study_name=name, storage=storage, directions=["maximize", "minimize"], sampler=sampler,
                                 load_if_exists=True)
     identity = json.loads(json.dumps(identity))  # as it reads back from storage (tuples become lists)
-    stored = study.user_attrs.get("identity")
+    stored = upgraded(study.user_attrs.get("identity"))
     if stored is None:
         study.set_metric_names(OBJECTIVES)
         study.set_user_attr("identity", identity)
@@ -51,6 +51,13 @@ def open_study(name: str, url: str, identity: dict[str, Any], *, sampler: optuna
             "resume it with the study's settings or pick a new --study name"
         )
     return study, storage
+
+
+def upgraded(identity: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A stored identity in today's terms: one written before the proxy could augment trained without augmentation."""
+    if identity and isinstance(identity.get("proxy"), dict) and "augment" not in identity["proxy"]:
+        return {**identity, "proxy": {**identity["proxy"], "augment": False}}
+    return identity
 
 
 def changed_settings(stored: dict[str, Any], asked: dict[str, Any], prefix: str = "") -> list[str]:

@@ -1,12 +1,15 @@
 """Datasets: the embedded default (scikit-learn's digits), CIFAR-10/100, an ImageFolder tree, synthetic.
 
-Small datasets are held as tensors already resized to the proxy resolution: on a CPU, per-sample
-decoding and augmentation would cost more than the tiny proxy networks' training steps.
+The proxy gets every dataset as tensors at its resolution, so that batches are slices (trainers.batches): digits and
+synthetic are made in memory (a fraction of a second: no cache file), CIFAR and ImageFolders are decoded once into a
+uint8 cache that every trial memory-maps (trainers.cache). Full training reads images through timm's transforms.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
 from space.errors import ConvspaceError
-from trainers.settings import CIFAR_FOLDERS, check_data, cifar_root
+from trainers.cache import Source, open_cache
+from trainers.settings import CIFAR_FOLDERS, DEFAULT_CACHE_DIR, check_data, cifar_root
 
 
 @dataclass
@@ -95,14 +99,7 @@ def image_datasets(name: str, seed: int, data_dir: str | None, train_tf: Callabl
     return image_folder(Path(name).expanduser(), train_tf, val_tf)
 
 
-def _plain_transform(resolution: int) -> Callable:
-    from torchvision import transforms
-
-    return transforms.Compose([transforms.Resize(resolution), transforms.CenterCrop(resolution), transforms.ToTensor(),
-                               transforms.Normalize([0.5] * 3, [0.5] * 3)])
-
-
-def cifar(name: str, data_dir: str | None, train_tf: Callable, val_tf: Callable) -> Data:
+def cifar(name: str, data_dir: str | None, train_tf: Callable | None, val_tf: Callable | None) -> Data:
     """CIFAR-10/100 from torchvision's files under data_dir (never downloaded at run time)."""
     from torchvision import datasets
 
@@ -129,10 +126,64 @@ def image_folder(path: Path, train_tf: Callable, val_tf: Callable) -> Data:
     return Data(train, val, len(train.classes), 3)
 
 
-def load_data(name: str, resolution: int, seed: int = 0, data_dir: str | None = None) -> Data:
-    """The proxy's data for --data: small sets as resized tensors, the others through a plain resize."""
+def cifar_source(name: str, data_dir: str | None) -> Source:
+    """CIFAR-10/100 as a cache source: its batch files (sizes and mtimes) are the fingerprint; torchvision reads them."""
+    from PIL import Image
+
+    folder = (cifar_root(data_dir) / CIFAR_FOLDERS[name]).resolve()
+
+    def load() -> tuple[dict, list[str]]:
+        splits = cifar(name, data_dir, None, None)  # torchvision's classes check the files and hold (N, 32, 32, 3) uint8
+        return {"train": (splits.train.data, splits.train.targets), "val": (splits.val.data, splits.val.targets)}, list(splits.train.classes)
+
+    return Source(f"{name}-{_short_hash(str(folder))}", {"kind": name, "path": str(folder), "files": _stats(folder, sorted(os.listdir(folder)))},
+                  load, Image.fromarray)
+
+
+def image_folder_source(path: Path) -> Source:
+    """An ImageFolder tree as a cache source: the files torchvision's ImageFolder reads (its own listing, so the same
+    files, labels and errors), with their sizes and mtimes as the fingerprint."""
+    from PIL import Image
+    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+    path = path.expanduser().resolve()
+    try:
+        classes, class_to_idx = find_classes(path / "train")
+        splits = {split: make_dataset(path / split, class_to_idx, IMG_EXTENSIONS) for split in ("train", "val")}
+    except FileNotFoundError as exc:  # no class folders, or a class folder without images
+        raise ConvspaceError(f"data: {str(exc).splitlines()[0]}") from None
+    files = {split: _stats(path, [os.path.relpath(file, path) for file, _ in samples]) for split, samples in splits.items()}
+    fingerprint = {"kind": "imagefolder", "path": str(path), "files": files}  # a file's class is its folder: in its name
+
+    def load() -> tuple[dict, list[str]]:
+        return {split: ([f for f, _ in samples], [label for _, label in samples]) for split, samples in splits.items()}, classes
+
+    return Source(f"{path.name}-{_short_hash(str(path))}", fingerprint, load, Image.open)
+
+
+def _stats(root: Path, names: list[str]) -> str:
+    """A digest of the files' names, sizes and modification times: any change to the source changes it."""
+    digest = hashlib.sha256()
+    for name in names:
+        stat = os.stat(root / name)
+        digest.update(f"{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+    return f"{len(names)}:{digest.hexdigest()}"
+
+
+def _short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def load_data(name: str, resolution: int, seed: int = 0, data_dir: str | None = None, cache_dir: str | None = None) -> Data:
+    """The proxy's data for --data as tensors at the proxy resolution: digits and synthetic made in memory (float),
+    CIFAR and ImageFolders memory-mapped from the decode-once cache under cache_dir (uint8, built first if missing)."""
     if name in _SMALL:
         return small_tensors(name, resolution, seed)
-    tf = _plain_transform(resolution)
-    return image_datasets(name, seed, data_dir, tf, tf)
+    check_data(name, data_dir)
+    source = cifar_source(name, data_dir) if name in CIFAR_FOLDERS else image_folder_source(Path(name))
+    cached = open_cache(Path(cache_dir or DEFAULT_CACHE_DIR), source, resolution)
 
+    def split(which: str) -> TensorDataset:
+        return TensorDataset(torch.from_numpy(cached.images[which]), torch.from_numpy(cached.labels[which]))
+
+    return Data(split("train"), split("val"), len(cached.classes), 3)

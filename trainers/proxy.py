@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -17,10 +17,10 @@ from timm.loss import LabelSmoothingCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import CosineLRScheduler
 from torch.optim.swa_utils import update_bn
-from torch.utils.data import DataLoader, Subset
 
 from space.config import ArchConfig
 from space.network import build_network
+from trainers.batches import Batches
 from trainers.data import Data, load_data
 from trainers.device import autocast, batch_on_device, grad_scaler, on_device, training_device
 from trainers.settings import ProxySettings
@@ -37,7 +37,7 @@ class ProxyResult:
     train_seconds: float
 
 
-def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> float:
+def evaluate(model: torch.nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], device: torch.device) -> float:
     """Top-1 accuracy in [0, 1]."""
     model.eval()
     correct = total = 0
@@ -49,7 +49,8 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device) -
     return correct / max(total, 1)
 
 
-def recalibrate_batchnorm(model: torch.nn.Module, loader: DataLoader, batches: int, device: torch.device) -> None:
+def recalibrate_batchnorm(model: torch.nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], batches: int,
+                          device: torch.device) -> None:
     """Re-estimate BatchNorm running statistics with the final weights before an evaluation.
 
     After a few hundred steps the running averages still mix statistics of earlier weights; in deep BN nets
@@ -90,18 +91,20 @@ def train(
     torch.manual_seed(seed)
     torch.set_num_threads(max(1, settings.threads))
     device = training_device()
-    data = data or load_data(settings.data, settings.resolution, settings.seed, settings.data_dir)
+    data = data or load_data(settings.data, settings.resolution, settings.seed, settings.data_dir, settings.cache_dir)
     model = on_device(build_network(config, num_classes=data.num_classes, in_chans=data.in_chans), device)
     generator = torch.Generator().manual_seed(seed)
-    train_set = data.train
-    if settings.train_images and settings.train_images < len(train_set):
-        train_set = Subset(train_set, torch.randperm(len(train_set), generator=generator)[: settings.train_images].tolist())
+    count = len(data.train)
+    subset = None
+    if settings.train_images and settings.train_images < count:
+        subset = torch.randperm(count, generator=generator)[: settings.train_images]
+        count = settings.train_images
     # Full batches only (a last batch of a few images would be a noisy step), unless the set is smaller than one
     # batch: dropping it then left an epoch of zero steps, and the network was scored untrained.
-    train_loader = DataLoader(train_set, settings.batch_size, shuffle=True, drop_last=len(train_set) > settings.batch_size,
-                              generator=generator)
-    val_loader = DataLoader(data.val, settings.batch_size * 2)
-    steps_per_epoch = max(1, len(train_loader))
+    train_batches = Batches(data.train, settings.batch_size, device, indices=subset, generator=generator,
+                            drop_last=count > settings.batch_size, augment_seed=seed if settings.augment else None)
+    val_batches = Batches(data.val, settings.batch_size * 2, device)
+    steps_per_epoch = max(1, len(train_batches))
     optimizer = create_optimizer_v2(model, "adamw", lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = CosineLRScheduler(
         optimizer, t_initial=settings.epochs * steps_per_epoch, warmup_t=int(settings.warmup_epochs * steps_per_epoch),
@@ -112,10 +115,9 @@ def train(
     started, accuracy, step = time.perf_counter(), 0.0, 0
     for epoch in range(1, settings.epochs + 1):
         model.train()
-        for x, y in train_loader:
+        for x, y in train_batches:
             if should_stop and should_stop():
                 return ProxyResult(accuracy, epoch - 1, time.perf_counter() - started)
-            x, y = batch_on_device(x, y, device)
             with autocast(device):
                 loss = loss_fn(model(x), y)
             if not math.isfinite(loss.item()):
@@ -126,8 +128,8 @@ def train(
             scaler.update()
             step += 1
             scheduler.step_update(step)
-        recalibrate_batchnorm(model, train_loader, settings.bn_batches, device)
-        accuracy = evaluate(model, val_loader, device)
+        recalibrate_batchnorm(model, train_batches.epoch(augment=False), settings.bn_batches, device)  # as it is evaluated
+        accuracy = evaluate(model, val_batches, device)
         if on_epoch:
             on_epoch(epoch, accuracy, time.perf_counter() - started)
     return ProxyResult(accuracy, settings.epochs, time.perf_counter() - started)

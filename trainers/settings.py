@@ -15,6 +15,8 @@ from space.errors import ConvspaceError, require
 DATASETS = ("digits", "cifar10", "cifar100", "synthetic", "<ImageFolder path>")
 SMALL_DATASETS = ("digits", "synthetic")  # held in memory as tensors
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}  # torchvision's extracted layout
+DEFAULT_CACHE_DIR = "studies/cache"  # beside the studies' SQLite files (git-ignored)
+RUN_ONLY = ("threads", "cache_dir")  # ProxySettings fields that are not part of a study's identity
 
 
 @dataclass(frozen=True)
@@ -33,10 +35,20 @@ class ProxySettings:
     data: str = "digits"
     data_dir: str | None = None
     seed: int = 0
+    # Random crops (reflect-padded) and horizontal flips, batch-wise on the device. None: on for photographs (CIFAR, an
+    # ImageFolder), off for digits, where a flipped 2, 3, 4, 5, 7 or 9 is no digit at all, and for synthetic (tests).
+    augment: bool | None = None
     threads: int = 1
+    cache_dir: str | None = None  # where decoded images are cached (None: studies/cache); how a trial runs, not what it scores
 
     def __post_init__(self) -> None:
-        """A bad value fails here in one line, before any trial starts (else every trial would fail alike)."""
+        """A bad value fails here in one line, before any trial starts (else every trial would fail alike).
+
+        `augment` and `cache_dir` are made concrete here, in the driver, so that every trial gets the same values: the
+        data's default augmentation, and an absolute cache folder (a trial's working folder may be another one)."""
+        if self.augment is None:
+            object.__setattr__(self, "augment", self.data not in SMALL_DATASETS)  # frozen: the only way to set a default
+        object.__setattr__(self, "cache_dir", str(Path(self.cache_dir or DEFAULT_CACHE_DIR).expanduser().absolute()))
         require(self.epochs >= 1, "epochs", "must be >= 1", self.epochs)
         check_resolution("resolution", self.resolution)  # below it every network fails in its last stage
         require(self.batch_size >= 1, "batch-size", "must be >= 1", self.batch_size)
@@ -50,6 +62,10 @@ class ProxySettings:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def identity(self) -> dict:
+        """The settings a study keeps and compares on resume: all but those that change how a trial runs, not its score."""
+        return {k: v for k, v in self.to_dict().items() if k not in RUN_ONLY}
 
 
 @dataclass(frozen=True)

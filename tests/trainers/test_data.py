@@ -1,6 +1,7 @@
 """An ImageFolder tree as proxy data: loaded at the proxy resolution, trained on, and refused when malformed."""
 
 import pytest
+import torch
 from PIL import Image
 
 from space.errors import ConvspaceError
@@ -23,11 +24,13 @@ def image_tree(root, layout: dict[str, dict[str, int]]):
 
 def test_an_image_folder_tree_loads_at_the_proxy_resolution_and_trains(tmp_path):
     root = image_tree(tmp_path, {"train": {"cat": 6, "dog": 6}, "val": {"cat": 2, "dog": 2}})
-    data = load_data(str(root), 32)
+    data = load_data(str(root), 32, cache_dir=str(tmp_path / "cache"))
     assert (len(data.train), len(data.val), data.num_classes, data.in_chans) == (12, 4, 2, 3)
     image, label = data.train[0]
-    assert image.shape == (3, 32, 32) and label == 0
-    result = train(tiny_config(num_classes=2), ProxySettings(epochs=1, data=str(root), batch_size=4, train_images=None))
+    assert image.shape == (3, 32, 32) and image.dtype == torch.uint8 and label == 0
+    assert tuple(image[:, 0, 0]) == (200, 30, 30)  # the cat's flat colour, decoded
+    result = train(tiny_config(num_classes=2), ProxySettings(epochs=1, data=str(root), batch_size=4, train_images=None,
+                                                             cache_dir=str(tmp_path / "cache")))
     assert result.epochs == 1 and 0 <= result.accuracy <= 1
 
 
@@ -40,5 +43,5 @@ def test_an_image_folder_tree_loads_at_the_proxy_resolution_and_trains(tmp_path)
 )
 def test_a_malformed_image_folder_is_a_one_line_user_error(tmp_path, layout, message):
     with pytest.raises(ConvspaceError) as refused:
-        load_data(str(image_tree(tmp_path, layout)), 32)
+        load_data(str(image_tree(tmp_path, layout)), 32, cache_dir=str(tmp_path / "cache"))
     assert message in str(refused.value) and "\n" not in str(refused.value)
