@@ -6,6 +6,7 @@ torch, timm or Ray are imported (a mistake must not wait for them).
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -49,6 +50,7 @@ class ProxySettings:
         if self.augment is None:
             object.__setattr__(self, "augment", self.data not in SMALL_DATASETS)  # frozen: the only way to set a default
         object.__setattr__(self, "cache_dir", str(Path(self.cache_dir or DEFAULT_CACHE_DIR).expanduser().absolute()))
+        check_cache_dir(self.cache_dir)
         require(self.epochs >= 1, "epochs", "must be >= 1", self.epochs)
         check_resolution("resolution", self.resolution)  # below it every network fails in its last stage
         require(self.batch_size >= 1, "batch-size", "must be >= 1", self.batch_size)
@@ -112,6 +114,14 @@ class TrainSettings:
     @property
     def scaled_lr(self) -> float:
         return self.lr if self.lr is not None else 4e-3 * self.batch_size / 4096
+
+
+def check_cache_dir(path: str) -> None:
+    """Refuse a cache folder that cannot be one (a file) or cannot be written where it does not exist yet."""
+    folder = Path(path)
+    require(folder.is_dir() or not folder.exists(), "cache-dir", "must be a folder (or not exist yet)", path)
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    require(existing.is_dir() and os.access(existing, os.W_OK | os.X_OK), "cache-dir", f"cannot be written ({existing} is not writable)", path)
 
 
 def cifar_root(data_dir: str | None) -> Path:
