@@ -34,9 +34,11 @@ class Job:
 
 
 def train_fixed(study: optuna.Study, storage: str, key: str, proxy: ProxySettings, jobs: list[Job], *, cpus: float, gpus: float,
-                address: str | None = None, results_dir: str | None = None, progress: Progress | None = None) -> None:
-    """Train every job with `proxy` and add each trained one to `study`; the failed ones are named in one error after the
-    others are recorded, so that a rerun retries only them. Progress events carry the job's name and attributes."""
+                address: str | None = None, results_dir: str | None = None, progress: Progress | None = None,
+                cost_resolution: int = 224) -> None:
+    """Train every job with `proxy` and add each trained one to `study` (FLOPs counted at `cost_resolution`); the failed
+    ones are named in one error after the others are recorded, so that a rerun retries only them. Progress events carry
+    the job's name and attributes."""
     if not jobs:
         return
     by_json = {job.config.to_json(): job for job in jobs}  # Tune hands back each trial's config JSON
@@ -59,7 +61,7 @@ def train_fixed(study: optuna.Study, storage: str, key: str, proxy: ProxySetting
         if attrs[STATUS] != Status.TRAINED:
             failed.append(f"{job.name} ({attrs.get('fail_reason', 'stopped early')})")
             continue
-        cost = arch_cost(job.config)
+        cost = arch_cost(job.config, cost_resolution)
         study.add_trial(optuna.trial.create_trial(
             values=[attrs["proxy_accuracy"], float(cost.flops)],
             user_attrs={**job.attrs, **network_attrs(job.config, cost), **attrs, "proxy": proxy.to_dict()},
