@@ -1,0 +1,167 @@
+"""Does the proxy rank networks like longer training does? Measured on the user's own data.
+
+N networks are drawn at random inside the budget (seeded: the same --seed gives the same networks, and a larger N
+the same first ones), each is trained with the proxy settings and with a longer schedule (more epochs, optionally
+more images; the same data, resolution, learning rate and seed), and the two accuracy columns are compared by rank
+(nas.ranking). Both kinds of training are trials of one study whose identity is the long schedule, so a rerun
+trains only what is missing, and a rerun with other proxy settings trains only the new proxy runs against the same
+long ones: proxy settings can be compared per minute spent.
+
+Importing this module imports no torch, Ray or Optuna: the command checks its settings with it first.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+from typing import Any
+
+from nas.bridge import Progress
+from nas.ranking import Agreement, agreement
+from nas.settings import check_address, check_budget_reachable, check_trial_resources
+from space.choices import SeededSuggester, Space
+from space.config import ArchConfig
+from space.cost import arch_cost, check_resolution
+from space.errors import ConvspaceError, require
+from trainers.settings import ProxySettings, check_data
+
+PROXY, LONG = "proxy", "long"  # the `fidelity` attribute of each trial
+
+
+@dataclass(frozen=True)
+class FidelitySettings:
+    """One fidelity command: which networks (space, budget, n, seed), the proxy, and what the long schedule changes."""
+
+    study: str
+    storage: str
+    space: Space
+    budget: int
+    proxy: ProxySettings
+    long_epochs: int
+    long_train_images: int | None  # None: all the training images
+    n: int = 8
+    top_k: int = 3
+    cost_resolution: int = 224
+    cost_classes: int = 1000
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    address: str | None = None
+    results_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        """A bad value fails here in one line, before any network is sampled or trained."""
+        require(self.n >= 3, "n", "must be >= 3 (a rank correlation of fewer networks says nothing)", self.n)
+        require(1 <= self.top_k <= self.n, "top-k", f"must be between 1 and --n ({self.n})", self.top_k)
+        require(self.budget > 0, "budget", "must be > 0", self.budget)
+        check_resolution("cost-resolution", self.cost_resolution)
+        require(self.cost_classes >= 1, "cost-classes", "must be >= 1", self.cost_classes)
+        check_trial_resources(self.cpus_per_trial, self.gpus_per_trial, self.address)
+        long = self.long  # its own checks (long-train-images >= 1)
+        more_images = _images(long) >= _images(self.proxy)
+        require(long.epochs >= self.proxy.epochs and more_images and (long.epochs, _images(long)) != (self.proxy.epochs, _images(self.proxy)),
+                "long-epochs", f"the long schedule must train longer than the proxy ({self.proxy.epochs} epochs of "
+                f"{self.proxy.train_images or 'all'} images): more epochs or more images, fewer of neither", long.epochs)
+
+    @property
+    def long(self) -> ProxySettings:
+        """The long schedule: the proxy with more epochs (and images); same data, resolution, learning rate and seed."""
+        try:
+            return dataclasses.replace(self.proxy, epochs=self.long_epochs, train_images=self.long_train_images)
+        except ConvspaceError as exc:
+            raise ConvspaceError(f"long-{exc}") from None
+
+
+def _images(settings: ProxySettings) -> float:
+    return settings.train_images or float("inf")
+
+
+def check_fidelity(s: FidelitySettings) -> list[ArchConfig]:
+    """Everything knowable before a study is opened or Ray starts; returns the N networks the command will train."""
+    check_data(s.proxy.data, s.proxy.data_dir)
+    check_budget_reachable(s.space, s.budget, s.cost_resolution, s.cost_classes, s.proxy.seed)
+    check_address(s.address)
+    return sample_in_budget(s.space, s.n, s.budget, seed=s.proxy.seed, cost_resolution=s.cost_resolution, cost_classes=s.cost_classes)
+
+
+def sample_in_budget(space: Space, n: int, budget: int, *, seed: int, cost_resolution: int = 224, cost_classes: int = 1000,
+                     draws_per_network: int = 1000) -> list[ArchConfig]:
+    """The first n distinct random networks of `space` within `budget` (seeded; a larger n keeps the first ones)."""
+    rng, networks, seen = random.Random(seed), [], set()
+    for _ in range(draws_per_network * n):
+        cfg = dataclasses.replace(space.sample(SeededSuggester(rng)), num_classes=cost_classes)
+        if cfg.hash not in seen and arch_cost(cfg, cost_resolution).flops <= budget:
+            seen.add(cfg.hash)
+            networks.append(cfg)
+            if len(networks) == n:
+                return networks
+    raise ConvspaceError(f"n: only {len(networks)} distinct networks of space {space.name!r} fit in {budget / 1e9:.4g} GFLOPs "
+                         f"({draws_per_network * n} drawn); lower --n or raise --budget")
+
+
+def fidelity_identity(s: FidelitySettings) -> dict[str, Any]:
+    """What must not change when a fidelity study is resumed: the networks (space, budget, seed) and the long schedule.
+    The proxy settings may change: each proxy trial records its own, and is compared with the same long runs."""
+    return {"kind": "fidelity", "space": s.space.name, "space_dims": {k: dataclasses.asdict(d) for k, d in s.space.dims.items()},
+            "budget": s.budget, "cost_resolution": s.cost_resolution, "cost_classes": s.cost_classes,
+            "long": _defining(s.long)}
+
+
+def _defining(settings: ProxySettings | dict[str, Any]) -> dict[str, Any]:
+    """The settings that decide a score (threads only decide how fast it comes), from the settings or a trial's record."""
+    return {k: v for k, v in (settings if isinstance(settings, dict) else settings.to_dict()).items() if k != "threads"}
+
+
+@dataclass(frozen=True)
+class FidelityReport:
+    """The two columns side by side and how far their rankings agree; minutes are the trainings' own wall time."""
+
+    study: str
+    agreement: Agreement
+    pairs: list[dict[str, Any]]
+    proxy: ProxySettings
+    long: ProxySettings
+    proxy_minutes: float
+    long_minutes: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The command's --json object."""
+        return {"study": self.study, **self.agreement.to_dict(), "proxy_settings": _defining(self.proxy),
+                "long_settings": _defining(self.long), "proxy_minutes": self.proxy_minutes, "long_minutes": self.long_minutes,
+                "pairs": self.pairs}
+
+
+def run_fidelity(s: FidelitySettings, progress: Progress | None = None) -> FidelityReport:
+    """Train what the study is missing (the proxy runs first: they are quick), then compare the two columns."""
+    networks = check_fidelity(s)
+    # Only now the heavy parts: the checks above run in a fraction of a second and leave no file and no Ray behind.
+    from nas.fixed import Job, train_fixed
+    from nas.study import open_study
+    from trainers.data import load_data
+
+    load_data(s.proxy.data, s.proxy.resolution, s.proxy.seed, s.proxy.data_dir)  # files that exist but do not load
+    study, _ = open_study(s.study, s.storage, fidelity_identity(s), attrs={"budget": s.budget})
+    for kind, settings in ((PROXY, s.proxy), (LONG, s.long)):
+        done = {t.user_attrs["hash"] for t in _trials(study, kind, settings)}
+        jobs = [Job(f"network {i} ({kind})", cfg, {"fidelity": kind, "sample": i}) for i, cfg in enumerate(networks) if cfg.hash not in done]
+        train_fixed(study, s.storage, f"{s.study}-{kind}", settings, jobs, cpus=s.cpus_per_trial, gpus=s.gpus_per_trial,
+                    address=s.address, results_dir=s.results_dir, progress=progress, cost_resolution=s.cost_resolution)
+    proxy, long = ({t.user_attrs["hash"]: t for t in _trials(study, kind, settings)} for kind, settings in ((PROXY, s.proxy), (LONG, s.long)))
+    pairs = [{"sample": i, "config": cfg.hash, "gflops": arch_cost(cfg, s.cost_resolution).flops / 1e9,
+              "proxy_trial": proxy[cfg.hash].number, "long_trial": long[cfg.hash].number,
+              PROXY: proxy[cfg.hash].values[0], LONG: long[cfg.hash].values[0]} for i, cfg in enumerate(networks)]
+
+    def minutes(trials: dict[str, Any]) -> float:
+        return round(sum(trials[cfg.hash].user_attrs.get("trainable_seconds", 0.0) for cfg in networks) / 60, 2)
+
+    return FidelityReport(s.study, agreement([p[PROXY] for p in pairs], [p[LONG] for p in pairs], top_k=s.top_k, seed=s.proxy.seed),
+                          pairs, s.proxy, s.long, minutes(proxy), minutes(long))
+
+
+def _trials(study: Any, kind: str, settings: ProxySettings) -> list[Any]:
+    """The study's trained trials of one kind made with exactly these settings."""
+    from optuna.trial import TrialState
+
+    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if t.user_attrs.get("fidelity") == kind and _defining(t.user_attrs.get("proxy", {})) == _defining(settings)]
+
