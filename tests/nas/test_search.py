@@ -290,3 +290,20 @@ def test_resuming_with_other_settings_is_refused_naming_each_change_and_keeps_th
         "resume it with the study's settings or pick a new --study name"
     )
     assert open_study(made)[0].user_attrs["identity"] == identity  # the same settings still resume it
+
+
+def test_a_study_made_before_augmentation_resumes_with_it_off_and_the_cache_folder_is_no_setting(tmp_path):
+    from nas.search import open_search_study as open_study
+    from nas.settings import SearchSettings
+    from space.choices import Space
+    from trainers.proxy import ProxySettings
+
+    made = SearchSettings(study="old", budget=BUDGET, space=Space.from_yaml(TINY_SPACE), storage=f"sqlite:///{tmp_path}/o.db",
+                          proxy=ProxySettings(epochs=2, data="cifar10", augment=False, cache_dir=str(tmp_path / "a")))
+    study, _ = open_study(made)
+    before = {**study.user_attrs["identity"], "proxy": {k: v for k, v in study.user_attrs["identity"]["proxy"].items() if k != "augment"}}
+    study.set_user_attr("identity", before)  # as a study stored before --augment existed
+    moved = dataclasses.replace(made, proxy=dataclasses.replace(made.proxy, cache_dir=str(tmp_path / "b")))
+    assert open_study(moved)[0].user_attrs["identity"] == before  # resumes, augmentation off, with the cache elsewhere
+    with pytest.raises(ConvspaceError, match=r"\(proxy.augment False in the study, True now\)"):
+        open_study(dataclasses.replace(made, proxy=dataclasses.replace(made.proxy, augment=True)))
