@@ -85,18 +85,23 @@ def check_fidelity(s: FidelitySettings) -> list[ArchConfig]:
 
 
 def sample_in_budget(space: Space, n: int, budget: int, *, seed: int, cost_resolution: int = 224, cost_classes: int = 1000,
-                     draws_per_network: int = 1000) -> list[ArchConfig]:
-    """The first n distinct random networks of `space` within `budget` (seeded; a larger n keeps the first ones)."""
-    rng, networks, seen = random.Random(seed), [], set()
-    for _ in range(draws_per_network * n):
+                     patience: int = 1000) -> list[ArchConfig]:
+    """The first n distinct random networks of `space` within `budget` (seeded; a larger n keeps the first ones).
+
+    Gives up after `patience` draws in a row bring no new one: the space (or the part of it inside the budget) is
+    smaller than n, or nearly all of it is over the budget."""
+    rng, networks, seen, misses = random.Random(seed), [], set(), 0
+    while len(networks) < n:
+        if misses == patience:
+            raise ConvspaceError(f"n: only {len(networks)} distinct networks of space {space.name!r} fit in {budget / 1e9:.4g} GFLOPs "
+                                 f"(no new one in the last {patience} draws); lower --n or raise --budget")
         cfg = dataclasses.replace(space.sample(SeededSuggester(rng)), num_classes=cost_classes)
+        misses += 1
         if cfg.hash not in seen and arch_cost(cfg, cost_resolution).flops <= budget:
             seen.add(cfg.hash)
             networks.append(cfg)
-            if len(networks) == n:
-                return networks
-    raise ConvspaceError(f"n: only {len(networks)} distinct networks of space {space.name!r} fit in {budget / 1e9:.4g} GFLOPs "
-                         f"({draws_per_network * n} drawn); lower --n or raise --budget")
+            misses = 0
+    return networks
 
 
 def fidelity_identity(s: FidelitySettings) -> dict[str, Any]:

@@ -1,0 +1,151 @@
+"""`fidelity`: the same seeded networks trained with the proxy and a longer schedule, compared by rank.
+
+The rank statistics and the sampling are pure functions tested here directly; one end-to-end run goes through Ray
+on synthetic data with the tiny space, and its rerun must train only what the study is missing."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from scipy.stats import bootstrap, kendalltau
+
+from nas.fidelity import FidelitySettings, sample_in_budget
+from nas.ranking import agreement, bootstrap_ci, kendall_tau_b, top_k_overlap
+from space.choices import Space
+from space.cost import arch_cost
+from space.errors import ConvspaceError
+from trainers.settings import ProxySettings
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = Path(__file__).with_name("tiny_space.yaml")
+
+
+def test_vectorised_tau_b_is_scipys_kendalltau_with_ties_and_undefined_for_a_constant_column():
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 4, (200, 9)).astype(float), rng.integers(0, 4, (200, 9)).astype(float)  # many ties
+    x[0] = 1.0  # a constant row: tau undefined
+    expected = [kendalltau(a, b).statistic for a, b in zip(x, y)]
+    assert np.allclose(kendall_tau_b(x, y), expected, equal_nan=True) and np.isnan(kendall_tau_b(x, y)[0])
+
+
+@pytest.mark.filterwarnings("ignore::scipy.stats.DegenerateDataWarning")
+def test_the_bootstrap_interval_survives_resamples_where_scipys_is_nan():
+    # Three networks at chance tie: some resamples draw only them, where tau is undefined. scipy's paired bootstrap
+    # then gives NaN for the whole interval (why nas.ranking resamples itself); ours leaves those resamples out.
+    proxy, long = [0.1, 0.1, 0.1, 0.6, 0.8, 0.9], [0.2, 0.5, 0.3, 0.7, 0.6, 0.9]
+    scipys = bootstrap((proxy, long), lambda a, b: kendalltau(a, b).statistic, paired=True, vectorized=False,
+                       n_resamples=2000, method="percentile", rng=np.random.default_rng(0)).confidence_interval
+    assert np.isnan(scipys.low)
+    (lo, hi), used = bootstrap_ci(proxy, long, seed=0)
+    assert -1 <= lo < kendalltau(proxy, long).statistic < hi <= 1 and 3000 < used < 4000
+    assert bootstrap_ci(proxy, long, seed=0) == ((lo, hi), used)  # seeded
+    assert bootstrap_ci(proxy, long, seed=1) != ((lo, hi), used)
+
+
+def test_agreement_of_identical_reversed_and_unrelated_rankings():
+    up = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+    same = agreement(up, [2 * v for v in up])
+    assert same.kendall_tau == pytest.approx(1) and same.ci95 == pytest.approx((1, 1)) and same.spearman == pytest.approx(1)
+    assert same.top_k_overlap == same.top_k == 3
+    reversed_ = agreement(up, up[::-1], top_k=2)
+    assert reversed_.kendall_tau == pytest.approx(-1) and reversed_.ci95[1] == pytest.approx(-1) and reversed_.top_k_overlap == 0
+    rng = np.random.default_rng(3)
+    noise = agreement(rng.random(10), rng.random(10))
+    assert noise.ci95[0] < 0 < noise.ci95[1]  # ten unrelated networks: the interval cannot rule out 0
+    assert agreement(up, up, top_k=10).top_k == 6  # k is capped at n
+    assert noise.to_dict()["ci95"] == list(noise.ci95)
+
+
+def test_top_k_overlap_breaks_ties_by_order():
+    assert top_k_overlap([0.9, 0.8, 0.1, 0.2], [0.1, 0.9, 0.8, 0.2], 2) == 1
+    assert top_k_overlap([0.5, 0.5, 0.5], [0.1, 0.2, 0.3], 1) == 0  # the first of the tied is taken
+
+
+def test_sampling_is_seeded_within_budget_distinct_and_keeps_the_first_networks_for_a_larger_n():
+    space, budget = Space.from_yaml("default"), 4_500_000_000
+    five = sample_in_budget(space, 5, budget, seed=7)
+    assert [c.hash for c in sample_in_budget(space, 3, budget, seed=7)] == [c.hash for c in five[:3]]
+    assert len({c.hash for c in five}) == 5 and all(arch_cost(c).flops <= budget for c in five)
+    assert [c.hash for c in sample_in_budget(space, 5, budget, seed=8)] != [c.hash for c in five]
+    with pytest.raises(ConvspaceError, match=r"^n: only \d+ distinct networks of space 'tiny'"):
+        sample_in_budget(Space.from_yaml(TINY), 200, 10**12, seed=0)  # the tiny space has 96 points
+
+
+def settings(**changes):
+    base = dict(study="f", storage="sqlite:///f.db", space=Space.from_yaml(TINY), budget=10**9, proxy=ProxySettings(epochs=1),
+                long_epochs=3, long_train_images=768)
+    return FidelitySettings(**{**base, **changes})
+
+
+def test_the_long_schedule_is_the_proxy_trained_longer_on_the_same_data():
+    s = settings(proxy=ProxySettings(epochs=1, train_images=256, data="synthetic", lr=1e-3, seed=4), long_train_images=None)
+    assert (s.long.epochs, s.long.train_images, s.long.data, s.long.lr, s.long.seed) == (3, None, "synthetic", 1e-3, 4)
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"long_epochs": 1}, "long-epochs: the long schedule must train longer than the proxy (1 epochs of 768 images)"),
+    ({"long_epochs": 5, "long_train_images": 100}, "long-epochs: the long schedule must train longer"),
+    ({"long_train_images": 0}, "long-train-images: must be >= 1"),
+    ({"n": 2}, "n: must be >= 3"),
+    ({"top_k": 9}, "top-k: must be between 1 and --n (8)"),
+])
+def test_bad_settings_are_one_line_errors(changes, message):
+    with pytest.raises(ConvspaceError) as err:
+        settings(**changes)
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def cli(cwd, *args):
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), "fidelity", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("args", [
+    ["--budget", "1KFLOPs"],  # below every network
+    ["--budget", "4.5G", "--long-epochs", "1"],
+    ["--budget", "4.5G", "--data", "/no/such"],
+    ["--budget", "4.5G", "--n", "100000", "--space", str(TINY)],
+])
+def test_a_mistake_is_one_line_before_torch_or_ray_is_imported(tmp_path, args):
+    code = ("import sys; sys.argv = ['cli.py', 'fidelity'] + sys.argv[1:]; import cli\ntry:\n    cli.main()\nexcept SystemExit as e:\n"
+            "    print(e.code, sorted(m for m in ('torch', 'timm', 'ray') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.stdout.strip() == "2 []", result.stdout + result.stderr
+    assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "studies").exists()
+
+
+def test_fidelity_trains_both_schedules_once_and_a_new_proxy_only_its_own_runs(tmp_path):
+    def run(train_images="32", long_train_images="32", long_epochs="2"):
+        return cli(tmp_path, "--space", str(TINY), "--budget", "1G", "--n", "3", "--data", "synthetic", "--batch-size", "16",
+                   "--train-images", train_images, "--long-train-images", long_train_images, "--long-epochs", long_epochs,
+                   "--top-k", "2", "--json")
+
+    first = run()
+    assert first.returncode == 0, first.stderr
+    report = json.loads(first.stdout)
+    assert report["n"] == 3 and len(report["pairs"]) == 3 and report["top_k"] == 2
+    assert {"kendall_tau", "ci95", "spearman", "top_k_overlap", "proxy_minutes", "long_minutes"} <= set(report)
+    assert report["proxy_settings"]["epochs"] == 1 and report["long_settings"]["epochs"] == 2
+    storage = f"sqlite:///{tmp_path}/studies/fidelity.db"
+    study = optuna.load_study(study_name="fidelity", storage=storage)
+    kinds = sorted((t.user_attrs["fidelity"], t.user_attrs["sample"], t.user_attrs["epochs"]) for t in study.trials)
+    assert kinds == [("long", i, 2) for i in range(3)] + [("proxy", i, 1) for i in range(3)]
+    by_trial = {t.number: t.values[0] for t in study.trials}
+    assert all((p["proxy"], p["long"]) == (by_trial[p["proxy_trial"]], by_trial[p["long_trial"]]) for p in report["pairs"])
+    # a rerun finds the same networks in the study: nothing is trained and the report is the same
+    again = run()
+    assert again.returncode == 0 and json.loads(again.stdout) == report
+    # other proxy settings: only the new proxy runs train, against the same long ones
+    fewer = run(train_images="16")
+    assert fewer.returncode == 0, fewer.stderr
+    assert len(optuna.load_study(study_name="fidelity", storage=storage).trials) == 9
+    assert [p["long"] for p in json.loads(fewer.stdout)["pairs"]] == [p["long"] for p in report["pairs"]]
+    # another long schedule would compare against other long runs: refused, naming the change
+    longer = run(long_epochs="3")
+    assert longer.returncode == 2 and "long.epochs 2 in the study, 3 now" in longer.stderr, longer.stderr
