@@ -24,7 +24,7 @@ from space.choices import SeededSuggester, Space
 from space.config import ArchConfig
 from space.cost import arch_cost, check_resolution
 from space.errors import ConvspaceError, require
-from trainers.settings import ProxySettings, check_data
+from trainers.settings import RUN_ONLY, ProxySettings, check_data
 
 PROXY, LONG = "proxy", "long"  # the `fidelity` attribute of each trial
 
@@ -113,8 +113,8 @@ def fidelity_identity(s: FidelitySettings) -> dict[str, Any]:
 
 
 def _defining(settings: ProxySettings | dict[str, Any]) -> dict[str, Any]:
-    """The settings that decide a score (threads only decide how fast it comes), from the settings or a trial's record."""
-    return {k: v for k, v in (settings if isinstance(settings, dict) else settings.to_dict()).items() if k != "threads"}
+    """The settings that decide a score (`ProxySettings.identity`), from the settings or from a trial's record of them."""
+    return settings.identity() if isinstance(settings, ProxySettings) else {k: v for k, v in settings.items() if k not in RUN_ONLY}
 
 
 @dataclass(frozen=True)
@@ -144,7 +144,7 @@ def run_fidelity(s: FidelitySettings, progress: Progress | None = None) -> Fidel
     from nas.study import open_study
     from trainers.data import load_data
 
-    load_data(s.proxy.data, s.proxy.resolution, s.proxy.seed, s.proxy.data_dir)  # files that exist but do not load
+    load_data(s.proxy.data, s.proxy.resolution, s.proxy.seed, s.proxy.data_dir, s.proxy.cache_dir)  # builds the cache
     study, _ = open_study(s.study, s.storage, fidelity_identity(s), attrs={"budget": s.budget})
     for kind, settings in ((PROXY, s.proxy), (LONG, s.long)):
         done = {t.user_attrs["hash"] for t in _trials(study, kind, settings)}
