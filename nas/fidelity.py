@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nas.bridge import Progress
-from nas.ranking import Agreement, agreement
+from nas.ranking import MIN_FOR_INTERVAL, Agreement, agreement
 from nas.settings import check_address, check_budget_reachable, check_trial_resources
 from space.choices import SeededSuggester, Space
 from space.config import ArchConfig
@@ -51,7 +51,7 @@ class FidelitySettings:
 
     def __post_init__(self) -> None:
         """A bad value fails here in one line, before any network is sampled or trained."""
-        require(self.n >= 3, "n", "must be >= 3 (a rank correlation of fewer networks says nothing)", self.n)
+        require(self.n >= MIN_FOR_INTERVAL, "n", f"must be >= {MIN_FOR_INTERVAL} (no ranking of fewer networks is significant at 5%)", self.n)
         require(1 <= self.top_k <= self.n, "top-k", f"must be between 1 and --n ({self.n})", self.top_k)
         require(self.budget > 0, "budget", "must be > 0", self.budget)
         check_resolution("cost-resolution", self.cost_resolution)

@@ -20,6 +20,9 @@ import numpy as np
 from scipy.stats import kendalltau, spearmanr
 
 RESAMPLES = 4000
+# Below 5 networks no interval is given: the bootstrap still would, but no ranking of 4 is significant at 5% (the exact
+# two-sided p of a perfect tau is 2/4! = 0.083), while every resample of a perfect ranking gives the interval [1, 1].
+MIN_FOR_INTERVAL = 5
 
 
 @dataclass(frozen=True)
@@ -28,7 +31,7 @@ class Agreement:
 
     n: int
     kendall_tau: float
-    ci95: tuple[float, float]  # percentile bootstrap interval of tau (NaN when fewer than 2 networks)
+    ci95: tuple[float, float]  # percentile bootstrap interval of tau (NaN with fewer than MIN_FOR_INTERVAL networks)
     spearman: float
     top_k: int
     top_k_overlap: int  # how many of the k best by the first column are among the k best by the second
@@ -49,9 +52,10 @@ def kendall_tau_b(first: np.ndarray, second: np.ndarray) -> np.ndarray:
 
 
 def bootstrap_ci(first: Sequence[float], second: Sequence[float], *, seed: int = 0, resamples: int = RESAMPLES) -> tuple[tuple[float, float], int]:
-    """The 95% percentile interval of tau over paired resamples of the networks, and how many resamples defined it."""
+    """The 95% percentile interval of tau over paired resamples of the networks, and how many resamples defined it
+    (NaN and 0 with fewer than MIN_FOR_INTERVAL networks)."""
     x, y = np.asarray(first, float), np.asarray(second, float)
-    if len(x) < 2:
+    if len(x) < MIN_FOR_INTERVAL:
         return (float("nan"), float("nan")), 0
     rows = np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))
     # in chunks: each holds two (chunk, n, n) sign arrays

@@ -59,6 +59,8 @@ def test_agreement_of_identical_reversed_and_unrelated_rankings():
     assert noise.ci95[0] < 0 < noise.ci95[1]  # ten unrelated networks: the interval cannot rule out 0
     assert agreement(up, up, top_k=10).top_k == 6  # k is capped at n
     assert noise.to_dict()["ci95"] == list(noise.ci95)
+    four = agreement(up[:4], up[:4])  # a perfect ranking of 4 is not significant at 5%: no interval, though the bootstrap gives [1, 1]
+    assert four.kendall_tau == pytest.approx(1) and np.isnan(four.ci95).all() and four.resamples == 0
 
 
 def test_top_k_overlap_breaks_ties_by_order():
@@ -91,7 +93,7 @@ def test_the_long_schedule_is_the_proxy_trained_longer_on_the_same_data():
     ({"long_epochs": 1}, "long-epochs: the long schedule must train longer than the proxy (1 epochs of 768 images)"),
     ({"long_epochs": 5, "long_train_images": 100}, "long-epochs: the long schedule must train longer"),
     ({"long_train_images": 0}, "long-train-images: must be >= 1"),
-    ({"n": 2}, "n: must be >= 3"),
+    ({"n": 4}, "n: must be >= 5"),
     ({"top_k": 9}, "top-k: must be between 1 and --n (8)"),
 ])
 def test_bad_settings_are_one_line_errors(changes, message):
@@ -122,20 +124,20 @@ def test_a_mistake_is_one_line_before_torch_or_ray_is_imported(tmp_path, args):
 
 def test_fidelity_trains_both_schedules_once_and_a_new_proxy_only_its_own_runs(tmp_path):
     def run(train_images="32", long_train_images="32", long_epochs="2"):
-        return cli(tmp_path, "--space", str(TINY), "--budget", "1G", "--n", "3", "--data", "synthetic", "--batch-size", "16",
+        return cli(tmp_path, "--space", str(TINY), "--budget", "1G", "--n", "5", "--data", "synthetic", "--batch-size", "16",
                    "--train-images", train_images, "--long-train-images", long_train_images, "--long-epochs", long_epochs,
                    "--top-k", "2", "--json")
 
     first = run()
     assert first.returncode == 0, first.stderr
     report = json.loads(first.stdout)
-    assert report["n"] == 3 and len(report["pairs"]) == 3 and report["top_k"] == 2
+    assert report["n"] == 5 and len(report["pairs"]) == 5 and report["top_k"] == 2 and -1 <= report["ci95"][0] <= report["ci95"][1] <= 1
     assert {"kendall_tau", "ci95", "spearman", "top_k_overlap", "proxy_minutes", "long_minutes"} <= set(report)
     assert report["proxy_settings"]["epochs"] == 1 and report["long_settings"]["epochs"] == 2
     storage = f"sqlite:///{tmp_path}/studies/fidelity.db"
     study = optuna.load_study(study_name="fidelity", storage=storage)
     kinds = sorted((t.user_attrs["fidelity"], t.user_attrs["sample"], t.user_attrs["epochs"]) for t in study.trials)
-    assert kinds == [("long", i, 2) for i in range(3)] + [("proxy", i, 1) for i in range(3)]
+    assert kinds == [("long", i, 2) for i in range(5)] + [("proxy", i, 1) for i in range(5)]
     by_trial = {t.number: t.values[0] for t in study.trials}
     assert all((p["proxy"], p["long"]) == (by_trial[p["proxy_trial"]], by_trial[p["long_trial"]]) for p in report["pairs"])
     # a rerun finds the same networks in the study: nothing is trained and the report is the same
@@ -144,7 +146,7 @@ def test_fidelity_trains_both_schedules_once_and_a_new_proxy_only_its_own_runs(t
     # other proxy settings: only the new proxy runs train, against the same long ones
     fewer = run(train_images="16")
     assert fewer.returncode == 0, fewer.stderr
-    assert len(optuna.load_study(study_name="fidelity", storage=storage).trials) == 9
+    assert len(optuna.load_study(study_name="fidelity", storage=storage).trials) == 15
     assert [p["long"] for p in json.loads(fewer.stdout)["pairs"]] == [p["long"] for p in report["pairs"]]
     # another long schedule would compare against other long runs: refused, naming the change
     longer = run(long_epochs="3")
