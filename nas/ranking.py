@@ -32,6 +32,8 @@ class Agreement:
     n: int
     kendall_tau: float
     ci95: tuple[float, float]  # percentile bootstrap interval of tau (NaN with fewer than MIN_FOR_INTERVAL networks)
+    # scipy's test of tau = 0 (exact without ties): a percentile bootstrap of a dozen networks is too narrow, so both are shown
+    p_value: float
     spearman: float
     top_k: int
     top_k_overlap: int  # how many of the k best by the first column are among the k best by the second
@@ -81,12 +83,13 @@ def agreement(first: Sequence[float], second: Sequence[float], *, top_k: int = 3
     defined = len(first) >= 2
     with warnings.catch_warnings():  # a constant column: both are NaN, which the report shows; scipy's warning adds nothing
         warnings.simplefilter("ignore")
-        tau = float(kendalltau(first, second).statistic) if defined else float("nan")
+        tau, p = (float(v) for v in kendalltau(first, second)) if defined else (float("nan"), float("nan"))
         rho = float(spearmanr(first, second).statistic) if defined else float("nan")
     return Agreement(
         n=len(first),
         kendall_tau=tau,
         ci95=ci,
+        p_value=p,
         spearman=rho,
         top_k=min(top_k, len(first)),
         top_k_overlap=top_k_overlap(first, second, min(top_k, len(first))),

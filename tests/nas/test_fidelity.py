@@ -54,9 +54,10 @@ def test_agreement_of_identical_reversed_and_unrelated_rankings():
     assert same.top_k_overlap == same.top_k == 3
     reversed_ = agreement(up, up[::-1], top_k=2)
     assert reversed_.kendall_tau == pytest.approx(-1) and reversed_.ci95[1] == pytest.approx(-1) and reversed_.top_k_overlap == 0
+    assert same.p_value == pytest.approx(2 / 720)  # the exact test: 2 of the 6! orders are as extreme
     rng = np.random.default_rng(3)
     noise = agreement(rng.random(10), rng.random(10))
-    assert noise.ci95[0] < 0 < noise.ci95[1]  # ten unrelated networks: the interval cannot rule out 0
+    assert noise.ci95[0] < 0 < noise.ci95[1] and noise.p_value > 0.05  # ten unrelated networks: 0 cannot be ruled out
     assert agreement(up, up, top_k=10).top_k == 6  # k is capped at n
     assert noise.to_dict()["ci95"] == list(noise.ci95)
     four = agreement(up[:4], up[:4])  # a perfect ranking of 4 is not significant at 5%: no interval, though the bootstrap gives [1, 1]
