@@ -65,7 +65,8 @@ def recalibrate_batchnorm(model: torch.nn.Module, loader: Iterable[tuple[torch.T
     for module, _ in drop_paths:
         module.drop_prob = 0.0
     try:
-        update_bn((x.to(device) for x, _ in itertools.islice(loader, batches)), model)  # lazy: untouched without BN
+        with torch.no_grad():  # update_bn runs forward with autograd on: it would keep a training step's activations
+            update_bn((x.to(device) for x, _ in itertools.islice(loader, batches)), model)  # lazy: untouched without BN
     finally:
         for module, rate in drop_paths:
             module.drop_prob = rate
