@@ -5,6 +5,7 @@ on synthetic data with the tiny space, and its rerun must train only what the st
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +15,9 @@ import optuna
 import pytest
 from scipy.stats import bootstrap, kendalltau
 
-from nas.fidelity import FidelitySettings, sample_in_budget
+from nas.fidelity import FidelitySettings, fidelity_identity, sample_in_budget
 from nas.ranking import agreement, bootstrap_ci, kendall_tau_b, top_k_overlap
+from nas.study import open_study
 from space.choices import Space
 from space.cost import arch_cost
 from space.errors import ConvspaceError
@@ -103,6 +105,15 @@ def test_bad_settings_are_one_line_errors(changes, message):
     assert str(err.value).startswith(message), str(err.value)
 
 
+def test_a_study_resumes_with_other_proxy_settings_but_not_with_another_long_schedule_or_budget(tmp_path):
+    url = f"sqlite:///{tmp_path}/f.db"
+    open_study("f", url, fidelity_identity(settings()))
+    open_study("f", url, fidelity_identity(settings(proxy=ProxySettings(epochs=2, train_images=256, threads=2))))
+    for changed, named in (({"long_epochs": 4}, "long.epochs 3 in the study, 4 now"), ({"budget": 2 * 10**9}, "budget 1000000000 in the study")):
+        with pytest.raises(ConvspaceError, match=re.escape(named)):
+            open_study("f", url, fidelity_identity(settings(**changed)))
+
+
 def cli(cwd, *args):
     return subprocess.run([sys.executable, str(ROOT / "cli.py"), "fidelity", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
@@ -149,6 +160,3 @@ def test_fidelity_trains_both_schedules_once_and_a_new_proxy_only_its_own_runs(t
     assert fewer.returncode == 0, fewer.stderr
     assert len(optuna.load_study(study_name="fidelity", storage=storage).trials) == 15
     assert [p["long"] for p in json.loads(fewer.stdout)["pairs"]] == [p["long"] for p in report["pairs"]]
-    # another long schedule would compare against other long runs: refused, naming the change
-    longer = run(long_epochs="3")
-    assert longer.returncode == 2 and "long.epochs 2 in the study, 3 now" in longer.stderr, longer.stderr
