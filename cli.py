@@ -234,8 +234,13 @@ def search(
     train_images: int = typer.Option(PROXY.train_images, help="Training images per proxy epoch (a fixed seeded subset; 0: all)."),
     lr: float = typer.Option(PROXY.lr, help="Proxy peak learning rate (AdamW)."),
     bn_batches: int = typer.Option(PROXY.bn_batches, help="Training batches that re-estimate BatchNorm statistics before each evaluation (0: off)."),
+    augment: bool | None = typer.Option(None, "--augment/--no-augment", help="Random crops (reflect-padded) and horizontal flips "
+                                           "of the training images, batch-wise on the device; part of the study's identity. Default: on "
+                                           "for cifar10/100 and ImageFolders, off for digits (a flipped digit is another or none)."),
     data: str = typer.Option(PROXY.data, help="digits (embedded), cifar10, cifar100, an ImageFolder path, or synthetic (tests)."),
     data_dir: str = typer.Option(None, help="Where CIFAR files live (default ./data)."),
+    cache_dir: str = typer.Option(None, help="Where CIFAR and ImageFolders are decoded once at the proxy resolution, for every "
+                                  "trial and later run to memory-map (default studies/cache). Not part of the study's identity."),
     cost_resolution: int = typer.Option(SEARCH.cost_resolution, help="Resolution at which FLOPs and the budget are counted."),
     cost_classes: int = typer.Option(SEARCH.cost_classes, help="Classes of the target network's head for the FLOPs count."),
     sampler: str = typer.Option(SEARCH.sampler, help=f"{', '.join(SAMPLERS)}."),
@@ -262,7 +267,7 @@ def search(
     # before the study is opened: a mistake is one line within a second, and leaves no file and no Ray behind.
     url = resolve_storage(study, storage)
     proxy = PROXY(epochs=epochs, resolution=resolution, batch_size=batch_size, lr=lr, data=data, train_images=train_images or None,
-                  bn_batches=bn_batches, data_dir=data_dir, seed=seed)
+                  bn_batches=bn_batches, data_dir=data_dir, seed=seed, augment=augment, cache_dir=cache_dir)
     settings = SEARCH(
         study=study, budget=parse_flops(budget), flops_min=flops_option("flops-min", flops_min), space=Space.from_yaml(space),
         storage=url, proxy=proxy, trials=trials,
