@@ -51,6 +51,7 @@ def test_sample_is_seeded_and_respects_the_budget():
         (["sample", "--space", "missing.yaml"], "error: space: no file 'missing.yaml'"),
         (["inspect", "resnet51"], "error: model: 'resnet51' is neither a preset"),
         (["inspect", "convnext_tiny", "--resolution", "8"], "error: resolution: must be >= 32"),
+        (["search", "--budget", "1G", "--cache-dir", "README.md"], "error: cache-dir: must be a folder (or not exist yet)"),
         # the command line itself, checked by typer before any command runs
         (["search"], "error: Missing option '--budget'. (see `cli.py search --help`)"),
         (["sample", "-n", "0"], "error: Invalid value for '-n'"),
