@@ -494,8 +494,8 @@ def ablation(
     gpus_per_trial: float = typer.Option(0.0, help="GPUs each proxy training gets."),
     address: str = typer.Option(None, help="Address of an existing Ray cluster."),
 ) -> None:
-    """Re-run fixed networks (the ConvNeXt roadmap) with the proxy trainer; compare with the paper (Kendall tau)."""
-    from nas.ablation import kendall_tau, load_study_file, run_ablation
+    """Re-run fixed networks (the ConvNeXt roadmap) with the proxy trainer; compare with the paper (Kendall tau with a 95% interval)."""
+    from nas.ablation import load_study_file, rank_agreement, run_ablation
 
     spec = load_study_file(file)
     url = resolve_storage(spec.study, storage)
@@ -511,7 +511,90 @@ def ablation(
     for r in rows:
         table.add_row(r["preset"], f"{r['gflops']:.2f}", f"{100 * r['proxy_accuracy']:.2f}", f"{r['reference']:.2f}")
     console.print(table)
-    console.print(f"Kendall tau between the columns: {kendall_tau(rows):+.3f} ({len(rows)} networks); stored in {display_url(url)}")
+    print_agreement(rank_agreement(rows), "proxy", "reference")
+    console.print(f"stored in {display_url(url)}", markup=False, highlight=False)
+
+
+def print_agreement(a: Any, first: str, second: str) -> None:
+    """Kendall's tau with its bootstrap interval (and whether that excludes 0), Spearman's rho and the top-k overlap."""
+    from nas.ranking import MIN_FOR_INTERVAL
+
+    lo, hi = a.ci95
+    interval = (f"no interval: fewer than {MIN_FOR_INTERVAL} networks" if a.resamples == 0 else f"95% bootstrap interval [{lo:+.3f}, {hi:+.3f}]; "
+                + ("it excludes 0: the rankings agree" if lo > 0 else "it excludes 0: the rankings disagree" if hi < 0
+                   else "it includes 0: too few networks (or too noisy) to tell"))
+    console.print(f"{first} vs {second} over {a.n} networks: Kendall tau {a.kendall_tau:+.3f} ({interval}; p = {a.p_value:.2g}), Spearman {a.spearman:+.3f}, "
+                  f"top-{a.top_k} overlap {a.top_k_overlap}/{a.top_k}", markup=False, highlight=False)
+
+
+@app.command()
+@user_errors
+def fidelity(
+    budget: str = typer.Option(..., help="FLOPs budget the N networks are drawn within, e.g. 4.5GFLOPs."),
+    n: int = typer.Option(8, "--n", "-n", help="How many random networks, >= 5 (seeded; a larger --n on a rerun keeps the first ones)."),
+    space: str = typer.Option("default", help="Space YAML file, or the name of a shipped space."),
+    proxy_epochs: int = typer.Option(1, help="Epochs of the proxy under test."),
+    long_epochs: int = typer.Option(PROXY.epochs, help="Epochs of the longer schedule it is compared with (default: the search's proxy)."),
+    train_images: int = typer.Option(PROXY.train_images, help="Training images per proxy epoch (a fixed seeded subset; 0: all)."),
+    long_train_images: int = typer.Option(None, help="Training images per epoch of the long schedule (default: --train-images; 0: all)."),
+    resolution: int = typer.Option(PROXY.resolution, help="Training resolution of both (>= 32)."),
+    batch_size: int = typer.Option(PROXY.batch_size, help="Batch size of both."),
+    lr: float = typer.Option(PROXY.lr, help="Peak learning rate of both (AdamW)."),
+    bn_batches: int = typer.Option(PROXY.bn_batches, help="Training batches that re-estimate BatchNorm statistics before each evaluation (0: off)."),
+    augment: bool | None = typer.Option(None, "--augment/--no-augment", help="Random crops and flips of the training images in both "
+                                        "(default: on for cifar10/100 and ImageFolders, off for digits)."),
+    data: str = typer.Option(PROXY.data, help="digits (embedded), cifar10, cifar100, an ImageFolder path, or synthetic (tests)."),
+    data_dir: str = typer.Option(None, help="Where CIFAR files live (default ./data)."),
+    cache_dir: str = typer.Option(None, help="Where CIFAR and ImageFolders are decoded once (default studies/cache)."),
+    cost_resolution: int = typer.Option(SEARCH.cost_resolution, help="Resolution at which FLOPs and the budget are counted."),
+    cost_classes: int = typer.Option(SEARCH.cost_classes, help="Classes of the target network's head for the FLOPs count."),
+    top_k: int = typer.Option(3, help="Report how many of the k best by the proxy are among the k best by the long schedule."),
+    seed: int = typer.Option(SEARCH.seed, help="Seeds the sampled networks, the data split, the training and the bootstrap."),
+    study: str = typer.Option("fidelity", help="Study name; a rerun resumes it (a rerun with other proxy settings reuses the long runs)."),
+    storage: str = typer.Option(None, help=STORAGE_HELP),
+    cpus_per_trial: float = typer.Option(SEARCH.cpus_per_trial, help="CPUs each training gets."),
+    gpus_per_trial: float = typer.Option(SEARCH.gpus_per_trial, help="GPUs each training gets."),
+    address: str = typer.Option(None, help="Address of an existing Ray cluster, HOST:PORT (default: start Ray locally)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: kendall_tau, ci95, spearman, top_k_overlap, n, minutes, pairs."),
+) -> None:
+    """Does the proxy rank like longer training? N in-budget networks trained both ways on your data; Kendall tau with a 95% interval."""
+    from nas.fidelity import FidelitySettings, check_fidelity
+    from space.choices import Space
+    from space.cost import parse_flops
+
+    # checked before torch or Ray is imported, as the search is
+    url = resolve_storage(study, storage)
+    proxy = PROXY(epochs=proxy_epochs, resolution=resolution, batch_size=batch_size, lr=lr, data=data, train_images=train_images or None,
+                  bn_batches=bn_batches, data_dir=data_dir, seed=seed, augment=augment, cache_dir=cache_dir)
+    long_images = train_images if long_train_images is None else long_train_images
+    settings = FidelitySettings(study=study, storage=url, space=Space.from_yaml(space), budget=parse_flops(budget), proxy=proxy,
+                                long_epochs=long_epochs, long_train_images=long_images or None, n=n, top_k=top_k,
+                                cost_resolution=cost_resolution, cost_classes=cost_classes, cpus_per_trial=cpus_per_trial,
+                                gpus_per_trial=gpus_per_trial, address=address)
+    check_fidelity(settings)
+    from nas.fidelity import run_fidelity
+
+    def progress(event: str, info: dict[str, Any]) -> None:
+        if event == "done" and not as_json:
+            console.print(f"  {info.get('name', 'a network')} finished: accuracy {info.get('acc', float('nan')):.4f}", highlight=False)
+
+    if not as_json:
+        console.print(f"study {study} in {display_url(url)}: {n} networks within {settings.budget / 1e9:.3g} GFLOPs, proxy {proxy_epochs} "
+                      f"epoch(s) of {proxy.train_images or 'all'} images vs {long_epochs} of {settings.long.train_images or 'all'}, {data} at {resolution}px",
+                      markup=False, highlight=False)
+    report = run_fidelity(settings, progress)
+    if as_json:
+        print(json.dumps(report.to_dict()))
+        return
+    table = Table(title=f"{study}: proxy accuracy beside the long schedule's")
+    for column in ("network", "GFLOPs", "proxy top-1", "long top-1", "config"):
+        table.add_column(column, justify="left" if column == "config" else "right")
+    for p in report.pairs:
+        table.add_row(str(p["sample"]), f"{p['gflops']:.2f}", f"{100 * p['proxy']:.2f}", f"{100 * p['long']:.2f}", p["config"])
+    console.print(table)
+    print_agreement(report.agreement, "proxy", "long schedule")
+    console.print(f"training time: proxy {report.proxy_minutes:.1f} min, long {report.long_minutes:.1f} min (trainable wall time, "
+                  f"summed over networks); stored in {display_url(url)}", markup=False, highlight=False)
 
 
 # typer vendors click and exports only BadParameter of its exceptions; BadParameter's base is the
