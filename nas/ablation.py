@@ -12,18 +12,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import optuna
 from optuna.trial import TrialState
-from ray import tune
 
 from nas.bridge import Progress
-from nas.record import STATUS, Status, network_attrs, outcome_attrs
+from nas.fixed import Job, train_fixed
+from nas.ranking import Agreement, agreement
 from nas.settings import check_address, check_trial_resources
-from nas.storage import results_folder
 from nas.study import open_study
-from nas.tune import Driver, build_tuner, connect, init_ray
-from space.config import ArchConfig
-from space.cost import arch_cost
 from space.errors import ConvspaceError
 from space.files import read_yaml
 from space.presets import get_preset
@@ -77,40 +72,14 @@ def run_ablation(file: StudyFile, storage: str, *, cpus_per_trial: float = 1.0, 
     load_data(file.proxy.data, file.proxy.resolution, file.proxy.seed, file.proxy.data_dir, file.proxy.cache_dir)  # builds the cache
     study, _ = open_study(file.study, storage, ablation_identity(file))  # refuses a study trained with another proxy
     done = {t.user_attrs["preset"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-    todo = [name for name in file.reference if name not in done]
-    if todo:
-        init_ray(address)
-        jsons = [dataclasses.replace(get_preset(n), num_classes=1000).to_json() for n in todo]
-
-        def named(event: str, info: dict[str, Any]) -> None:  # progress events name the network
-            if info.get("config") in jsons:
-                info = {**info, "preset": todo[jsons.index(info["config"])]}
-            progress(event, info)
-
-        with results_folder(storage, results_dir) as results, connect(file.study, Driver(progress=named if progress else None)):
-            tuner = build_tuner(file.study, file.proxy, results, cpus=cpus_per_trial, gpus=gpus_per_trial,
-                                param_space={"config": tune.grid_search(jsons)})
-            outcomes = list(tuner.fit())
-        for result in outcomes:
-            metrics, name = result.metrics or {}, todo[jsons.index(result.config["config"])]
-            attrs = outcome_attrs(metrics if not result.error else {"error": str(result.error)}, epochs=int(metrics.get("epoch", 0)),
-                                  proxy_epochs=file.proxy.epochs)
-            if attrs[STATUS] != Status.TRAINED:
-                raise ConvspaceError(f"ablation: {name} failed ({attrs.get('fail_reason', 'stopped early')}); rerun to retry it")
-            cfg = ArchConfig.from_json(result.config["config"])
-            cost = arch_cost(cfg)
-            # the search's record of a trained trial, so that pareto and export work on this study too
-            study.add_trial(optuna.trial.create_trial(
-                values=[attrs["proxy_accuracy"], float(cost.flops)],
-                user_attrs={"preset": name, **network_attrs(cfg, cost), **attrs, "proxy": file.proxy.to_dict()},
-            ))
+    jobs = [Job(name, dataclasses.replace(get_preset(name), num_classes=1000), {"preset": name}) for name in file.reference if name not in done]
+    train_fixed(study, storage, file.study, file.proxy, jobs, cpus=cpus_per_trial, gpus=gpus_per_trial, address=address,
+                results_dir=results_dir, progress=progress)
     by_name = {t.user_attrs["preset"]: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     return [{"preset": n, "proxy_accuracy": by_name[n].values[0], "reference": ref, "gflops": by_name[n].values[1] / 1e9}
             for n, ref in file.reference.items()]
 
 
-def kendall_tau(rows: list[dict[str, Any]]) -> float:
-    """Rank agreement between the proxy and the reference accuracies (Kendall's tau-b)."""
-    from scipy.stats import kendalltau
-
-    return float(kendalltau([r["proxy_accuracy"] for r in rows], [r["reference"] for r in rows]).statistic)
+def rank_agreement(rows: list[dict[str, Any]], seed: int = 0) -> Agreement:
+    """How the proxy ranks the networks against the reference: Kendall's tau-b with its bootstrap 95% interval."""
+    return agreement([r["proxy_accuracy"] for r in rows], [r["reference"] for r in rows], seed=seed)
