@@ -147,8 +147,7 @@ def run_fidelity(s: FidelitySettings, progress: Progress | None = None) -> Fidel
     load_data(s.proxy.data, s.proxy.resolution, s.proxy.seed, s.proxy.data_dir, s.proxy.cache_dir)  # builds the cache
     study, _ = open_study(s.study, s.storage, fidelity_identity(s), attrs={"budget": s.budget})
     for kind, settings in ((PROXY, s.proxy), (LONG, s.long)):
-        done = {t.user_attrs["hash"] for t in _trials(study, kind, settings)}
-        jobs = [Job(f"network {i} ({kind})", cfg, {"fidelity": kind, "sample": i}) for i, cfg in enumerate(networks) if cfg.hash not in done]
+        jobs = [Job(f"network {i} ({kind})", cfg, {"fidelity": kind, "sample": i}) for i, cfg in missing(study, networks, kind, settings)]
         train_fixed(study, s.storage, f"{s.study}-{kind}", settings, jobs, cpus=s.cpus_per_trial, gpus=s.gpus_per_trial,
                     address=s.address, results_dir=s.results_dir, progress=progress, cost_resolution=s.cost_resolution)
     proxy, long = ({t.user_attrs["hash"]: t for t in _trials(study, kind, settings)} for kind, settings in ((PROXY, s.proxy), (LONG, s.long)))
@@ -161,6 +160,13 @@ def run_fidelity(s: FidelitySettings, progress: Progress | None = None) -> Fidel
 
     return FidelityReport(s.study, agreement([p[PROXY] for p in pairs], [p[LONG] for p in pairs], top_k=s.top_k, seed=s.proxy.seed),
                           pairs, s.proxy, s.long, minutes(proxy), minutes(long))
+
+
+def missing(study: Any, networks: list[ArchConfig], kind: str, settings: ProxySettings) -> list[tuple[int, ArchConfig]]:
+    """The networks (with their sample number) the study holds no trained trial of, of this kind with these settings:
+    what a run trains."""
+    done = {t.user_attrs["hash"] for t in _trials(study, kind, settings)}
+    return [(i, cfg) for i, cfg in enumerate(networks) if cfg.hash not in done]
 
 
 def _trials(study: Any, kind: str, settings: ProxySettings) -> list[Any]:
