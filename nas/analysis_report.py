@@ -51,6 +51,18 @@ def summary(report: dict[str, Any]) -> list[str]:
     return lines + [f"warning: {w}" for part in parts for w in part["warnings"]]
 
 
+def _save_small(fig: Any, path: Path, dpi: int) -> None:
+    """Save as a 256-colour PNG: flat plot colours survive, and the file (embedded again in the HTML) is a third the size."""
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    with Image.open(path) as image:
+        small = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
+
+
 def _edf_png(report: dict[str, Any], path: Path) -> None:
     """Both studies' EDFs (solid) and normalised EDFs (dashed) on one axis, legend `n | min | mean` as pycls's."""
     import matplotlib.pyplot as plt
@@ -64,13 +76,12 @@ def _edf_png(report: dict[str, Any], path: Path) -> None:
     title = "error EDF"
     if "ks" in report:
         title += f"  (KS D {report['ks']['statistic']:.3f}, p {report['ks']['pvalue']:.3g}"
-        title += f"; normalised D {nks['statistic']:.3f})" if (nks := report["normalized_ks"]) else ")"
+        title += f"; normalised D {nks['statistic']:.3f}, p {nks['pvalue']:.3g})" if (nks := report["normalized_ks"]) else ")"
     ax.set(xlabel="error (1 - proxy accuracy)", ylabel="cumulative fraction of models", title=title, ylim=(0, 1.02))
     ax.legend(title="n | min | mean", loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save_small(fig, path, dpi=100)
 
 
 def _dimensions_png(part: dict[str, Any], sample: Trained, path: Path) -> None:
@@ -97,14 +108,14 @@ def _dimensions_png(part: dict[str, Any], sample: Trained, path: Path) -> None:
             for box, choice in zip(boxes["boxes"], choices, strict=True):
                 box.set_facecolor("C2" if choice in good else "white")
         importance = "-" if dim["importance"] is None else f"{dim['importance']:.2f}"
-        ax.set_title(f"{name} (importance {importance})", fontsize=9)
+        # n: a conditional dimension is held by some models only; below MIN_TRIALS no good range is drawn
+        ax.set_title(f"{name} (importance {importance}, n {dim['n']})", fontsize=9)
         ax.set_ylabel("error", fontsize=8)
     for ax in list(axes.flat)[len(dims) :]:
         ax.axis("off")
-    fig.suptitle(f"{part['study']}: error by dimension (green: good values)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    fig.suptitle(f"{part['study']}: error by dimension, most important first (green: good values)")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # leave the suptitle its own strip above the panels
+    _save_small(fig, path, dpi=90)
 
 
 def write_report(report: dict[str, Any], samples: list[Trained], out: Path) -> list[Path]:
@@ -114,16 +125,20 @@ def write_report(report: dict[str, Any], samples: list[Trained], out: Path) -> l
     matplotlib.use("Agg")  # files only: no display needed
     out.mkdir(parents=True, exist_ok=True)
     pngs = [out / "edf.png"]
+    captions = {pngs[0]: "Error EDFs" + (" (solid) and FLOPs-normalised EDFs (dashed)" if report["normalized_edf"] is not None else "")}
     _edf_png(report, pngs[0])
     for part, sample, name in zip([report] + ([report["against"]] if "against" in report else []), samples, ("dimensions", "dimensions_against"), strict=False):
         if part["dimensions"]:
             pngs.append(out / f"{name}.png")  # not named after the study: a study name may hold a slash
+            captions[pngs[-1]] = f"Error by dimension: {part['study']}"
             _dimensions_png(part, sample, pngs[-1])
-    images = "".join(f'<h2>{html.escape(p.stem)}</h2><img alt="{html.escape(p.stem)}" src="data:image/png;base64,'
+    images = "".join(f'<h2>{html.escape(captions[p])}</h2><img alt="{html.escape(captions[p])} ({p.name})" src="data:image/png;base64,'
                      f'{base64.b64encode(p.read_bytes()).decode()}">' for p in pngs)
+    name = report["study"] + (f" vs {report['against']['study']}" if "against" in report else "")
     page = out / "analysis.html"
-    page.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>convspace analysis: {html.escape(report['study'])}</title>"
-                    f"<style>body{{font-family:sans-serif;max-width:1500px;margin:auto}}img{{max-width:100%}}</style></head><body>"
-                    f"<h1>Design-space analysis of {html.escape(report['study'])}</h1><pre>{html.escape(chr(10).join(summary(report)))}</pre>"
+    # pre-wrap: the summary's long lines wrap in the page instead of running off its right edge
+    page.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>convspace analysis: {html.escape(name)}</title>"
+                    f"<style>body{{font-family:sans-serif;max-width:1500px;margin:auto}}img{{max-width:100%}}pre{{white-space:pre-wrap}}</style>"
+                    f"</head><body><h1>Design-space analysis of {html.escape(name)}</h1><pre>{html.escape(chr(10).join(summary(report)))}</pre>"
                     f"{images}</body></html>", encoding="utf-8")
     return [*pngs, page]
