@@ -3,6 +3,8 @@ channels_last tensors and cuDNN autotuning (timm's train.py does the same), else
 
 from __future__ import annotations
 
+import ctypes
+import gc
 from contextlib import AbstractContextManager
 
 import torch
@@ -36,3 +38,19 @@ def autocast(device: torch.device) -> AbstractContextManager:
 def grad_scaler(device: torch.device) -> torch.amp.GradScaler:
     """Loss scaling for fp16 on CUDA; a pass-through on the CPU."""
     return torch.amp.GradScaler(enabled=device.type == "cuda")
+
+
+def release_heap() -> None:
+    """Hand the heap pages that a finished training freed back to the operating system.
+
+    glibc keeps freed memory for reuse, so a reused Ray worker stayed at its last trial's peak while idle or training
+    a smaller network, memory the other trials on the machine could not have (measured: 1.53 GiB resident after five
+    4.5-GFLOPs proxy trainings in one process, 0.94 GiB with this after each). Does nothing without glibc. On CUDA,
+    torch's cached blocks go back too, for the other trials packed on the GPU (--gpus-per-trial 0.25)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl)
+        pass

@@ -22,7 +22,7 @@ from space.config import ArchConfig
 from space.network import build_network
 from trainers.batches import Batches
 from trainers.data import Data, load_data
-from trainers.device import autocast, batch_on_device, grad_scaler, on_device, training_device
+from trainers.device import autocast, batch_on_device, grad_scaler, on_device, release_heap, training_device
 from trainers.settings import ProxySettings
 
 
@@ -88,6 +88,14 @@ def train(
     `seed` (default settings.seed) seeds the initialisation, the training subset and the batch order; the data split
     stays settings.seed's, so that repeated seeds of one network (`confirm`) are scored on the same validation images.
     """
+    try:
+        return _train(config, settings, on_epoch, data, should_stop, seed)
+    finally:
+        release_heap()  # the trial's model, optimizer and batches are garbage now
+
+
+def _train(config: ArchConfig, settings: ProxySettings, on_epoch: Callable[[int, float, float], None] | None, data: Data | None,
+           should_stop: Callable[[], bool] | None, seed: int | None) -> ProxyResult:
     seed = settings.seed if seed is None else seed
     torch.manual_seed(seed)
     torch.set_num_threads(max(1, settings.threads))

@@ -95,3 +95,15 @@ def test_batchnorm_re_estimation_sees_the_evaluated_network_without_stochastic_d
         estimates.append(last_bn.running_var.clone())
     assert torch.equal(estimates[0], estimates[1])  # no random thinning: the same batches give the same statistics
     assert [m.drop_prob for m in model.modules() if hasattr(m, "drop_prob")] == rates  # restored for training
+
+
+def test_a_finished_or_failed_training_hands_its_freed_heap_back(monkeypatch):
+    import trainers.proxy
+
+    released = []
+    monkeypatch.setattr(trainers.proxy, "release_heap", lambda: released.append(1))
+    train(tiny_config(), ProxySettings(epochs=1, data="synthetic", batch_size=16))
+    with pytest.raises(TrainingDiverged):
+        train(tiny_config(layer_scale_init=0.0, norm="bn", conv_bias=False),
+              ProxySettings(epochs=1, data="synthetic", batch_size=16, lr=1e12, warmup_epochs=0))
+    assert released == [1, 1]
