@@ -172,21 +172,31 @@ def sample(
 
 
 def print_front(study: Any) -> None:
-    """The Pareto table of a study, whole at 100 columns: the architecture folds onto a second line, never cut."""
+    """The Pareto table of a study, whole at 100 columns: the architecture folds onto a second line, never cut.
+    Accuracies are means over seeds (`confirm`); a point whose gain over the cheaper one is within noise is marked."""
     from nas.live import ended_words, rejected_words
-    from nas.pareto import counts, front, study_hypervolume, summary, trial_config
+    from nas.pareto import counts, front_rows, study_hypervolume
 
+    rows, noise = front_rows(study)  # first: a trial without a config is a one-line error
     table = Table(title=f"Pareto front of {study.study_name}: proxy accuracy up, FLOPs down", title_justify="left")
-    for column in ("trial", "accuracy", "GFLOPs", "params M"):
+    for column in ("trial", "accuracy", "seeds", "GFLOPs", "params M"):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("architecture", overflow="fold", ratio=1)
-    for t in front(study):
-        architecture = summary(trial_config(t))  # first: a trial without a config is a one-line error
-        table.add_row(str(t.number), f"{t.values[0]:.4f}", f"{t.values[1] / 1e9:.3f}", f"{t.user_attrs['params'] / 1e6:.2f}", architecture)
+    for row in rows:
+        accuracy = f"{row['accuracy']:.4f}" + (f" ± {row['accuracy_std']:.4f}" if row["accuracy_std"] is not None else "")
+        table.add_row(str(row["trial"]), accuracy + (" ≈" if row["within_noise"] else ""), str(row["seeds"]),
+                      f"{row['flops'] / 1e9:.3f}", f"{row['params'] / 1e6:.2f}", row["summary"])
     if table.row_count:
         console.print(table)
     else:
         console.print(f"Pareto front of {study.study_name}: none yet (no trial trained to the end)")
+    if noise:
+        marked = sum(row["within_noise"] for row in rows)
+        console.print(f"noise floor ± {noise['std']:.4f} (pooled std over seeds of {noise['trials']} networks)"
+                      + (f"; ≈ marks {marked} point(s) whose gain over the next cheaper one is within noise" if marked else ""))
+    elif rows:
+        console.print(f"noise floor unknown: one seed per network; measure it with: python cli.py confirm --seeds 3"
+                      + ("" if study.study_name == STUDY else f" --study {study.study_name}"))
     volume = study_hypervolume(study)
     if volume is not None:
         console.print(f"hypervolume {volume:.4f} (area the front dominates in (FLOPs / budget, accuracy), reference point (1, 0))")
@@ -196,6 +206,8 @@ def print_front(study: Any) -> None:
     if tally.get("interrupted"):  # each has a waiting copy: say it once
         running += f", {tally.pop('interrupted')} cut short by a stopped search (queued to train first on the next run)"
         tally.pop("waiting", None)
+    if tally.get("repeat"):
+        running += f", {tally.pop('repeat')} trainings of front networks with other seeds (confirm)"
     others = {k: v for k, v in tally.items() if k not in ("trained", "stopped", "failed")}
     console.print(f"trials in the study: {ended_words(tally)}{running}"
                   + "".join(f", {v} {k}" for k, v in sorted(others.items()))
@@ -309,11 +321,12 @@ def search(
 def pareto(
     study: str = typer.Option(STUDY, help="Study name."),
     storage: str = typer.Option(None, help=STORAGE_HELP),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: study, budget, front (a list of rows), hypervolume."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: study, budget, flops_min, front (rows with accuracy = mean over seeds, "
+                              "accuracy_std, seeds, within_noise), hypervolume, noise (pooled std over seeds, or null)."),
     plot: str = typer.Option(None, help="Also write a PNG of every trial with the front and the budget."),
 ) -> None:
     """The Pareto front of feasible, fully trained trials (table, JSON, PNG)."""
-    from nas.pareto import describe, front, load_study, study_hypervolume
+    from nas.pareto import front_rows, load_study, study_hypervolume
     from nas.pareto import plot as plot_front
 
     if plot and not plot.lower().endswith(".png"):
@@ -327,12 +340,52 @@ def pareto(
             raise ConvspaceError(f"plot: cannot create the folder {str(Path(plot).parent)!r} ({exc.strerror})") from None
         plot_front(loaded, plot, loaded.user_attrs.get("budget"))
     if as_json:
+        rows, noise = front_rows(loaded)
         print(json.dumps({"study": study, "budget": loaded.user_attrs.get("budget"), "flops_min": loaded.user_attrs.get("flops_min") or None,
-                          "front": [describe(t) for t in front(loaded)], "hypervolume": study_hypervolume(loaded)}))
+                          "front": rows, "hypervolume": study_hypervolume(loaded), "noise": noise}))
     else:
         print_front(loaded)
         if plot:
             console.print(f"plot written to {plot}")
+
+
+@app.command()
+@user_errors
+def confirm(
+    seeds: int = typer.Option(3, help="Seeds in all per network, >= 2: the search's own training is the first."),
+    top: int = typer.Option(None, help="Confirm the N most accurate trained networks instead of the Pareto front."),
+    study: str = typer.Option(STUDY, help="Study name."),
+    storage: str = typer.Option(None, help=STORAGE_HELP),
+    cpus_per_trial: float = typer.Option(SEARCH.cpus_per_trial, help="CPUs each proxy training gets."),
+    gpus_per_trial: float = typer.Option(SEARCH.gpus_per_trial, help="GPUs each proxy training gets (fractions pack several per GPU)."),
+    address: str = typer.Option(None, help="Address of an existing Ray cluster, HOST:PORT (default: start Ray locally)."),
+) -> None:
+    """Train the front's networks again with other seeds: the front on mean accuracies, and the study's noise floor."""
+    from nas.settings import check_confirm
+
+    check_confirm(seeds, top, cpus_per_trial, gpus_per_trial, address)
+    url = resolve_storage(study, storage)
+    from nas.confirm import run_confirm
+
+    def progress(event: str, info: dict[str, Any]) -> None:
+        if event == "start":
+            what = f"the {len(info['targets'])} most accurate networks" if top else f"the {len(info['targets'])} front networks"
+            console.print(f"confirming {what} of {study} with {seeds} seeds each: {info['runs']} trainings to run"
+                          + ("" if info["runs"] else " (every seed is in the study already)"), markup=False, highlight=False)
+        elif event == "done":
+            score = f"accuracy {info['acc']:.4f}" if info.get("acc") is not None else f"{info.get('status')}"
+            console.print(f"  trial {info['number']}, seed {info['seed']}: {score} ({info.get('train_seconds', 0):.0f} s)",
+                          markup=False, highlight=False)
+
+    outcome = run_confirm(study, url, seeds=seeds, top=top, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
+                          address=address, progress=progress, checked=True)
+    print_front(outcome.study)
+    if outcome.failed:
+        console.print(f"{len(outcome.failed)} training(s) failed and were not stored (rerun confirm to retry): "
+                      + "; ".join(outcome.failed), markup=False, highlight=False)
+    if outcome.unconfirmed:
+        console.print(f"the front on the means now holds trial(s) {', '.join(map(str, outcome.unconfirmed))} with fewer than {seeds} "
+                      "seeds: run confirm again to confirm them too", markup=False, highlight=False)
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""The Pareto front of a study: feasible, fully trained trials, as rows for tables and JSON."""
+"""The Pareto front of a study: feasible, fully trained trials on their mean accuracy over seeds, as rows and plots."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.record import screened_counts
+from nas.seeds import Scores, noise_floor, seed_scores, within_noise
 from nas.storage import display_url, make_url_or_none, open_storage
 from space.config import ArchConfig
 from space.errors import ConvspaceError
@@ -27,10 +28,29 @@ def load_study(name: str, storage: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=rdb)
 
 
-def front(study: optuna.Study) -> list[FrozenTrial]:
-    """Non-dominated COMPLETE trials (only fully trained, within-budget trials are ever COMPLETE), by FLOPs."""
-    trials = study.best_trials if any(t.state == TrialState.COMPLETE for t in study.get_trials(deepcopy=False)) else []
-    return sorted(trials, key=lambda t: t.values[1])
+def front(study: optuna.Study, scores: dict[int, Scores] | None = None) -> list[FrozenTrial]:
+    """Non-dominated COMPLETE trials (only fully trained, within-budget trials are ever COMPLETE) on (mean accuracy
+    over seeds, FLOPs), by FLOPs. By hand: Optuna's `best_trials` reads the stored objective, the first seed's only."""
+    scores = seed_scores(study) if scores is None else scores
+    trials = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.number in scores),
+                    key=lambda t: (t.values[1], -scores[t.number].mean))
+    kept: list[FrozenTrial] = []
+    for t in trials:  # cheapest first: on the front when more accurate than every cheaper trial (equal twins both stay)
+        accuracy, best = scores[t.number].mean, scores[kept[-1].number].mean if kept else None
+        if best is None or accuracy > best or (accuracy == best and t.values[1] == kept[-1].values[1]):
+            kept.append(t)
+    return kept
+
+
+def front_rows(study: optuna.Study) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The front as rows (mean, std and seeds per point, `within_noise` marks) and the study's noise floor
+    ({"std", "trials"}: pooled std of the networks trained with several seeds), None before any repeat."""
+    scores = seed_scores(study)
+    best = front(study, scores)
+    floor = noise_floor(scores.values())
+    marks = within_noise([scores[t.number] for t in best], floor[0] if floor else None)
+    rows = [{**describe(t, scores[t.number]), "within_noise": mark} for t, mark in zip(best, marks)]
+    return rows, ({"std": floor[0], "trials": floor[1]} if floor else None)
 
 
 def hypervolume(points: Iterable[tuple[float, float]], budget: float) -> float:
@@ -50,7 +70,8 @@ def study_hypervolume(study: optuna.Study, extra: Iterable[tuple[float, float]] 
     budget = study.user_attrs.get("budget")
     if not budget:
         return None
-    points = [(t.values[1], t.values[0]) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
+    flops = {t.number: t.values[1] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values}
+    points = [(flops[n], s.mean) for n, s in seed_scores(study).items()]
     return hypervolume([*points, *extra], budget)
 
 
@@ -80,14 +101,19 @@ def summary(cfg: ArchConfig) -> str:
     return f"{a['blocks']}, {a['stem']} stem, depths {a['depths']}, widths {a['widths']}, k{a['kernel']}, {a['norm_act']}"
 
 
-def describe(trial: FrozenTrial) -> dict[str, Any]:
-    """One row: the numbers and the architecture in a few words."""
+def describe(trial: FrozenTrial, scores: Scores | None = None) -> dict[str, Any]:
+    """One row: the numbers (accuracy: the mean over `scores`' seeds where given) and the architecture in a few words."""
+    own = trial.values[0] if trial.values else trial.user_attrs.get("proxy_accuracy")
     return {
         "trial": trial.number,
-        "accuracy": trial.values[0] if trial.values else trial.user_attrs.get("proxy_accuracy"),
+        "accuracy": scores.mean if scores else own,
+        "accuracy_std": scores.std if scores else None,
+        "seeds": len(scores.accuracies) if scores else 1,
+        "accuracies": list(scores.accuracies) if scores else [own],
         "flops": trial.user_attrs["flops"],
         "params": trial.user_attrs["params"],
-        **architecture(trial_config(trial)),
+        **architecture(cfg := trial_config(trial)),
+        "summary": summary(cfg),
         "epochs": trial.user_attrs.get("epochs"),
         "hash": trial.user_attrs["hash"],
     }
@@ -119,8 +145,9 @@ def plot_range(gflops: list[float], budget: float | None) -> tuple[float, float,
 
 
 def plot(study: optuna.Study, path: str, budget: int | None) -> tuple[float, float]:
-    """PNG of the trained and stopped trials by GFLOPs and proxy accuracy, the front with its trial numbers, the
-    budget line and a strip counting the over-budget samples past it; returns the x range drawn (GFLOPs)."""
+    """PNG of the trained and stopped trials by GFLOPs and proxy accuracy (means over seeds), the front with its trial
+    numbers and seed spread, the budget line, a strip counting the over-budget samples past it, and beside it the
+    hypervolume trial by trial where the search recorded it; returns the x range of the front's panel (GFLOPs)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,6 +157,7 @@ def plot(study: optuna.Study, path: str, budget: int | None) -> tuple[float, flo
     groups: dict[str, tuple[list[float], list[float]]] = {"trained": ([], []), "stopped": ([], [])}
     over_budget: list[float] = []
     unscored = 0  # stopped by the time limit before their first epoch ended: no accuracy to draw
+    scores = seed_scores(study)
     for t in study.get_trials(deepcopy=False):
         status, flops = t.user_attrs.get("status"), t.user_attrs.get("flops")
         if flops is None:
@@ -137,7 +165,7 @@ def plot(study: optuna.Study, path: str, budget: int | None) -> tuple[float, flo
         if status == "over_budget":
             over_budget.append(flops / 1e9)
         elif status in groups:
-            accuracy = t.values[0] if t.values else t.user_attrs.get("proxy_accuracy")
+            accuracy = scores[t.number].mean if t.number in scores else t.user_attrs.get("proxy_accuracy")
             if accuracy is None:
                 unscored += 1
                 continue
@@ -146,17 +174,25 @@ def plot(study: optuna.Study, path: str, budget: int | None) -> tuple[float, flo
             ys.append(accuracy)
     limit = budget / 1e9 if budget else None
     lo, hi, log = plot_range(groups["trained"][0] + groups["stopped"][0], limit)
-    fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    history = hypervolume_history(study)
+    if history:
+        fig, (ax, hv_ax) = plt.subplots(1, 2, figsize=(11, 4.8), dpi=120, gridspec_kw={"width_ratios": [2.2, 1]})
+        draw_hypervolume(hv_ax, history)
+    else:
+        fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
     styles = {"trained": dict(c="tab:blue", marker="o", label=f"trained to the end ({len(groups['trained'][0])})"),
               "stopped": dict(c="tab:gray", marker="s", alpha=0.6, label=f"stopped early: scheduler or time limit ({len(groups['stopped'][0])}"
                                                                           + (f"; {unscored} more before a first score)" if unscored else ")"))}
     for status, (xs, ys) in groups.items():
         if xs:
             ax.scatter(xs, ys, s=22, zorder=2, **styles[status])
-    best = front(study)
+    best = front(study, scores)
     if best:
-        xs, ys = [t.values[1] / 1e9 for t in best], [t.values[0] for t in best]
-        ax.plot(xs, ys, "-o", c="tab:orange", lw=2, ms=7, label="Pareto front (trial numbers)", zorder=3)
+        xs, ys = [t.values[1] / 1e9 for t in best], [scores[t.number].mean for t in best]
+        spread = [scores[t.number].std or 0.0 for t in best]
+        repeated = any(spread)
+        ax.errorbar(xs, ys, yerr=spread if repeated else None, fmt="-o", c="tab:orange", lw=2, ms=7, capsize=3, zorder=3,
+                    label="Pareto front (trial numbers)" + (", mean +- std over seeds" if repeated else ""))
         for t, x, y in zip(best, xs, ys):
             ax.annotate(str(t.number), (x, y), xytext=(5, -10), textcoords="offset points", fontsize=8, zorder=4)
     if limit:
@@ -181,3 +217,21 @@ def plot(study: optuna.Study, path: str, budget: int | None) -> tuple[float, flo
     lo, hi = ax.get_xlim()
     plt.close(fig)
     return float(lo), float(hi)
+
+
+def hypervolume_history(study: optuna.Study) -> list[tuple[int, float]]:
+    """(trial number, the study's hypervolume once that trial was told), as the search recorded it trial by trial."""
+    return [(t.number, float(t.user_attrs["hypervolume"])) for t in study.get_trials(deepcopy=False)
+            if t.user_attrs.get("hypervolume") is not None]
+
+
+def draw_hypervolume(ax: Any, history: list[tuple[int, float]]) -> None:
+    """The hypervolume after each trial: a curve still rising means the search is still finding better networks."""
+    numbers, volumes = zip(*history)
+    ax.step(numbers, volumes, where="post", c="tab:green", lw=2)
+    ax.plot(numbers, volumes, "o", c="tab:green", ms=3)
+    ax.set_xlabel("trial number")
+    ax.set_ylabel("hypervolume (FLOPs / budget, accuracy; ref. (1, 0))")
+    ax.set_title("progress of the search", fontsize=10)
+    ax.set_ylim(0, max(volumes) * 1.15 or 1.0)
+    ax.grid(alpha=0.3)

@@ -33,6 +33,7 @@ class Status(StrEnum):
     UNDER_BAND = "under_band"  # refused before training: below --flops-min, PRUNED
     DUPLICATE = "duplicate"  # refused before training: its config was already evaluated
     SURPLUS = "surplus"  # refused before training: another driver took the last of --trials
+    REPEAT = "repeat"  # a trained trial's network trained again with another seed (`confirm`): PRUNED (nas.seeds)
 
 
 NEVER_TRAINED = (Status.OVER_BUDGET, Status.UNDER_BAND, Status.DUPLICATE, Status.SURPLUS)

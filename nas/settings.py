@@ -67,6 +67,14 @@ class SearchSettings:
                 f"must be longer than the heartbeat interval ({self.heartbeat_interval} s)", self.heartbeat_grace)
 
 
+def check_confirm(seeds: int, top: int | None, cpus: float, gpus: float, address: str | None) -> None:
+    """`confirm`'s settings, checked before a study is read or Ray starts."""
+    require(seeds >= 2, "seeds", "must be >= 2 (the search's own training is the first)", seeds)
+    require(top is None or top >= 1, "top", "must be >= 1", top)
+    check_trial_resources(cpus, gpus, address)
+    check_address(address)
+
+
 def check_trial_resources(cpus: float, gpus: float, address: str | None) -> None:
     """Resources Ray can give each trial; on a machine without a GPU, Ray would hold GPU trials pending forever."""
     require(cpus > 0, "cpus-per-trial", "must be > 0", cpus)

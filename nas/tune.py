@@ -28,11 +28,18 @@ from space.config import ArchConfig
 from trainers.settings import ProxySettings
 
 
+def run_spec(config: dict[str, Any]) -> dict[str, Any]:
+    """What one Tune trial trains: its config itself, or the (network, seed) pair under "run" that `confirm` grids over
+    (Tune's grid search crosses its keys; a list of pairs must be one key)."""
+    return config.get("run", config)
+
+
 def proxy_trainable(config: dict[str, Any], proxy: dict[str, Any], time_limit: float | None = None) -> None:
     """The Ray Tune trainable: one proxy training, each epoch's accuracy reported to Tune (and ASHA); a trial still
     training after `time_limit` seconds ends after its current step, its last report marked `time_limited`."""
     from trainers.proxy import train
 
+    config = run_spec(config)
     settings = ProxySettings(**proxy)
     # Every report carries the target's FLOPs (ParetoASHA ranks a rung on accuracy and FLOPs; the ablation's fixed
     # networks have none in their config and need none) and the accuracies so far, which the trial keeps.
@@ -105,11 +112,14 @@ class TrialProgress(tune.Callback):
             driver.progress(event, info)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self._emit("epoch", {"number": trial.config.get("number", trial.trial_id), ACC: result.get(ACC), "epoch": result.get("epoch")})
+        spec = run_spec(trial.config)
+        self._emit("epoch", {"number": spec.get("number", trial.trial_id), "seed": spec.get("seed"), ACC: result.get(ACC),
+                             "epoch": result.get("epoch")})
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._emit("done", {**(trial.last_result or {}), "number": trial.config.get("number", trial.trial_id),
-                            "config": trial.config.get("config")})
+        spec = run_spec(trial.config)
+        self._emit("done", {**(trial.last_result or {}), "number": spec.get("number", trial.trial_id), "seed": spec.get("seed"),
+                            "config": spec.get("config")})
 
 
 def build_tuner(key: str, proxy: ProxySettings, results: Path, *, cpus: float, gpus: float, time_limit: float | None = None,

@@ -1,0 +1,115 @@
+"""Repeated seeds (`confirm`): the front on means, the noise floor and its marks, a real resumable run through Ray."""
+
+import json
+import math
+import subprocess
+import sys
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from nas.confirm import repeat_trial, run_confirm
+from nas.pareto import front, front_rows, study_hypervolume
+from nas.record import counts_toward_total, holds_config
+from nas.seeds import Scores, noise_floor, seed_scores, within_noise
+from tests.conftest import write_study
+from trainers.settings import ProxySettings
+
+PROXY = {k: v for k, v in ProxySettings(epochs=1, data="synthetic", batch_size=16).to_dict().items() if k != "threads"}
+
+
+def confirmable_study(root, name="c"):
+    """write_study's trials (0, 1 on the front at 0.9 and 0.8; 2 dominated at 0.7) with a proxy in its identity."""
+    study = write_study(root, name)
+    study.set_user_attr("identity", {"cost_resolution": 224, "proxy": PROXY})
+    return study
+
+
+def add_repeats(study, repeats):
+    """(trial number, seed, accuracy) repeats stored as `confirm` stores them."""
+    trials = {t.number: t for t in study.get_trials()}
+    for number, seed, accuracy in repeats:
+        study.add_trial(repeat_trial(trials[number], seed, {"proxy_accuracy": accuracy, "epochs": 1, "status": "trained"}))
+
+
+def test_scores_noise_floor_is_the_pooled_std_and_marks_gains_within_two_standard_errors():
+    a, b = Scores((0.80, 0.84), (0, 1)), Scores((0.90, 0.90, 0.96), (0, 1, 2))
+    assert a.mean == pytest.approx(0.82) and a.std == pytest.approx(math.sqrt(0.0008))
+    assert Scores((0.7,), (0,)).std is None
+    # pooled: (0.0008 + 0.0024) squared deviations over 1 + 2 degrees of freedom; a single seed adds nothing
+    floor, n = noise_floor([a, b, Scores((0.5,), (0,))])
+    assert (floor, n) == (pytest.approx(math.sqrt(0.0032 / 3)), 2)
+    assert noise_floor([Scores((0.5,), (0,))]) is None
+    # b gains 0.10 over a; two standard errors of the difference: 2 * 0.01 * sqrt(1/3 + 1/2) = 0.018
+    assert within_noise([a, b], 0.01) == [False, False]
+    assert within_noise([a, b], 0.07) == [False, True]  # 2 * 0.07 * 0.913 = 0.128 > 0.10
+    assert within_noise([a, b], None) == [False, False]
+
+
+def test_the_front_stands_on_means_and_repeats_are_never_points_of_their_own(tmp_path):
+    study = confirmable_study(tmp_path)
+    assert [t.number for t in front(study)] == [1, 0]
+    add_repeats(study, [(0, 1, 0.60), (0, 2, 0.60), (1, 1, 0.80)])  # trial 0 now means 0.70, below trial 1's 0.80
+    study = optuna.load_study(study_name="c", storage=f"sqlite:///{tmp_path}/studies/c.db")
+    scores = seed_scores(study)
+    assert scores[0].accuracies == (0.9, 0.6, 0.6) and scores[0].seeds == (0, 1, 2) and scores[1].seeds == (0, 1)
+    assert [t.number for t in front(study)] == [1]  # dominated on the means: cheaper trial 1 is as good or better
+    assert study_hypervolume(study) == pytest.approx((1 - study.trials[1].values[1] / 60e6) * 0.8)  # trial 1's step alone
+    repeats = [t for t in study.trials if t.user_attrs.get("status") == "repeat"]
+    assert len(repeats) == 3 and all(t.state == TrialState.PRUNED and not counts_toward_total(t) and not holds_config(t) for t in repeats)
+    assert len(study.best_trials) == 2  # Optuna's own front still reads the stored first-seed objective: ours does not
+
+
+def test_pareto_prints_mean_and_std_seeds_noise_floor_and_json_fields(tmp_path):
+    study = confirmable_study(tmp_path)
+    add_repeats(study, [(0, 1, 0.86), (1, 1, 0.79), (2, 1, 0.71)])
+    run = lambda *args: subprocess.run([sys.executable, "cli.py", "pareto", "--study", "c", "--storage",
+                                        f"sqlite:///{tmp_path}/studies/c.db", *args], capture_output=True, text=True, timeout=60)
+    out = json.loads(run("--json").stdout)
+    rows = {r["trial"]: r for r in out["front"]}
+    assert rows[0]["accuracy"] == pytest.approx(0.88) and rows[0]["seeds"] == 2 and rows[0]["accuracies"] == [0.9, 0.86]
+    assert rows[0]["accuracy_std"] == pytest.approx(math.sqrt(0.0008))
+    # pooled over the three repeated networks: (0.0008 + 0.00005 + 0.00005) / 3
+    assert out["noise"]["trials"] == 3 and out["noise"]["std"] == pytest.approx(math.sqrt(0.0009 / 3))
+    assert rows[1]["within_noise"] is False and rows[0]["within_noise"] is False  # 0.88 - 0.795 = 0.085 > 2 SE (0.035)
+    table = run().stdout
+    assert "0.8800 ± 0.0283" in table and "noise floor ± 0.0173 (pooled std over seeds of 3 networks)" in table
+    assert "3 trainings of front networks with other seeds (confirm)" in table
+
+
+def test_pareto_without_repeats_says_the_noise_floor_is_unknown_and_how_to_measure_it(tmp_path):
+    confirmable_study(tmp_path)
+    out = subprocess.run([sys.executable, "cli.py", "pareto", "--study", "c", "--storage", f"sqlite:///{tmp_path}/studies/c.db"],
+                         capture_output=True, text=True, timeout=60).stdout
+    assert "noise floor unknown: one seed per network; measure it with: python cli.py confirm --seeds 3 --study c" in out
+
+
+def test_confirm_trains_the_missing_seeds_through_ray_stores_each_and_resumes(tmp_path):
+    study = confirmable_study(tmp_path)
+    url = f"sqlite:///{tmp_path}/studies/c.db"
+    first = run_confirm("c", url, seeds=2, results_dir=str(tmp_path / "ray"))
+    assert first.targets == [1, 0] and first.trained == 2 and not first.failed
+    scores = seed_scores(optuna.load_study(study_name="c", storage=url))
+    assert scores[0].seeds == (0, 1) and scores[1].seeds == (0, 1) and scores[2].seeds == (0,)
+    assert all(0 <= a <= 1 for a in scores[0].accuracies)
+    again = run_confirm("c", url, seeds=2, results_dir=str(tmp_path / "ray"))
+    assert again.trained == 0  # every seed is stored: nothing to train
+    top = run_confirm("c", url, seeds=2, top=3, results_dir=str(tmp_path / "ray"))
+    assert sorted(top.targets) == [0, 1, 2]
+    assert top.trained == 1  # only trial 2 lacked its second seed
+    assert len([t for t in study.get_trials() if t.user_attrs.get("status") == "repeat"]) == 3
+
+
+def test_confirm_refuses_bad_input_in_one_line_before_ray(tmp_path):
+    confirmable_study(tmp_path)
+    code = ("import sys; from typer.testing import CliRunner; import cli; "
+            "r = CliRunner().invoke(cli.app, sys.argv[1:]); print(r.output, end=''); "
+            "print('ray' in sys.modules, 'torch' in sys.modules); sys.exit(r.exit_code)")
+    for args, message in [(["--seeds", "1"], "error: seeds: must be >= 2 (the search's own training is the first), got 1"),
+                          (["--top", "0"], "error: top: must be >= 1, got 0"),
+                          (["--study", "nope"], "error: study: no study 'nope'")]:
+        storage = ["--storage", f"sqlite:///{tmp_path}/studies/c.db"] if "--study" not in args else []
+        r = subprocess.run([sys.executable, "-c", code, "confirm", *args, *storage], capture_output=True, text=True, timeout=60)
+        lines = r.stdout.splitlines()
+        assert r.returncode == 2 and lines[0].startswith(message) and lines[-1] == "False False", r.stdout + r.stderr
