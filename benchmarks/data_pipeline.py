@@ -73,7 +73,6 @@ def serve_rate(make_epoch, images: int) -> tuple[float, float]:
 
 def epoch_wait_share(make_epoch, resolution: int, classes: int, steps: int) -> tuple[float, float]:
     """(share of the time waiting for data, training images/s) over `steps` proxy training steps of a small ConvNeXt."""
-    import torch
     from timm.loss import LabelSmoothingCrossEntropy
     from timm.optim import create_optimizer_v2
 

@@ -13,6 +13,7 @@ No torch here: numpy and PIL only, so the builder is cheap to start and to test 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -87,7 +88,7 @@ def build(folder: Path, source: Source, resolution: int, *, progress: bool = Tru
                 task = bar.add_task(f"decoding {source.name} {split} at {resolution}px", total=len(items)) if bar else None
                 images = np.lib.format.open_memmap(temp / f"{split}_images.npy", mode="w+", dtype=np.uint8,
                                                    shape=(len(items), 3, resolution, resolution))
-                decode_into(images, items, source.open_image, resolution, on_block=(lambda n: bar.advance(task, n)) if bar else None)
+                decode_into(images, items, source.open_image, resolution, on_block=functools.partial(bar.advance, task) if bar else None)
                 images.flush()
                 del images
                 np.save(temp / f"{split}_labels.npy", np.asarray(labels, dtype=np.int64))

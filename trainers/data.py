@@ -7,9 +7,9 @@ uint8 cache that every trial memory-maps (trainers.cache). Full training reads i
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
