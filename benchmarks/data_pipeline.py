@@ -71,7 +71,7 @@ def serve_rate(make_epoch, images: int) -> tuple[float, float]:
     return served / (time.process_time() - cpu), served / (time.perf_counter() - started)
 
 
-def epoch_wait_share(make_epoch, resolution: int, classes: int, steps: int) -> tuple[float, float]:
+def epoch_wait_share(make_epoch, classes: int, steps: int) -> tuple[float, float]:
     """(share of the time waiting for data, training images/s) over `steps` proxy training steps of a small ConvNeXt."""
     from timm.loss import LabelSmoothingCrossEntropy
     from timm.optim import create_optimizer_v2
@@ -136,8 +136,8 @@ def main() -> None:
 
         batches = Batches(data.train, args.batch_size, cpu, generator=generator, drop_last=True, augment_seed=0)
         old_rate, new_rate = serve_rate(old_epoch, args.images), serve_rate(lambda: batches, max(args.images, 100_000))
-        old_wait, old_train = epoch_wait_share(old_epoch, r, data.num_classes, args.steps)
-        new_wait, new_train = epoch_wait_share(lambda: batches, r, data.num_classes, args.steps)
+        old_wait, old_train = epoch_wait_share(old_epoch, data.num_classes, args.steps)
+        new_wait, new_train = epoch_wait_share(lambda: batches, data.num_classes, args.steps)
 
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, torch threads {args.threads}")
     print(f"data: {args.data or 'digits as 64x64 PNGs'}: {len(data.train)} training images at {r}px, batch {args.batch_size}")
