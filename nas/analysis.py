@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 from scipy import stats
 
 from nas.record import Status, status
+from nas.seeds import seed_scores
 from space.errors import ConvspaceError
 
 MIN_TRIALS = 10  # fewer trained models say nothing about a distribution (NDS sizes its samples in hundreds)
@@ -40,10 +41,6 @@ class Trained:
     stopped: int  # trials stopped early: left out, which biases the sample toward the models that train fast
 
 
-def accuracy(trial: FrozenTrial) -> float:
-    """Proxy accuracy of a trained trial: the mean over seeds where `confirm` added some, else its objective."""
-    accuracies = trial.user_attrs.get("accuracies")
-    return float(np.mean(accuracies)) if accuracies else float(trial.values[0])
 
 
 def sampler_of(study: optuna.Study) -> str | None:
@@ -66,7 +63,8 @@ def load_trained(study: optuna.Study) -> Trained:
     if len(trials) < MIN_TRIALS:
         raise ConvspaceError(f"study: {study.study_name!r} holds {len(trials)} trained trials; the analysis needs at least {MIN_TRIALS} "
                              "(a random sweep of a few hundred tells two spaces apart)")
-    errors = np.array([1.0 - accuracy(t) for t in trials])
+    scores = seed_scores(study)  # the mean over seeds where `confirm` added some
+    errors = np.array([1.0 - scores[t.number].mean for t in trials])
     flops = np.array([float(t.values[1]) for t in trials])
     stopped = sum(status(t) == Status.STOPPED for t in everything)
     return Trained(study.study_name, trials, errors, flops, sampler_of(study), stopped)
@@ -143,7 +141,8 @@ def importances(study: optuna.Study) -> dict[str, float]:
     """Optuna's PED-ANOVA importance of each param for a low error (it assesses conditional params, which fANOVA drops)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # PED-ANOVA warns that it ranks low targets: the error is one
-        return get_param_importances(study, evaluator=PedAnovaImportanceEvaluator(), target=lambda t: 1.0 - accuracy(t))
+        scores = seed_scores(study)
+        return get_param_importances(study, evaluator=PedAnovaImportanceEvaluator(), target=lambda t: 1.0 - scores[t.number].mean)
 
 
 def dimensions(study: optuna.Study, sample: Trained, seed: int) -> dict[str, dict[str, Any]]:

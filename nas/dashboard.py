@@ -51,7 +51,7 @@ class TrainedTrialsView(BaseStorage):
         for trial in self._storage.get_all_trials(study_id, deepcopy=deepcopy, states=states):
             status = trial.user_attrs.get("status")
             outcomes[status if trial.state.is_finished() else trial.state.name.lower()] += 1
-            if status not in NEVER_TRAINED:
+            if status not in NEVER_TRAINED and status != "repeat":  # a repeat is a seed of a listed network, not a point
                 shown.append(_readable(trial, flops_at))
         if states is None:  # a filtered read would undercount
             self._outcomes[study_id] = outcomes
@@ -129,6 +129,8 @@ def outcome_summary(outcomes: Counter[str], budget: int | None) -> dict[str, str
     listed = ", ".join(f"{outcomes[s]} {what} ({STATES[s]})" for s, what in
                        (("trained", "trained to the end"), ("stopped", "stopped early"), ("failed", "failed")))
     listed += "".join(f", {outcomes[s]} {s}" for s in ("running", "waiting") if outcomes[s])
+    if outcomes["repeat"]:
+        listed += f"; {outcomes['repeat']} training(s) with other seeds (confirm; not listed: `pareto` shows the means)"
     refused = f"{outcomes['over_budget']} over the budget" + (f" of {budget / 1e9:g} GFLOPs" if budget else "")
     if outcomes["under_band"]:
         refused += f", {outcomes['under_band']} under --flops-min"

@@ -158,7 +158,10 @@ def pick_trial(study: Any, number: int | None) -> Any:
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if not done:
             raise ConvspaceError(f"trial: study {study.study_name!r} has no fully trained trial yet")
-        return max(done, key=lambda t: (t.values[0], -t.values[1]))
+        from nas.seeds import seed_scores  # here, as nas.pareto below: `import nas.zoo` stays free of Optuna
+
+        scores = seed_scores(study)  # the mean over seeds where `confirm` added some
+        return max(done, key=lambda t: (scores[t.number].mean, -t.values[1]))
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     if number not in trials:
         raise ConvspaceError(f"trial: study {study.study_name!r} has no trial {number} (trials 0..{len(trials) - 1})")
@@ -174,10 +177,18 @@ def default_entry_name(study: str, number: int) -> str:
     return f"study_{name}" if name[0].isdigit() else name
 
 
+def _seed_record(scores: Any) -> dict[str, Any]:
+    """What an entry records of a network trained with several seeds (`confirm`): their mean, std and count."""
+    if scores is None or len(scores.accuracies) < 2:
+        return {}
+    return {"proxy_accuracy_mean": scores.mean, "proxy_accuracy_std": scores.std, "seeds": len(scores.accuracies)}
+
+
 def export(study: Any, trial: Any, name: str | None, out: Path) -> dict[str, Any]:
     """Write a trial (from `pick_trial`) as a model-factory entry, register it, and check the rebuilt model against
     the study's record."""
     from nas.pareto import trial_config  # here, not at the top: `import nas.zoo` (timm users) stays free of Optuna
+    from nas.seeds import seed_scores
     from space.verify import fvcore_flops
 
     name = name or default_entry_name(study.study_name, trial.number)
@@ -186,6 +197,7 @@ def export(study: Any, trial: Any, name: str | None, out: Path) -> dict[str, Any
     resolution = study.user_attrs.get("identity", {}).get("cost_resolution", 224)
     record = {"study": study.study_name, "trial": trial.number, "resolution": resolution,
               "proxy_accuracy": trial.user_attrs.get("proxy_accuracy"), "params": trial.user_attrs["params"],
+              **_seed_record(seed_scores(study).get(trial.number)),
               "flops": trial.user_attrs["flops"]}
     module = write_entry(name, cfg, out, record)
     import_entry(module)

@@ -93,10 +93,14 @@ def test_edf_points_and_the_normalised_edf_weighs_each_flops_bin_alike():
 
 def test_mean_of_confirmed_accuracies_counts():
     study = optuna.create_study(directions=["maximize", "minimize"])
-    study.add_trials([create_trial(params={}, distributions={}, values=[0.5, 1e9 + i], user_attrs={"status": "trained", "accuracies": [0.8, 0.9]})
+    study.add_trials([create_trial(params={}, distributions={}, values=[0.5, 1e9 + i], user_attrs={"status": "trained"})
                       for i in range(10)])
+    # `confirm`'s repeats of trial 3 (nas.seeds): its accuracy is the mean of 0.5, 0.8, 0.9
+    study.add_trials([create_trial(state=TrialState.PRUNED, user_attrs={"status": "repeat", "repeat_of": 3, "seed": seed,
+                                                                        "proxy_accuracy": accuracy})
+                      for seed, accuracy in ((1, 0.8), (2, 0.9))])
     report, _ = analyze(study, bins=10)
-    assert report["best_error"] == pytest.approx(0.15) and report["dimensions"] == {}
+    assert report["n"] == 10 and report["best_error"] == pytest.approx(1 - 2.2 / 3) and report["dimensions"] == {}
 
 
 def test_two_studies_of_one_distribution_are_close_and_shifted_ones_far():

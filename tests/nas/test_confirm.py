@@ -113,3 +113,15 @@ def test_confirm_refuses_bad_input_in_one_line_before_ray(tmp_path):
         r = subprocess.run([sys.executable, "-c", code, "confirm", *args, *storage], capture_output=True, text=True, timeout=60)
         lines = r.stdout.splitlines()
         assert r.returncode == 2 and lines[0].startswith(message) and lines[-1] == "False False", r.stdout + r.stderr
+
+
+def test_export_picks_the_best_mean_and_records_the_seeds(tmp_path):
+    from nas.zoo import _seed_record, pick_trial
+
+    study = confirmable_study(tmp_path)
+    assert pick_trial(study, None).number == 0
+    add_repeats(study, [(0, 1, 0.6), (0, 2, 0.6), (1, 1, 0.8)])
+    assert pick_trial(study, None).number == 1  # 0.80 on two seeds beats 0.70 on three
+    scores = seed_scores(study)
+    assert _seed_record(scores[1]) == {"proxy_accuracy_mean": 0.8, "proxy_accuracy_std": 0.0, "seeds": 2}
+    assert _seed_record(scores[2]) == {}

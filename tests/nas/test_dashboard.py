@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 BUDGET = 4_500_000_000
 # (status, accuracy, FLOPs) as the search's bridge records them; numbers 0..6 in this order
 ROWS = [("over_budget", None, 54_000e9), ("trained", 0.8, 3.2e9), ("over_budget", None, 9e9), ("stopped", 0.5, 1.1e9),
-        ("duplicate", None, 3.2e9), ("failed", None, 2.0e9), ("trained", 0.7, 1.5e9)]
+        ("duplicate", None, 3.2e9), ("failed", None, 2.0e9), ("trained", 0.7, 1.5e9), ("repeat", 0.78, 3.2e9)]
 
 
 @pytest.fixture
@@ -72,7 +72,9 @@ def test_the_dashboard_lists_one_trial_per_training_with_one_state_per_outcome(u
     assert trials[3]["user_attrs"][1]["value"] == "1.1"
     assert sorted(t["number"] for t in detail["best_trials"]) == [1, 6]
     attrs = {a["key"]: a["value"] for a in detail["user_attrs"][:2]}
-    assert attrs == {"trials": "2 trained to the end (Complete), 1 stopped early (Pruned), 1 failed (Fail)",
+    # trial 7 repeats trial 1 with another seed (confirm): a seed of a listed network, counted but not a point
+    assert attrs == {"trials": "2 trained to the end (Complete), 1 stopped early (Pruned), 1 failed (Fail); 1 training(s) with other "
+                               "seeds (confirm; not listed: `pareto` shows the means)",
                      "samples never trained (not listed)": "2 over the budget of 4.5 GFLOPs, 1 duplicates of an evaluated network"}
     other = optuna.create_study(study_name="other", storage=url, directions=["maximize", "minimize"])
     other.add_trial(optuna.trial.create_trial(values=[1.0, 2e9]))  # a study the search did not write: shown as it is
