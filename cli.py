@@ -195,13 +195,13 @@ def print_front(study: Any) -> None:
         console.print(f"noise floor ± {noise['std']:.4f} (pooled std over seeds of {noise['trials']} networks)"
                       + (f"; ≈ marks {marked} point(s) whose gain over the next cheaper one is within noise" if marked else ""))
     elif rows:
-        console.print(f"noise floor unknown: one seed per network; measure it with: python cli.py confirm --seeds 3"
+        console.print("noise floor unknown: one seed per network; measure it with: python cli.py confirm --seeds 3"
                       + ("" if study.study_name == STUDY else f" --study {study.study_name}"))
     volume = study_hypervolume(study)
     if volume is not None:
         console.print(f"hypervolume {volume:.4f} (area the front dominates in (FLOPs / budget, accuracy), reference point (1, 0))")
     tally = counts(study)
-    rejected = {k: tally.pop(k) for k in ("over_budget", "under_band", "duplicate", "surplus") if k in tally}
+    rejected = {k: tally.pop(k) for k in ("over_budget", "under_band", "unfit", "duplicate", "surplus") if k in tally}
     running = f", {tally.pop('running')} training now" if "running" in tally else ""
     if tally.get("interrupted"):  # each has a waiting copy: say it once
         running += f", {tally.pop('interrupted')} cut short by a stopped search (queued to train first on the next run)"

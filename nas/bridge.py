@@ -42,7 +42,8 @@ from nas.record import (
 from nas.settings import SearchSettings
 from nas.study import claim_driver, driver_seed, fail_and_requeue, trained_count
 from space.choices import SeededSuggester
-from space.cost import arch_cost
+from space.config import ArchConfig
+from space.cost import arch_cost, check_fits
 from space.errors import ConvspaceError
 
 Progress = Callable[[str, dict[str, Any]], None]  # the command's progress printer: event name, details
@@ -104,11 +105,19 @@ class BudgetedOptunaSearcher:
         self.rejected[status] = self.rejected.get(status, 0) + 1
         self.progress("rejected", {"reason": status})
 
-    def _out_of_band(self, flops: int) -> Status | None:
-        """Why a point of `flops` FLOPs is refused before training (over the budget, under --flops-min), or None."""
+    def _refusal(self, cfg: ArchConfig, flops: int) -> Status | None:
+        """Why a point of `flops` FLOPs is refused before training (over the budget, under --flops-min, or a dilated
+        conv padding past its map at the proxy resolution: every tap but the centre would read padding, so the proxy
+        would score a degenerate network, not the one the FLOPs count), or None."""
         if flops > self.settings.budget:
             return Status.OVER_BUDGET
-        return Status.UNDER_BAND if flops < self.settings.flops_min else None
+        if flops < self.settings.flops_min:
+            return Status.UNDER_BAND
+        try:
+            check_fits(cfg, self.settings.proxy.resolution)
+        except ConvspaceError:
+            return Status.UNFIT
+        return None
 
     def _screened(self) -> dict[str, Any]:
         """The params of a point inside the band, drawn at random in memory; the points drawn outside it are counted
@@ -127,12 +136,13 @@ class BudgetedOptunaSearcher:
         for _ in range(100_000):
             draw = _RecordingSuggester(self.rng)
             cfg = dataclasses.replace(self.settings.space.sample(draw), num_classes=self.settings.cost_classes)
-            reason = self._out_of_band(arch_cost(cfg, self.settings.cost_resolution).flops)
+            reason = self._refusal(cfg, arch_cost(cfg, self.settings.cost_resolution).flops)
             if reason is None:
                 break
             refused[reason] = refused.get(reason, 0) + 1
         else:
-            raise ConvspaceError("budget: 100000 points drawn in a row fell outside the budget (and --flops-min); widen the band")
+            raise ConvspaceError("budget: 100000 points drawn in a row fell outside the budget (and --flops-min) or were too "
+                                 "dilated for the proxy resolution; widen the band")
         for reason, n in refused.items():  # read-add-write: two drivers adding at once may lose a few counts, no more
             key = SCREENED[reason]
             self.study.set_user_attr(key, int(self.study.user_attrs.get(key, 0)) + n)
@@ -163,7 +173,7 @@ class BudgetedOptunaSearcher:
             trial.set_constraint(OVER_BUDGET_CONSTRAINT, cost.flops - self.settings.budget)
             if self.settings.flops_min:
                 trial.set_constraint(UNDER_BAND_CONSTRAINT, self.settings.flops_min - cost.flops)
-            reason = self._out_of_band(cost.flops)
+            reason = self._refusal(cfg, cost.flops)
             if reason is not None:
                 self._reject(trial, reason)
                 screen = True

@@ -29,7 +29,7 @@ from nas.storage import open_storage
 from space.errors import ConvspaceError
 
 # Statuses of sampled points that were refused before any training (see nas/search.py's bridge).
-NEVER_TRAINED = ("over_budget", "under_band", "duplicate", "surplus")
+NEVER_TRAINED = ("over_budget", "under_band", "unfit", "duplicate", "surplus")
 # What each chip the dashboard draws means once the refused samples are left out.
 STATES = {"trained": "Complete", "stopped": "Pruned", "failed": "Fail"}
 _METRIC_NAMES = "study:metric_names"  # where Optuna keeps `study.set_metric_names` (optuna-dashboard reads it too)
@@ -134,6 +134,8 @@ def outcome_summary(outcomes: Counter[str], budget: int | None) -> dict[str, str
     refused = f"{outcomes['over_budget']} over the budget" + (f" of {budget / 1e9:g} GFLOPs" if budget else "")
     if outcomes["under_band"]:
         refused += f", {outcomes['under_band']} under --flops-min"
+    if outcomes["unfit"]:
+        refused += f", {outcomes['unfit']} too dilated for the proxy resolution"
     refused += f", {outcomes['duplicate']} duplicates of an evaluated network"
     if outcomes["surplus"]:
         refused += f", {outcomes['surplus']} past --trials (another driver took the last slot)"

@@ -20,7 +20,8 @@ from rich.text import Text
 from nas.pareto import summary
 
 ENDED = (("trained", "trained to the end"), ("stopped", "stopped early"), ("failed", "failed"))
-REJECTED = {"over_budget": "over budget", "under_band": "under --flops-min", "duplicate": "already evaluated", "surplus": "taken by another driver"}
+REJECTED = {"over_budget": "over budget", "under_band": "under --flops-min", "unfit": "too dilated for the proxy resolution",
+            "duplicate": "already evaluated", "surplus": "taken by another driver"}
 
 
 def ended_words(ended: dict[str, int]) -> str:

@@ -33,13 +33,14 @@ class Status(StrEnum):
     UNDER_BAND = "under_band"  # refused before training: below --flops-min, PRUNED
     DUPLICATE = "duplicate"  # refused before training: its config was already evaluated
     SURPLUS = "surplus"  # refused before training: another driver took the last of --trials
+    UNFIT = "unfit"  # refused before training: a dilated conv would pad past its map at the proxy resolution
     REPEAT = "repeat"  # a trained trial's network trained again with another seed (`confirm`): PRUNED (nas.seeds)
 
 
-NEVER_TRAINED = (Status.OVER_BUDGET, Status.UNDER_BAND, Status.DUPLICATE, Status.SURPLUS)
+NEVER_TRAINED = (Status.OVER_BUDGET, Status.UNDER_BAND, Status.UNFIT, Status.DUPLICATE, Status.SURPLUS)
 # Study user attrs counting the points the bridge drew in memory and refused without storing a trial (see
 # BudgetedOptunaSearcher._screened): the study's own count of rejected samples is the stored ones plus these.
-SCREENED = {Status.OVER_BUDGET: "rejected_over_budget", Status.UNDER_BAND: "rejected_under_band"}
+SCREENED = {Status.OVER_BUDGET: "rejected_over_budget", Status.UNDER_BAND: "rejected_under_band", Status.UNFIT: "rejected_unfit"}
 
 
 def screened_counts(study_user_attrs: dict[str, Any]) -> dict[str, int]:

@@ -140,3 +140,26 @@ def test_hypervolume_is_the_staircase_area_under_the_budget_and_each_finished_tr
     assert len(history) == 10 and history[-1] > 0 and all(b >= a * (1 - 1e-9) for a, b in zip(history, history[1:]))  # never falls
     points = [(t.values[1], t.values[0]) for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
     assert study.user_attrs["hypervolume"] == history[-1] == pytest.approx(hypervolume(points, BUDGET))
+
+
+def test_points_whose_dilated_convs_pad_past_their_maps_at_the_proxy_resolution_are_refused_as_unfit(tmp_path):
+    from nas.pareto import counts
+    from space.cost import check_fits
+
+    dilated = tmp_path / "dilated.yaml"
+    dilated.write_text(TINY_SPACE.read_text() + "  dilation: {choice: [1, 4], per_stage: true}\n")
+    settings = SearchSettings(study="d", budget=10**12, space=Space.from_yaml(dilated), storage=f"sqlite:///{tmp_path}/d.db",
+                              proxy=ProxySettings(epochs=1, resolution=32), trials=8, cost_resolution=64, cost_classes=10,
+                              sampler="random", seed=0)
+    study, storage = open_search_study(settings)
+    bridge = BudgetedOptunaSearcher(study, storage, settings)
+    try:
+        for i in range(8):
+            cfg = ArchConfig.from_json(bridge.suggest(f"t{i}")["config"])
+            check_fits(cfg, 32)  # every network handed out trains as the network its FLOPs describe
+            bridge.on_trial_complete(f"t{i}", {"acc": 0.5, "epoch": 1}, False)
+    finally:
+        bridge.close()
+    tally = counts(study)
+    # a random draw of four stages with dilation 1 or 4 mostly pads past a 32 px proxy's small maps: refused, stored or counted
+    assert tally["trained"] == 8 and tally.get("unfit", 0) >= 1 and bridge.rejected["unfit"] == tally["unfit"]

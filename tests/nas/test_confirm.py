@@ -10,7 +10,7 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.confirm import repeat_trial, run_confirm
-from nas.pareto import front, front_rows, study_hypervolume
+from nas.pareto import front, study_hypervolume
 from nas.record import counts_toward_total, holds_config
 from nas.seeds import Scores, noise_floor, seed_scores, within_noise
 from tests.conftest import write_study
@@ -64,8 +64,10 @@ def test_the_front_stands_on_means_and_repeats_are_never_points_of_their_own(tmp
 def test_pareto_prints_mean_and_std_seeds_noise_floor_and_json_fields(tmp_path):
     study = confirmable_study(tmp_path)
     add_repeats(study, [(0, 1, 0.86), (1, 1, 0.79), (2, 1, 0.71)])
-    run = lambda *args: subprocess.run([sys.executable, "cli.py", "pareto", "--study", "c", "--storage",
-                                        f"sqlite:///{tmp_path}/studies/c.db", *args], capture_output=True, text=True, timeout=60)
+    def run(*args):
+        return subprocess.run([sys.executable, "cli.py", "pareto", "--study", "c", "--storage", f"sqlite:///{tmp_path}/studies/c.db", *args],
+                              capture_output=True, text=True, timeout=60)
+
     out = json.loads(run("--json").stdout)
     rows = {r["trial"]: r for r in out["front"]}
     assert rows[0]["accuracy"] == pytest.approx(0.88) and rows[0]["seeds"] == 2 and rows[0]["accuracies"] == [0.9, 0.86]

@@ -33,3 +33,25 @@ def test_over_budget_samples_at_huge_flops_do_not_set_the_x_range(tmp_path):
 )
 def test_plot_range_comes_from_trained_flops_and_the_budget(gflops, budget, expected):
     assert plot_range(gflops, budget) == pytest.approx(expected)
+
+
+def test_the_hypervolume_history_follows_the_order_trials_finished_in_not_their_numbers(tmp_path):
+    import datetime
+
+    import optuna
+
+    from nas.pareto import hypervolume_history
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    start = datetime.datetime(2026, 1, 1)
+    # trial 0 (a big network) finished last; trials 1 and 2 (cheap, in parallel) before it
+    for volume, minutes in ((0.5, 9), (0.2, 1), (0.3, 2)):
+        study.add_trial(optuna.trial.FrozenTrial(
+            number=0, trial_id=0, state=optuna.trial.TrialState.COMPLETE, value=None, values=[0.5, 1e9], params={}, distributions={},
+            user_attrs={"hypervolume": volume}, system_attrs={}, intermediate_values={}, datetime_start=start,
+            datetime_complete=start + datetime.timedelta(minutes=minutes)))
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, user_attrs={"status": "over_budget"}))
+    assert hypervolume_history(study) == [0.2, 0.3, 0.5]
+    path = tmp_path / "front.png"
+    plot(study, str(path), None)  # drawn beside the front when recorded
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
