@@ -41,11 +41,11 @@ def grad_scaler(device: torch.device) -> torch.amp.GradScaler:
 
 
 def release_heap() -> None:
-    """Hand the heap pages that a finished training freed back to the operating system.
+    """Hand the heap pages that earlier trainings freed back to the operating system.
 
-    glibc keeps freed memory for reuse, so a reused Ray worker stayed at its last trial's peak while idle or training
-    a smaller network, memory the other trials on the machine could not have (measured: 1.53 GiB resident after five
-    4.5-GFLOPs proxy trainings in one process, 0.94 GiB with this after each). Does nothing without glibc. On CUDA,
+    glibc keeps freed memory for reuse, so a reused Ray worker stayed at the peak of the largest network it had trained,
+    memory the other trials on the machine could not have (measured: 1.53 GiB resident after five 4.5-GFLOPs proxy
+    trainings in one process, 0.94 GiB with this after each). Does nothing without glibc. On CUDA,
     torch's cached blocks go back too, for the other trials packed on the GPU (--gpus-per-trial 0.25)."""
     gc.collect()
     if torch.cuda.is_available():

@@ -88,14 +88,9 @@ def train(
     `seed` (default settings.seed) seeds the initialisation, the training subset and the batch order; the data split
     stays settings.seed's, so that repeated seeds of one network (`confirm`) are scored on the same validation images.
     """
-    try:
-        return _train(config, settings, on_epoch, data, should_stop, seed)
-    finally:
-        release_heap()  # the trial's model, optimizer and batches are garbage now
-
-
-def _train(config: ArchConfig, settings: ProxySettings, on_epoch: Callable[[int, float, float], None] | None, data: Data | None,
-           should_stop: Callable[[], bool] | None, seed: int | None) -> ProxyResult:
+    # The previous trial of this (reused) worker is garbage now. Released here, not after this training: Ray reuses a
+    # worker only if the trainable returns within 2 s of its last report, and the release takes up to a second.
+    release_heap()
     seed = settings.seed if seed is None else seed
     torch.manual_seed(seed)
     torch.set_num_threads(max(1, settings.threads))
