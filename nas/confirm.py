@@ -106,6 +106,11 @@ def _train(study: optuna.Study, proxy: ProxySettings, runs: list[tuple[FrozenTri
     from ray import tune  # here: a study that is missing or has nothing to confirm is refused without starting Ray
 
     from nas.tune import Driver, build_tuner, connect, init_ray
+    from trainers.data import load_data
+
+    # CIFAR or an ImageFolder is decoded into the cache by this driver (a no-op when the search left it there), so
+    # that the trials only open it.
+    load_data(proxy.data, proxy.resolution, proxy.seed, proxy.data_dir, proxy.cache_dir)
 
     originals = {t.number: t for t, _ in runs}
 
