@@ -302,7 +302,7 @@ def search(
                                        f"training {info['remaining']} more")
             view(event, info)
 
-        outcome = run_search(settings, progress)
+        outcome = run_search(settings, progress, checked=True)
     if outcome.recovered:
         console.print(f"{outcome.recovered} trial(s) left running by an earlier driver were marked failed and queued again")
     state = "interrupted" if outcome.interrupted else f"time budget of {time_budget:g} s spent" if outcome.out_of_time else "done"

@@ -59,10 +59,13 @@ def open_search_study(s: SearchSettings) -> tuple[optuna.Study, RDBStorage]:
                       heartbeat=(s.heartbeat_interval, s.heartbeat_grace), attrs={"budget": s.budget, "flops_min": s.flops_min})
 
 
-def run_search(s: SearchSettings, progress: Progress | None = None) -> SearchOutcome:
-    """Run (or resume) a study until it holds `s.trials` trials (from every driver), or the time budget ends."""
+def run_search(s: SearchSettings, progress: Progress | None = None, *, checked: bool = False) -> SearchOutcome:
+    """Run (or resume) a study until it holds `s.trials` trials (from every driver), or the time budget ends.
+
+    `checked`: the caller ran `check_search(s)` already (the command line does, before it imports torch and Ray)."""
     # What the settings alone cannot tell fails here, before any file is written or Ray starts.
-    check_search(s)
+    if not checked:
+        check_search(s)
     # Files that exist but do not load fail here; CIFAR or an ImageFolder is decoded into the cache now, once, by this
     # driver, so that the trials only open it.
     load_data(s.proxy.data, s.proxy.resolution, s.proxy.seed, s.proxy.data_dir, s.proxy.cache_dir)
