@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from space.errors import ConvspaceError
+
 FORMAT = 1  # bump when the layout or the decoding changes: caches of the old format are then rebuilt, never misread
 SPLITS = ("train", "val")
 BLOCK = 2048  # images decoded per block: bounds the decoded images held at once, and paces the progress bar
@@ -110,10 +112,16 @@ def decode_into(out: np.ndarray, items: Sequence[Any], open_image: Callable[[Any
 
     Threads, not processes: Pillow releases the GIL while it decodes and resizes, and threads need neither pickling nor
     worker processes that re-import the command (the search's driver builds the cache)."""
+    def one(item: Any) -> np.ndarray:
+        try:
+            return decode(open_image(item), resolution)
+        except (OSError, ValueError) as exc:  # a truncated or foreign file: name it (PIL's errors say only what failed)
+            raise ConvspaceError(f"data: cannot decode {item}: {exc}") from None
+
     with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         for start in range(0, len(items), BLOCK):
             block = items[start:start + BLOCK]
-            for i, image in enumerate(pool.map(lambda item: decode(open_image(item), resolution), block)):
+            for i, image in enumerate(pool.map(one, block)):
                 out[start + i] = image
             if on_block:
                 on_block(len(block))

@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from space.errors import ConvspaceError
 from tests.trainers.cache_sources import slow_source
 from tests.trainers.test_data import image_tree
 from trainers import cache
@@ -81,3 +82,11 @@ def test_two_processes_building_one_cache_at_once_leave_one_whole_copy(tmp_path)
         t.join()
     assert [p.name for p in tmp_path.iterdir()] == [results[0].folder.name]  # no temporary folder left
     assert all(r.images["val"][:, 0, 0, 0].tolist() == list(range(40)) for r in results)
+
+
+def test_an_image_that_does_not_decode_is_a_one_line_error_naming_it_and_leaves_no_cache(tmp_path):
+    root = image_tree(tmp_path / "imgs", {"train": {"cat": 2, "dog": 2}, "val": {"cat": 1, "dog": 1}})
+    (root / "train" / "dog" / "1.png").write_bytes(b"not a png")
+    with pytest.raises(ConvspaceError, match=r"^data: cannot decode .*/train/dog/1\.png: cannot identify image file") as refused:
+        load_data(str(root), 32, cache_dir=str(tmp_path / "cache"))
+    assert "\n" not in str(refused.value) and not list((tmp_path / "cache").iterdir())
