@@ -21,6 +21,7 @@ from nas.record import ACC, STATUS, Status, outcome_attrs
 from nas.seeds import REPEAT_OF, SEED, seed_scores, study_seed
 from nas.settings import check_confirm
 from nas.storage import SqliteDriverLock, is_sqlite, results_folder
+from nas.study import upgraded
 from space.errors import ConvspaceError
 from trainers.settings import ProxySettings
 
@@ -38,7 +39,7 @@ class ConfirmOutcome:
 
 def study_proxy(study: optuna.Study) -> ProxySettings:
     """The proxy the study's trials were trained with (its identity), which every repeat must use too."""
-    proxy = (study.user_attrs.get("identity") or {}).get("proxy")
+    proxy = (upgraded(study.user_attrs.get("identity")) or {}).get("proxy")  # a study from before --augment: off
     if not isinstance(proxy, dict):
         raise ConvspaceError(f"confirm: study {study.study_name!r} records no proxy settings (not made by convspace's search or ablation)")
     fields = {f.name for f in dataclasses.fields(ProxySettings)}

@@ -310,5 +310,8 @@ def test_a_study_made_before_augmentation_resumes_with_it_off_and_the_cache_fold
     study.set_user_attr("identity", before)  # as a study stored before --augment existed
     moved = dataclasses.replace(made, proxy=dataclasses.replace(made.proxy, cache_dir=str(tmp_path / "b")))
     assert open_study(moved)[0].user_attrs["identity"] == before  # resumes, augmentation off, with the cache elsewhere
+    from nas.confirm import study_proxy
+
+    assert study_proxy(study).augment is False  # its repeats train as it did (cifar10's default would be on)
     with pytest.raises(ConvspaceError, match=r"\(proxy.augment False in the study, True now\)"):
         open_study(dataclasses.replace(made, proxy=dataclasses.replace(made.proxy, augment=True)))
