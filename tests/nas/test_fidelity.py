@@ -119,19 +119,23 @@ def cli(cwd, *args):
     return subprocess.run([sys.executable, str(ROOT / "cli.py"), "fidelity", *args], cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("args", [
-    ["--budget", "1KFLOPs"],  # below every network
-    ["--budget", "4.5G", "--long-epochs", "1"],
-    ["--budget", "4.5G", "--data", "/no/such"],
-    ["--budget", "4.5G", "--n", "100000", "--space", str(TINY)],
-])
-def test_a_mistake_is_one_line_before_torch_or_ray_is_imported(tmp_path, args):
-    code = ("import sys; sys.argv = ['cli.py', 'fidelity'] + sys.argv[1:]; import cli\ntry:\n    cli.main()\nexcept SystemExit as e:\n"
-            "    print(e.code, sorted(m for m in ('torch', 'timm', 'ray') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+def test_mistakes_are_one_line_before_torch_or_ray_is_imported(tmp_path):
+    mistakes = [
+        ["--budget", "1KFLOPs"],  # below every network
+        ["--budget", "4.5G", "--long-epochs", "1"],
+        ["--budget", "4.5G", "--data", "/no/such"],
+        ["--budget", "4.5G", "--n", "100000", "--space", str(TINY)],
+    ]
+    # one process for all of them (each start costs seconds): torch and Ray must still be absent after the last
+    code = ("import json, sys; import cli\nfor args in json.loads(sys.argv[1]):\n    sys.argv = ['cli.py', 'fidelity', *args]\n"
+            "    try:\n        cli.main()\n    except SystemExit as e:\n        print(e.code)\n"
+            "print(sorted(m for m in ('torch', 'timm', 'ray') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code, json.dumps(mistakes)], cwd=tmp_path, capture_output=True, text=True, timeout=60,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert result.stdout.strip() == "2 []", result.stdout + result.stderr
-    assert result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+    assert result.stdout.split("\n")[:5] == ["2", "2", "2", "2", "[]"], result.stdout + result.stderr
+    errors = result.stderr.splitlines()
+    assert len(errors) == 4 and all(e.startswith("error: ") for e in errors), result.stderr
+    assert errors[0].startswith("error: budget: ") and errors[1].startswith("error: long-epochs: ") and errors[3].startswith("error: n: only ")
     assert not (tmp_path / "studies").exists()
 
 
