@@ -103,6 +103,7 @@ def summary(cfg: ArchConfig) -> str:
 
 def describe(trial: FrozenTrial, scores: Scores | None = None) -> dict[str, Any]:
     """One row: the numbers (accuracy: the mean over `scores`' seeds where given) and the architecture in a few words."""
+    cfg = trial_config(trial)  # first: a trial without a config (an old ablation study) is a one-line error
     own = trial.values[0] if trial.values else trial.user_attrs.get("proxy_accuracy")
     return {
         "trial": trial.number,
@@ -112,7 +113,7 @@ def describe(trial: FrozenTrial, scores: Scores | None = None) -> dict[str, Any]
         "accuracies": list(scores.accuracies) if scores else [own],
         "flops": trial.user_attrs["flops"],
         "params": trial.user_attrs["params"],
-        **architecture(cfg := trial_config(trial)),
+        **architecture(cfg),
         "summary": summary(cfg),
         "epochs": trial.user_attrs.get("epochs"),
         "hash": trial.user_attrs["hash"],
