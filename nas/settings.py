@@ -34,7 +34,7 @@ class SearchSettings:
     flops_min: int = 0  # the band's floor: points below it are refused like those over the budget (0: no floor)
     cost_resolution: int = 224
     cost_classes: int = 1000
-    sampler: str = "nsga2"
+    sampler: str = "nsga2"  # kept on measurement: nsga2, tpe, random within noise by hypervolume (docs/benchmarks.md "Search quality")
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     address: str | None = None
