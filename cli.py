@@ -562,7 +562,8 @@ def ablation(
     for column in ("network", "GFLOPs", "proxy top-1", "reference top-1"):
         table.add_column(column, justify="left" if column == "network" else "right")
     for r in rows:
-        table.add_row(r["preset"], f"{r['gflops']:.2f}", f"{100 * r['proxy_accuracy']:.2f}", f"{r['reference']:.2f}")
+        spread = f" ± {100 * r['proxy_std']:.2f} ({r['seeds']} seeds)" if r["seeds"] > 1 else ""  # after `confirm --top`
+        table.add_row(r["preset"], f"{r['gflops']:.2f}", f"{100 * r['proxy_accuracy']:.2f}{spread}", f"{r['reference']:.2f}")
     console.print(table)
     print_agreement(rank_agreement(rows), "proxy", "reference")
     console.print(f"stored in {display_url(url)}", markup=False, highlight=False)

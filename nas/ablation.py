@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from nas.bridge import Progress
 from nas.fixed import Job, train_fixed
 from nas.ranking import Agreement, agreement
+from nas.seeds import seed_scores
 from nas.settings import check_address, check_trial_resources
 from nas.study import open_study
 from space.errors import ConvspaceError
@@ -76,7 +77,9 @@ def run_ablation(file: StudyFile, storage: str, *, cpus_per_trial: float = 1.0, 
     train_fixed(study, storage, file.study, file.proxy, jobs, cpus=cpus_per_trial, gpus=gpus_per_trial, address=address,
                 results_dir=results_dir, progress=progress)
     by_name = {t.user_attrs["preset"]: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-    return [{"preset": n, "proxy_accuracy": by_name[n].values[0], "reference": ref, "gflops": by_name[n].values[1] / 1e9}
+    scores = seed_scores(study)  # the mean over seeds where `confirm --top` repeated the steps
+    return [{"preset": n, "proxy_accuracy": scores[by_name[n].number].mean, "proxy_std": scores[by_name[n].number].std,
+             "seeds": len(scores[by_name[n].number].accuracies), "reference": ref, "gflops": by_name[n].values[1] / 1e9}
             for n, ref in file.reference.items()]
 
 

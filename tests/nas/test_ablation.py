@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import optuna
+import pytest
 import yaml
 
 from nas.ablation import load_study_file
@@ -37,6 +38,15 @@ def test_ablation_trains_each_network_once_and_prints_kendall_tau_with_its_inter
     assert "roadmap_03_depthwise finished" in first.stdout
     assert again.returncode == 0 and "finished: proxy accuracy" not in again.stdout  # nothing retrained
     assert len(optuna.load_study(study_name="two", storage=f"sqlite:///{tmp_path}/studies/two.db").trials) == 2
+    # after `confirm --top 2` a step's accuracy is the mean of its seeds (a repeat stored as confirm stores it)
+    from nas.ablation import load_study_file, run_ablation
+    from nas.confirm import repeat_trial
+
+    depthwise = next(t for t in study.trials if t.user_attrs["preset"] == "roadmap_03_depthwise")
+    study.add_trial(repeat_trial(depthwise, 1, {"proxy_accuracy": depthwise.values[0] + 0.1, "epochs": 1}))
+    rows = {r["preset"]: r for r in run_ablation(load_study_file(study_file), f"sqlite:///{tmp_path}/studies/two.db")}
+    assert rows["roadmap_03_depthwise"]["proxy_accuracy"] == pytest.approx(depthwise.values[0] + 0.05)
+    assert rows["roadmap_03_depthwise"]["seeds"] == 2 and rows["roadmap_12_separate_downsampling"]["seeds"] == 1
     # the same study with another proxy would mix differently trained networks in one table: refused, naming why
     study_file.write_text(study_file.read_text().replace("epochs: 1", "epochs: 2"))
     changed = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=600)
