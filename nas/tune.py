@@ -164,8 +164,8 @@ def init_ray(address: str | None) -> None:
         if entrypoint is not None:
             ray_utils.get_entrypoint_name = lambda: mask_passwords(entrypoint())
         try:
-            ray.init(
-                address=address, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+            ray.init(  # "local" without --address: else Ray joins the last `ray start` cluster of this machine, if any
+                address=address or "local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
                 runtime_env=_cluster_runtime_env() if address else None, **({} if address else {"num_cpus": os.cpu_count()}),
             )
         finally:

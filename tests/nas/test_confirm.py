@@ -87,7 +87,17 @@ def test_pareto_without_repeats_says_the_noise_floor_is_unknown_and_how_to_measu
     assert "noise floor unknown: one seed per network; measure it with: python cli.py confirm --seeds 3 --study c" in out
 
 
-def test_confirm_trains_the_missing_seeds_through_ray_stores_each_and_resumes(tmp_path):
+@pytest.fixture
+def ray_in_this_process():
+    """run_confirm starts Ray in the test process: shut it down after, as a command would on exit (a local Ray left
+    running would die with the next `ray stop`, and take this process with it)."""
+    import ray
+
+    yield
+    ray.shutdown()
+
+
+def test_confirm_trains_the_missing_seeds_through_ray_stores_each_and_resumes(tmp_path, ray_in_this_process):
     study = confirmable_study(tmp_path)
     url = f"sqlite:///{tmp_path}/studies/c.db"
     first = run_confirm("c", url, seeds=2, results_dir=str(tmp_path / "ray"))

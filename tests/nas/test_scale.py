@@ -120,27 +120,48 @@ needs_ray_cli = pytest.mark.skipif(not Path(RAY).exists(), reason="ray CLI not i
 
 
 @contextlib.contextmanager
+def ray_node(*flags: str):
+    """`ray start ... --block` in the background. Ended by a signal, it stops the processes it started and no others:
+    `ray stop --force` would kill every Ray process on the machine, a concurrent run's (or this test process's) too."""
+    node = subprocess.Popen([RAY, "start", *flags, "--block"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=RAY_ENV)
+    try:
+        yield node
+    finally:
+        node.terminate()
+        try:
+            node.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            node.kill()
+            node.wait()
+
+
+@contextlib.contextmanager
 def ray_head(*flags: str):
-    """A Ray head on a free loopback port (its address is yielded), stopped with every node afterwards."""
+    """A Ray head on a free loopback port (its address is yielded once it answers), stopped afterwards."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    head = ["--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false", *flags]
-    try:
-        subprocess.run([RAY, "start", *head], check=True, capture_output=True, env=RAY_ENV, timeout=120)
+    with ray_node("--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false", *flags) as head:
+        deadline = time.time() + 120
+        while True:
+            assert head.poll() is None and time.time() < deadline, "the Ray head did not start"
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.5)
         yield f"127.0.0.1:{port}"
-    finally:
-        subprocess.run([RAY, "stop", "--force"], capture_output=True, env=RAY_ENV, timeout=120)
 
 
 @needs_ray_cli
 def test_search_through_an_existing_ray_cluster(tmp_path):
-    with ray_head("--num-cpus=1") as address:
-        subprocess.run([RAY, "start", f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1"],
-                       check=True, capture_output=True, env=RAY_ENV, timeout=120)
+    with ray_head("--num-cpus=1") as address, ray_node(f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1"):
         run = subprocess.run([*TINY, "--study", "cluster", "--trials", "2", "--epochs", "1", "--address", address],
                              cwd=tmp_path, capture_output=True, text=True, env=RAY_ENV, timeout=600)
         assert run.returncode == 0, run.stdout + run.stderr
+        # without --address a search starts its own Ray, even beside a `ray start` cluster (which Ray would join)
+        local = subprocess.run([sys.executable, "-c", "import ray, nas.tune; nas.tune.init_ray(None); print(ray.get_runtime_context().gcs_address)"],
+                               cwd=ROOT, capture_output=True, text=True, env=RAY_ENV, timeout=120)
+        assert local.returncode == 0 and local.stdout.strip() and local.stdout.strip() != address, local.stdout + local.stderr
     study = optuna.load_study(study_name="cluster", storage=f"sqlite:///{tmp_path}/studies/cluster.db")
     assert len(counted(study)) == 2
 
