@@ -207,7 +207,7 @@ def print_front(study: Any) -> None:
         running += f", {tally.pop('interrupted')} cut short by a stopped search (queued to train first on the next run)"
         tally.pop("waiting", None)
     if tally.get("repeat"):
-        running += f", {tally.pop('repeat')} trainings of front networks with other seeds (confirm)"
+        running += f", {tally.pop('repeat')} repeated trainings with other seeds (confirm)"
     others = {k: v for k, v in tally.items() if k not in ("trained", "stopped", "failed")}
     console.print(f"trials in the study: {ended_words(tally)}{running}"
                   + "".join(f", {v} {k}" for k, v in sorted(others.items()))

@@ -77,7 +77,7 @@ def test_pareto_prints_mean_and_std_seeds_noise_floor_and_json_fields(tmp_path):
     assert rows[1]["within_noise"] is False and rows[0]["within_noise"] is False  # 0.88 - 0.795 = 0.085 > 2 SE (0.035)
     table = run().stdout
     assert "0.8800 ± 0.0283" in table and "noise floor ± 0.0173 (pooled std over seeds of 3 networks)" in table
-    assert "3 trainings of front networks with other seeds (confirm)" in table
+    assert "3 repeated trainings with other seeds (confirm)" in table
 
 
 def test_pareto_without_repeats_says_the_noise_floor_is_unknown_and_how_to_measure_it(tmp_path):
