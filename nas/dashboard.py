@@ -23,13 +23,14 @@ from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
+from nas import record
 from nas.pareto import load_study
 from nas.record import screened_counts
 from nas.storage import open_storage
 from space.errors import ConvspaceError
 
-# Statuses of sampled points that were refused before any training (see nas/search.py's bridge).
-NEVER_TRAINED = ("over_budget", "under_band", "unfit", "duplicate", "surplus")
+# Statuses of sampled points that were refused before any training, as the plain strings the storage holds.
+NEVER_TRAINED = tuple(str(status) for status in record.NEVER_TRAINED)
 # What each chip the dashboard draws means once the refused samples are left out.
 STATES = {"trained": "Complete", "stopped": "Pruned", "failed": "Fail"}
 _METRIC_NAMES = "study:metric_names"  # where Optuna keeps `study.set_metric_names` (optuna-dashboard reads it too)
