@@ -176,6 +176,7 @@ def print_front(study: Any) -> None:
     Accuracies are means over seeds (`confirm`); a point whose gain over the cheaper one is within noise is marked."""
     from nas.live import ended_words, rejected_words
     from nas.pareto import counts, front_rows, study_hypervolume
+    from nas.record import NEVER_TRAINED
 
     rows, noise = front_rows(study)  # first: a trial without a config is a one-line error
     table = Table(title=f"Pareto front of {study.study_name}: proxy accuracy up, FLOPs down", title_justify="left")
@@ -201,7 +202,7 @@ def print_front(study: Any) -> None:
     if volume is not None:
         console.print(f"hypervolume {volume:.4f} (area the front dominates in (FLOPs / budget, accuracy), reference point (1, 0))")
     tally = counts(study)
-    rejected = {k: tally.pop(k) for k in ("over_budget", "under_band", "unfit", "duplicate", "surplus") if k in tally}
+    rejected = {str(k): tally.pop(k) for k in NEVER_TRAINED if k in tally}
     running = f", {tally.pop('running')} training now" if "running" in tally else ""
     if tally.get("interrupted"):  # each has a waiting copy: say it once
         running += f", {tally.pop('interrupted')} cut short by a stopped search (queued to train first on the next run)"
