@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, TensorDataset
 
 from space.errors import ConvspaceError
-from trainers.cache import Source, open_cache
+from trainers.cache import Source, open_cache, open_rgb
 from trainers.settings import CIFAR_FOLDERS, DEFAULT_CACHE_DIR, check_data, cifar_root
 
 
@@ -115,12 +115,13 @@ def cifar(name: str, data_dir: str | None, train_tf: Callable | None, val_tf: Ca
 
 
 def image_folder(path: Path, train_tf: Callable, val_tf: Callable) -> Data:
-    """An ImageFolder tree with train/ and val/ (one subfolder per class; `check_data` has seen its layout)."""
+    """An ImageFolder tree with train/ and val/ (one subfolder per class, at least two; `check_data` has seen its layout)."""
     from torchvision import datasets
 
     try:
-        train = datasets.ImageFolder(str(path / "train"), transform=train_tf)
-        val = datasets.ImageFolder(str(path / "val"), transform=val_tf)
+        # open_rgb, not torchvision's loader: the cache's conversion (16-bit, float, alpha) and its one-line refusals
+        train = datasets.ImageFolder(str(path / "train"), transform=train_tf, loader=open_rgb)
+        val = datasets.ImageFolder(str(path / "val"), transform=val_tf, loader=open_rgb)
     except FileNotFoundError as exc:  # no class folders, or a class folder without images
         raise ConvspaceError(f"data: {str(exc).splitlines()[0]}") from None
     return Data(train, val, len(train.classes), 3)

@@ -59,13 +59,25 @@ def save_atomically(state: dict[str, Any], path: Path) -> None:
     os.replace(tmp, path)
 
 
+def from_workers(loader: DataLoader) -> Any:
+    """The loader's batches; a ConvspaceError from a worker process (say, an image refused by `open_rgb`), which torch
+    raises again with the worker's traceback in its message, raised as its own one line."""
+    try:
+        yield from loader
+    except ConvspaceError as exc:
+        lines = str(exc).strip().splitlines()
+        if len(lines) < 2:
+            raise
+        raise ConvspaceError(lines[-1].split("ConvspaceError: ", 1)[-1]) from None
+
+
 def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, num_classes: int) -> tuple[float, float]:
     """Top-1 and top-5 (top-k capped by the classes) in percent."""
     model.eval()
     top1 = top5 = count = 0.0
     k = min(5, num_classes)
     with torch.no_grad(), autocast(device):
-        for x, y in loader:
+        for x, y in from_workers(loader):
             x, y = batch_on_device(x, y, device)
             a1, a5 = accuracy(model(x), y, topk=(1, k))
             top1, top5, count = top1 + a1.item() * len(y), top5 + a5.item() * len(y), count + len(y)
@@ -137,7 +149,7 @@ def train(s: TrainSettings, resume: bool = False, progress: Callable[[str, dict[
     for epoch in range(start_epoch, s.epochs):
         model.train()
         started, total_loss, steps = time.perf_counter(), 0.0, len(train_loader)
-        for i, (x, y) in enumerate(train_loader):
+        for i, (x, y) in enumerate(from_workers(train_loader)):
             x, y = batch_on_device(x, y, device)
             if mixup:
                 x, y = mixup(x, y)  # mixes in place: x keeps its memory format

@@ -147,6 +147,10 @@ def check_data(name: str, data_dir: str | None = None) -> None:
         if not (path / split).is_dir():
             raise ConvspaceError(f"data: {path} needs {split}/ with one folder per class (ImageFolder layout)")
         classes[split] = {p.name for p in (path / split).iterdir() if p.is_dir()}
+    if len(classes["train"]) < 2:  # one class "trains" to accuracy 1.0: every trial would score perfectly and mean nothing
+        found = f" ({', '.join(sorted(classes['train']))})" if classes["train"] else ""
+        raise ConvspaceError(f"data: {path}/train holds {len(classes['train'])} class folder{'' if len(classes['train']) == 1 else 's'}{found}: "
+                             "a classifier needs at least two")
     if classes["train"] != classes["val"]:  # labels are folder indices: they would silently mean different classes
         only_in_one = sorted(classes["train"] ^ classes["val"])
         raise ConvspaceError(f"data: {path}/train and val/ must hold the same class folders (only in one: {', '.join(only_in_one[:5])})")
