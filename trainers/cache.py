@@ -310,7 +310,10 @@ def _grey(values: np.ndarray) -> Image.Image:
 
 
 def remove_orphans(folder: Path) -> None:
-    """Delete temporary folders of builds of `folder` that died on this machine (their process is gone)."""
+    """Delete temporary folders of builds of `folder` that died on this machine (their process is gone), and damaged
+    copies set aside by a `discard` that was killed before it deleted them."""
+    for aside in folder.parent.glob(f".damaged-{folder.name}-*"):
+        shutil.rmtree(aside, ignore_errors=True)
     host = socket.gethostname()
     for temp in folder.parent.glob(f".building-{folder.name}-*"):
         owner, pid, _ = temp.name.removeprefix(f".building-{folder.name}-").rsplit("-", 2)

@@ -123,6 +123,10 @@ def test_a_damaged_cache_is_rebuilt_with_one_warning_line(tmp_path, capfd, damag
     err = capfd.readouterr().err
     assert err.count("\n") == 1 and re.fullmatch(rf"warning: cache {re.escape(str(folder))} is damaged \({reason}\): rebuilding it\n", err)
     assert again.folder == folder and [p.name for p in tmp_path.iterdir()] == [folder.name]  # nothing set aside is left
+    (tmp_path / f".damaged-{folder.name}-0badc0de").mkdir()  # set aside by a discard killed before it deleted it
+    _truncate(folder)
+    open_cache(tmp_path, slow_source(40, 0), 8, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]
     assert again.images["train"][:, 0, 0, 0].tolist() == list(range(40)) and again.labels["val"].tolist() == [0] * 40
     capfd.readouterr()
     open_cache(tmp_path, slow_source(40, 0), 8, progress=False)  # whole again: opened silently
