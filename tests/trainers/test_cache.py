@@ -123,14 +123,18 @@ def test_a_damaged_cache_is_rebuilt_with_one_warning_line(tmp_path, capfd, damag
     err = capfd.readouterr().err
     assert err.count("\n") == 1 and re.fullmatch(rf"warning: cache {re.escape(str(folder))} is damaged \({reason}\): rebuilding it\n", err)
     assert again.folder == folder and [p.name for p in tmp_path.iterdir()] == [folder.name]  # nothing set aside is left
-    (tmp_path / f".damaged-{folder.name}-0badc0de").mkdir()  # set aside by a discard killed before it deleted it
-    _truncate(folder)
-    open_cache(tmp_path, slow_source(40, 0), 8, progress=False)
-    assert [p.name for p in tmp_path.iterdir()] == [folder.name]
     assert again.images["train"][:, 0, 0, 0].tolist() == list(range(40)) and again.labels["val"].tolist() == [0] * 40
     capfd.readouterr()
     open_cache(tmp_path, slow_source(40, 0), 8, progress=False)  # whole again: opened silently
     assert capfd.readouterr().err == ""
+
+
+def test_a_damaged_copy_left_aside_by_a_killed_discard_goes_with_the_next_build(tmp_path):
+    folder = open_cache(tmp_path, slow_source(4, 0), 8, progress=False).folder  # nothing keeps its map: truncating it is safe
+    (tmp_path / f".damaged-{folder.name}-0badc0de").mkdir()  # renamed aside, then the process was killed before deleting it
+    _truncate(folder)
+    open_cache(tmp_path, slow_source(4, 0), 8, progress=False)
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]
 
 
 def test_a_cache_that_does_not_fit_is_refused_before_decoding_and_leaves_nothing(tmp_path, monkeypatch):
