@@ -257,6 +257,8 @@ def search(
     cost_resolution: int = typer.Option(SEARCH.cost_resolution, help="Resolution at which FLOPs and the budget are counted."),
     cost_classes: int = typer.Option(SEARCH.cost_classes, help="Classes of the target network's head for the FLOPs count."),
     sampler: str = typer.Option(SEARCH.sampler, help=f"{', '.join(SAMPLERS)}."),
+    warm_start: bool = typer.Option(SEARCH.warm_start, "--warm-start/--no-warm-start", help="Train the published networks that "
+                                    "fit the band (or scale into it) first, in a new study: ConvNeXt-T, ResNet-50, Conv2Former-T, ..."),
     cpus_per_trial: float = typer.Option(SEARCH.cpus_per_trial, help="CPUs each proxy training gets."),
     gpus_per_trial: float = typer.Option(SEARCH.gpus_per_trial, help="GPUs each proxy training gets (fractions pack several per GPU)."),
     address: str = typer.Option(None, help="Address of an existing Ray cluster, HOST:PORT (default: start Ray locally)."),
@@ -284,12 +286,12 @@ def search(
     settings = SEARCH(
         study=study, budget=parse_flops(budget), flops_min=flops_option("flops-min", flops_min), space=Space.from_yaml(space),
         storage=url, proxy=proxy, trials=trials,
-        cost_resolution=cost_resolution, cost_classes=cost_classes, sampler=sampler, cpus_per_trial=cpus_per_trial,
+        cost_resolution=cost_resolution, cost_classes=cost_classes, sampler=sampler, warm_start=warm_start, cpus_per_trial=cpus_per_trial,
         gpus_per_trial=gpus_per_trial, address=address, time_budget=time_budget, trial_time_limit=trial_time_limit, grace_period=grace_period,
         scheduler=scheduler, reduction_factor=reduction_factor, seed=seed, heartbeat_interval=heartbeat_interval, heartbeat_grace=heartbeat_grace,
     )
     check_search(settings)
-    from nas.live import SearchView, ended_words, rejected_words
+    from nas.live import SearchView, ended_words, proposed_words, rejected_words
     from nas.search import run_search
 
     with SearchView(console, study=study, epochs=epochs, live=console.is_terminal) as view:
@@ -298,6 +300,8 @@ def search(
             if event == "start":  # the study is open
                 view.console.print(f"study [bold]{study}[/] in {display_url(url)}: {trials} trials within {settings.budget / 1e9:.3g} "
                                    f"GFLOPs (at {cost_resolution}px, {cost_classes} classes), proxy {epochs} epochs of {data} at {resolution}px")
+                if info.get("warm_started"):
+                    view.console.print(f"warm start: {', '.join(info['warm_started'])} (fitted into the band) train first")
                 if info["remaining"] < info["trials"]:
                     view.console.print(f"{info['trials'] - info['remaining']} of {info['trials']} trials already in the study: "
                                        f"training {info['remaining']} more")
@@ -307,8 +311,8 @@ def search(
     if outcome.recovered:
         console.print(f"{outcome.recovered} trial(s) left running by an earlier driver were marked failed and queued again")
     state = "interrupted" if outcome.interrupted else f"time budget of {time_budget:g} s spent" if outcome.out_of_time else "done"
-    console.print(f"{state} ({outcome.seconds:.0f} s): {ended_words(outcome.ended)}; sampled points rejected before training: "
-                  f"{rejected_words(outcome.rejected)}")
+    console.print(f"{state} ({outcome.seconds:.0f} s): {ended_words(outcome.ended)}; networks chosen {proposed_words(outcome.proposed)}; "
+                  f"proposals refused before training: {rejected_words(outcome.rejected)}")
     print_front(outcome.study)
     console.print(f"stored in {display_url(url)}; look at it with: python cli.py dashboard"
                   + ("" if study == STUDY else f" --study {study}") + (f" --storage {display_url(storage)}" if storage else "")

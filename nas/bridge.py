@@ -1,21 +1,21 @@
-"""The Optuna side of the search: ask for a point, cost it, refuse it or hand it to Ray Tune, tell how it ended.
+"""The Optuna side of the search: ask for a point, fit it to the budget, refuse it or hand it to Ray Tune, tell how it ended.
 
-Ray's own `OptunaSearch` cannot refuse an over-budget point before it trains, nor keep an ASHA-stopped trial off
-the Pareto front (it reaches the study as COMPLETE with its partial accuracy), so this bridge drives the study
-with ask/tell instead (no Ray here; `nas.tune` wraps it as a Ray `Searcher`):
+Ray's own `OptunaSearch` cannot refuse a point before it trains, nor keep an ASHA-stopped trial off the Pareto front
+(it reaches the study as COMPLETE with its partial accuracy), so this bridge drives the study with ask/tell instead
+(no Ray here; `nas.tune` wraps it as a Ray `Searcher`):
 
-- ask -> sample the space -> analytic cost of the target network -> over budget (or under --flops-min) or already
-  evaluated? record it (PRUNED, with the reason) and ask again; otherwise hand the config to Ray Tune. After a
-  proposal out of the band, the next point is screened in memory first (see `_screened`), so a trained trial costs
-  at most one stored out-of-band sample;
+- ask -> the sampler proposes a point -> `space.fitting.propose` scales a fitted space's shape onto the sampled FLOPs
+  target (or, for an absolute space, costs the point as sampled) -> a point no scale brings into the band, one that
+  pads past its maps at the proxy resolution, or one already evaluated is stored PRUNED with its reason and its
+  Optuna constraints (TPE models infeasible trials; NSGA-II breeds from feasible ones), and the sampler proposes
+  again. A proposal is never swapped for another point: every network trained is the one its trial's params name
+  (`proposed_by`: sampler, random, warm_start or retry);
 - a trial that trained every epoch is told COMPLETE with [accuracy, FLOPs]; one stopped early is PRUNED with
   its partial accuracy and epochs kept as attributes; one that raised is FAIL with its reason.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -30,7 +30,7 @@ from nas.record import (
     ACC,
     FLOPS,
     OVER_BUDGET_CONSTRAINT,
-    SCREENED,
+    PROPOSED_BY,
     STATUS,
     UNDER_BAND_CONSTRAINT,
     Status,
@@ -38,27 +38,38 @@ from nas.record import (
     holds_config,
     network_attrs,
     outcome_attrs,
+    proposed_by,
 )
 from nas.settings import SearchSettings
 from nas.study import claim_driver, driver_seed, fail_and_requeue, trained_count
-from space.choices import SeededSuggester
-from space.config import ArchConfig
-from space.cost import arch_cost, check_fits
 from space.errors import ConvspaceError
+from space.fitting import Band, propose
 
 Progress = Callable[[str, dict[str, Any]], None]  # the command's progress printer: event name, details
 
-# NSGA-II with a small population and TPE with few start-up trials, so that short searches still evolve.
-_SAMPLER_FACTORIES: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {
-    "nsga2": lambda seed: optuna.samplers.NSGAIISampler(population_size=8, seed=seed),
-    "tpe": lambda seed: optuna.samplers.TPESampler(seed=seed, n_startup_trials=8, multivariate=True),
-    "random": lambda seed: optuna.samplers.RandomSampler(seed=seed),
-}
+POPULATION = 8  # NSGA-II's smallest population and TPE's start-up trials: short searches still evolve
+MAX_PROPOSALS = 1000  # refused proposals in a row before the search gives up on the band
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """Optuna's multi-objective samplers, one per name in nas.settings.SAMPLERS (checked by SearchSettings)."""
-    return _SAMPLER_FACTORIES[name](seed)
+def make_sampler(name: str, seed: int, parallel: int = 1) -> optuna.samplers.BaseSampler:
+    """Optuna's multi-objective samplers, one per name in nas.settings.SAMPLERS (checked by SearchSettings).
+
+    With `parallel` trials running at once, NSGA-II's population is no smaller than that (else one generation would be
+    bred from the few that finished first) and TPE lies about the running ones (`constant_liar`), so that parallel
+    asks do not all land on the same point."""
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=max(POPULATION, parallel), seed=seed)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=POPULATION, multivariate=True, constant_liar=True)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def proposer(trial: optuna.trial.Trial, sampler: str) -> str:
+    """Who chose the network of a trial just asked: the warm start or a retry (enqueued with their attributes), else
+    the sampler (`random` for random search)."""
+    if PROPOSED_BY in trial.user_attrs or "retry_of" in trial.user_attrs:
+        return proposed_by(trial)  # type: ignore[arg-type]  # reads user_attrs only, as a FrozenTrial's
+    return "random" if sampler == "random" else "sampler"
 
 
 class BudgetedOptunaSearcher:
@@ -71,17 +82,18 @@ class BudgetedOptunaSearcher:
     """
 
     def __init__(self, study: optuna.Study, storage: RDBStorage, settings: SearchSettings,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, *, parallel: int = 1) -> None:
         self.study, self.storage, self.settings = study, storage, settings
         self.progress = progress or (lambda event, info: None)  # "rejected" and "started" events for the live view
         self.study_id = storage.get_study_id_from_name(study.study_name)  # once: every heartbeat names a trial by id
         # Each driver samples with its own seed (see driver_seed); the proxy settings stay the study's.
         self.driver = claim_driver(storage, self.study_id)
-        study.sampler = make_sampler(settings.sampler, driver_seed(settings.seed, self.driver))
-        self.rng = random.Random(driver_seed(settings.seed, self.driver))  # the in-memory screening's draws
+        study.sampler = make_sampler(settings.sampler, driver_seed(settings.seed, self.driver), parallel)
+        self.band = settings.band
         self.live: dict[str, optuna.trial.Trial] = {}
         self.rejected: dict[str, int] = {}  # sampled points not trained, by reason: over_budget, duplicate, surplus
         self.ended: dict[str, int] = {}  # trials of this run by how they ended: trained, stopped, failed
+        self.proposed: dict[str, int] = {}  # trials this run started, by who chose the network (PROPOSERS)
         self.evaluated = {t.user_attrs.get("hash") for t in study.get_trials(deepcopy=False) if holds_config(t)}
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeats, daemon=True)
@@ -105,78 +117,27 @@ class BudgetedOptunaSearcher:
         self.rejected[status] = self.rejected.get(status, 0) + 1
         self.progress("rejected", {"reason": status})
 
-    def _refusal(self, cfg: ArchConfig, flops: int) -> Status | None:
-        """Why a point of `flops` FLOPs is refused before training (over the budget, under --flops-min, or a dilated
-        conv padding past its map at the proxy resolution: every tap but the centre would read padding, so the proxy
-        would score a degenerate network, not the one the FLOPs count), or None."""
-        if flops > self.settings.budget:
-            return Status.OVER_BUDGET
-        if flops < self.settings.flops_min:
-            return Status.UNDER_BAND
-        try:
-            check_fits(cfg, self.settings.proxy.resolution)
-        except ConvspaceError:
-            return Status.UNFIT
-        return None
-
-    def _screened(self) -> dict[str, Any]:
-        """The params of a point inside the band, drawn at random in memory; the points drawn outside it are counted
-        on the study (`rejected_over_budget`, `rejected_under_band`), never stored as trials.
-
-        Why this shape: a trial must exist in the storage before Optuna's sampler proposes its params, and a proposal
-        over the budget cannot be withdrawn or re-drawn inside its trial, so asking the sampler again and again (as
-        before) stored ~10 rejected trials per trained one on the default space, some at 10,000x the budget. Screening
-        every point in memory instead (enqueue only in-band draws) would cut the sampler out of the search entirely.
-        So the sampler proposes first, always; only when its proposal falls outside the band (stored once, with its
-        constraint, so whoever reads the study sees what it proposed) is the next point a random in-band draw (the
-        RegNet way: sample inside a FLOPs band, pycls' check_complexity_constraints), enqueued so that it becomes a
-        normal trial of the study that NSGA-II/TPE take into their population and model like any other. A trained
-        trial therefore costs at most one stored out-of-band sample; the analytic cost takes ~0.2 ms a point."""
-        refused: dict[str, int] = {}
-        for _ in range(100_000):
-            draw = _RecordingSuggester(self.rng)
-            cfg = dataclasses.replace(self.settings.space.sample(draw), num_classes=self.settings.cost_classes)
-            reason = self._refusal(cfg, arch_cost(cfg, self.settings.cost_resolution).flops)
-            if reason is None:
-                break
-            refused[reason] = refused.get(reason, 0) + 1
-        else:
-            raise ConvspaceError("budget: 100000 points drawn in a row fell outside the budget (and --flops-min) or were too "
-                                 "dilated for the proxy resolution; widen the band")
-        for reason, n in refused.items():  # read-add-write: two drivers adding at once may lose a few counts, no more
-            key = SCREENED[reason]
-            self.study.set_user_attr(key, int(self.study.user_attrs.get(key, 0)) + n)
-            self.rejected[reason] = self.rejected.get(reason, 0) + n
-            for _ in range(n):
-                self.progress("rejected", {"reason": reason})
-        return draw.params
-
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """The next within-budget, never-evaluated config (None once the study holds --trials trials)."""
         optuna.storages.fail_stale_trials(self.study)  # another driver died: its trials are re-queued
         if trained_count(self.study) >= self.settings.trials:
             return None
-        screen = False  # set once the sampler proposed a point outside the band: the next is screened in memory
-        for _ in range(10_000):  # rejected points do not change the count; races are settled after acceptance
-            # Only when no trial waits: ask() takes the oldest waiting trial first (a retry, already in budget), and an
-            # enqueued draw it passed over would be left waiting after the search.
-            if screen and not self.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-                self.study.enqueue_trial(self._screened(), user_attrs={"screened": True})
-            trial = self.study.ask()
+        for _ in range(MAX_PROPOSALS):  # refused points do not change the count; races are settled after acceptance
+            trial = self.study.ask()  # a waiting trial first (a retry, the warm start), else the sampler's proposal
             if self.storage.get_heartbeat_interval():
                 self._beat_for(trial)
-            cfg = dataclasses.replace(self.settings.space.sample(trial), num_classes=self.settings.cost_classes)
-            cost = arch_cost(cfg, self.settings.cost_resolution)
-            for key, value in network_attrs(cfg, cost).items():
+            proposal = propose(self.settings.space, trial, self.band)
+            cfg, cost = proposal.config, proposal.cost
+            who = proposer(trial, self.settings.sampler)
+            for key, value in {**network_attrs(cfg, cost), **proposal.attrs(), PROPOSED_BY: who}.items():
                 trial.set_user_attr(key, value)
-            # The budget as Optuna's constraint (feasible when <= 0), for whoever reads the study with Optuna.
+            # The band as Optuna's constraints (feasible when <= 0): TPE models the infeasible trials, and whoever reads
+            # the study with Optuna sees them. A shape no scale fits carries the cost of the nearest network tried.
             trial.set_constraint(OVER_BUDGET_CONSTRAINT, cost.flops - self.settings.budget)
             if self.settings.flops_min:
                 trial.set_constraint(UNDER_BAND_CONSTRAINT, self.settings.flops_min - cost.flops)
-            reason = self._refusal(cfg, cost.flops)
-            if reason is not None:
-                self._reject(trial, reason)
-                screen = True
+            if proposal.refusal is not None:
+                self._reject(trial, Status(proposal.refusal))
                 continue
             if cfg.hash in self.evaluated:
                 self._reject(trial, Status.DUPLICATE)
@@ -195,9 +156,11 @@ class BudgetedOptunaSearcher:
             trial.set_user_attr("proxy", self.settings.proxy.to_dict())
             trial.set_user_attr("scheduler", self.settings.scheduler)  # not the study's identity: it may change on resume
             trial.set_user_attr("driver", self.driver)
-            self.progress("started", {"number": trial.number, "config": cfg, FLOPS: cost.flops})
+            self.proposed[who] = self.proposed.get(who, 0) + 1
+            self.progress("started", {"number": trial.number, "config": cfg, FLOPS: cost.flops, PROPOSED_BY: who})
             return {"config": cfg.to_json(), "number": trial.number, FLOPS: cost.flops}  # FLOPs: ParetoASHA's second objective
-        raise ConvspaceError("budget: 10000 sampled points in a row were outside the budget or duplicates; raise the budget")
+        raise ConvspaceError(f"budget: {MAX_PROPOSALS} proposals in a row could not be fitted into the band, were too dilated for the proxy "
+                             "resolution, or were duplicates; widen the band (--budget, --flops-min) or the space")
 
     def interrupt_live(self) -> None:
         """Trials still running when Tune stopped (Ctrl-C, time budget): queue them for the next run."""
@@ -231,23 +194,3 @@ class BudgetedOptunaSearcher:
         self.ended[status] = self.ended.get(status, 0) + 1
         self.progress("finished", {"number": trial.number, "status": status, ACC: result.get(ACC), "epoch": attrs["epochs"],
                                    "reason": attrs.get("fail_reason") or attrs.get("stop_reason")})
-
-
-class _RecordingSuggester(SeededSuggester):
-    """A seeded random draw of the space that keeps the params it drew, to enqueue them as a trial's."""
-
-    def __init__(self, rng: random.Random) -> None:
-        super().__init__(rng)
-        self.params: dict[str, Any] = {}
-
-    def suggest_categorical(self, name: str, choices: Any) -> Any:
-        self.params[name] = value = super().suggest_categorical(name, choices)
-        return value
-
-    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int:
-        self.params[name] = value = super().suggest_int(name, low, high, step, log)
-        return value
-
-    def suggest_float(self, name: str, low: float, high: float, step: float | None = None, log: bool = False) -> float:
-        self.params[name] = value = super().suggest_float(name, low, high, step, log)
-        return value

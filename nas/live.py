@@ -20,8 +20,9 @@ from rich.text import Text
 from nas.pareto import summary
 
 ENDED = (("trained", "trained to the end"), ("stopped", "stopped early"), ("failed", "failed"))
-REJECTED = {"over_budget": "over budget", "under_band": "under --flops-min", "unfit": "too dilated for the proxy resolution",
-            "duplicate": "already evaluated", "surplus": "taken by another driver"}
+REJECTED = {"over_budget": "over budget", "under_band": "under --flops-min", "infeasible": "no scale fits the band",
+            "unfit": "too dilated for the proxy resolution", "duplicate": "already evaluated", "surplus": "taken by another driver"}
+PROPOSERS = {"sampler": "by the sampler", "warm_start": "warm start", "random": "by random search", "retry": "retries"}
 
 
 def ended_words(ended: dict[str, int]) -> str:
@@ -32,6 +33,11 @@ def ended_words(ended: dict[str, int]) -> str:
 def rejected_words(rejected: dict[str, int]) -> str:
     """`143 over budget, 2 already evaluated` (or `none`): sampled points that were not trained."""
     return ", ".join(f"{n} {REJECTED.get(reason, reason)}" for reason, n in sorted(rejected.items()) if n) or "none"
+
+
+def proposed_words(proposed: dict[str, int]) -> str:
+    """`10 by the sampler, 2 warm start` (or `none`): who chose the networks trained."""
+    return ", ".join(f"{n} {PROPOSERS.get(who, who)}" for who, n in sorted(proposed.items(), key=lambda kv: -kv[1]) if n) or "none"
 
 
 def clock(seconds: float) -> str:
@@ -63,6 +69,7 @@ class SearchView:
         self.running: dict[int, Running] = {}
         self.ended: dict[str, int] = {}
         self.rejected: dict[str, int] = {}
+        self.proposed: dict[str, int] = {}
         self.best = 0.0
         self._live = Live(self, console=console, refresh_per_second=2, transient=True) if live else None
 
@@ -87,6 +94,8 @@ class SearchView:
             self.rejected[info["reason"]] = self.rejected.get(info["reason"], 0) + 1
         elif event == "started":
             self.running[info["number"]] = Running(info["number"], summary(info["config"]), info["flops"] / 1e9)
+            who = info.get("proposed_by", "sampler")
+            self.proposed[who] = self.proposed.get(who, 0) + 1
             if not self._live:
                 self._line(f"  trial {info['number']:>3} started: {self.running[info['number']].summary}, "
                            f"{info['flops'] / 1e9:.2f} GFLOPs ({rejected_words(self.rejected)} rejected so far)")
@@ -129,7 +138,8 @@ class SearchView:
             (f"{self.study}: ", "bold"), f"{self.finished} of {self.wanted} trials finished ({ended_words(self.ended)}), ",
             f"{clock(self.elapsed)} elapsed, {self.eta()}",
         )
-        rejected = Text(f"sampled points rejected before training: {rejected_words(self.rejected)}", style="dim")
+        rejected = Text(f"networks chosen {proposed_words(self.proposed)}; proposals refused before training: "
+                        f"{rejected_words(self.rejected)}", style="dim")
         if not self.running:
             return Group(head, rejected, Text("sampling the next points to train ...", style="dim"))
         table = Table(box=None, padding=(0, 1), expand=False)

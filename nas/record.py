@@ -34,12 +34,15 @@ class Status(StrEnum):
     DUPLICATE = "duplicate"  # refused before training: its config was already evaluated
     SURPLUS = "surplus"  # refused before training: another driver took the last of --trials
     UNFIT = "unfit"  # refused before training: a dilated conv would pad past its map at the proxy resolution
+    INFEASIBLE = "infeasible"  # refused before training: no scale of its shape lands in the band (space.fitting)
     REPEAT = "repeat"  # a trained trial's network trained again with another seed (`confirm`): PRUNED (nas.seeds)
 
 
-NEVER_TRAINED = (Status.OVER_BUDGET, Status.UNDER_BAND, Status.UNFIT, Status.DUPLICATE, Status.SURPLUS)
-# Study user attrs counting the points the bridge drew in memory and refused without storing a trial (see
-# BudgetedOptunaSearcher._screened): the study's own count of rejected samples is the stored ones plus these.
+NEVER_TRAINED = (Status.OVER_BUDGET, Status.UNDER_BAND, Status.INFEASIBLE, Status.UNFIT, Status.DUPLICATE, Status.SURPLUS)
+PROPOSED_BY = "proposed_by"  # who chose a trial's network: one of PROPOSERS
+PROPOSERS = ("sampler", "warm_start", "random", "retry")
+# Study user attrs counting the points an earlier bridge drew in memory and refused without storing a trial (studies
+# made before proposals were fitted to the budget): the study's count of rejected samples is the stored ones plus these.
 SCREENED = {Status.OVER_BUDGET: "rejected_over_budget", Status.UNDER_BAND: "rejected_under_band", Status.UNFIT: "rejected_unfit"}
 
 
@@ -51,6 +54,16 @@ def screened_counts(study_user_attrs: dict[str, Any]) -> dict[str, int]:
 def status(trial: FrozenTrial) -> str | None:
     """The trial's status attribute (None while it is being sampled or waits to be retried)."""
     return trial.user_attrs.get(STATUS)
+
+
+def proposed_by(trial: FrozenTrial) -> str:
+    """Who chose the trial's network (PROPOSERS). Trials stored before the attribute: a random in-band draw that replaced
+    an out-of-band proposal (`screened`), a retry, or the sampler."""
+    if PROPOSED_BY in trial.user_attrs:
+        return str(trial.user_attrs[PROPOSED_BY])
+    if trial.user_attrs.get("screened"):
+        return "random"
+    return "retry" if "retry_of" in trial.user_attrs else "sampler"
 
 
 def interrupted(trial: FrozenTrial) -> bool:

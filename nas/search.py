@@ -27,6 +27,7 @@ from nas.settings import SearchSettings, check_search
 from nas.storage import SqliteDriverLock, is_sqlite, results_folder
 from nas.study import open_study, recover, trained_count
 from nas.tune import BridgeSearcher, Driver, build_tuner, concurrency, connect, init_ray
+from nas.warm_start import enqueue_warm_start
 from trainers.data import load_data
 
 
@@ -36,8 +37,10 @@ class SearchOutcome:
 
     study: optuna.Study
     ended: dict[str, int] = field(default_factory=dict)  # this run's trials: trained, stopped, failed
-    rejected: dict[str, int] = field(default_factory=dict)  # sampled points not trained: over_budget, duplicate
+    rejected: dict[str, int] = field(default_factory=dict)  # sampled points not trained: infeasible, duplicate, ...
+    proposed: dict[str, int] = field(default_factory=dict)  # this run's trials by who chose them: sampler, warm_start, ...
     recovered: int = 0  # trials a dead driver left running, failed and queued again
+    warm_started: list[str] = field(default_factory=list)  # published networks enqueued first by this run
     interrupted: bool = False
     seconds: float = 0.0
     out_of_time: bool = False  # the time budget ended the search before the study held --trials trials
@@ -50,6 +53,7 @@ def study_identity(s: SearchSettings) -> dict[str, Any]:
         "budget": s.budget, "cost_resolution": s.cost_resolution, "cost_classes": s.cost_classes,
         "proxy": s.proxy.identity(),
         **({"flops_min": s.flops_min} if s.flops_min else {}),  # only when set: studies made before the band still resume
+        **({"space_scale": s.space.scale} if s.space.scale != "absolute" else {}),  # likewise: absolute spaces resume
     }
 
 
@@ -76,13 +80,15 @@ def run_search(s: SearchSettings, progress: Progress | None = None, *, checked: 
         study, storage = open_search_study(s)
         recovered = recover(study, storage, sole_driver=lock is not None)
         remaining = s.trials - trained_count(study)
+        # A new study only: on a resume the sampler has trials of its own to breed from.
+        warm = enqueue_warm_start(study, s.space, s.band) if s.warm_start and remaining == s.trials else []
         if progress:
-            progress("start", {"remaining": max(remaining, 0), "trials": s.trials})
+            progress("start", {"remaining": max(remaining, 0), "trials": s.trials, "warm_started": warm})
         if remaining <= 0:
             return SearchOutcome(study, recovered=recovered)
         with results_folder(s.storage, s.results_dir) as results:
             outcome = _tune(s, study, storage, remaining, progress=progress, results=results)
-        return dataclasses.replace(outcome, recovered=recovered)
+        return dataclasses.replace(outcome, recovered=recovered, warm_started=warm)
     finally:
         if lock:
             lock.release()
@@ -103,9 +109,10 @@ def _tune(s: SearchSettings, study: optuna.Study, storage: RDBStorage, remaining
     """Ray Tune runs the proxy trainings the bridge hands out; the scheduler (ParetoASHA, ASHA or none) stops the weak ones."""
     started = time.time()
     init_ray(s.address)
-    bridge = BudgetedOptunaSearcher(study, storage, s, progress)
+    parallel = concurrency(s.cpus_per_trial, s.gpus_per_trial)
+    bridge = BudgetedOptunaSearcher(study, storage, s, progress, parallel=parallel)
     scheduler = make_scheduler(s)
-    searcher = ConcurrencyLimiter(BridgeSearcher(s.study), max_concurrent=concurrency(s.cpus_per_trial, s.gpus_per_trial))
+    searcher = ConcurrencyLimiter(BridgeSearcher(s.study), max_concurrent=parallel)
     tuner = build_tuner(s.study, s.proxy, results, cpus=s.cpus_per_trial, gpus=s.gpus_per_trial, time_limit=s.trial_time_limit,
                         search_alg=searcher, scheduler=scheduler, num_samples=remaining, time_budget_s=s.time_budget)
     try:
@@ -120,5 +127,5 @@ def _tune(s: SearchSettings, study: optuna.Study, storage: RDBStorage, remaining
         bridge.close()
     seconds = time.time() - started
     out_of_time = bool(s.time_budget) and seconds >= s.time_budget and trained_count(study) < s.trials
-    return SearchOutcome(study, ended=bridge.ended, rejected=bridge.rejected, interrupted=interrupted, seconds=seconds,
+    return SearchOutcome(study, ended=bridge.ended, rejected=bridge.rejected, proposed=bridge.proposed, interrupted=interrupted, seconds=seconds,
                          out_of_time=out_of_time)

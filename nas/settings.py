@@ -6,14 +6,14 @@ is reported here in a fraction of a second, and leaves no study file and no Ray 
 
 from __future__ import annotations
 
-import dataclasses
 import random
 import socket
 from dataclasses import dataclass, field
 
 from space.choices import SeededSuggester, Space
-from space.cost import arch_cost, check_resolution
+from space.cost import check_resolution
 from space.errors import ConvspaceError, require
+from space.fitting import Band, propose
 from trainers.settings import ProxySettings
 
 SAMPLERS = ("nsga2", "tpe", "random")
@@ -34,7 +34,8 @@ class SearchSettings:
     flops_min: int = 0  # the band's floor: points below it are refused like those over the budget (0: no floor)
     cost_resolution: int = 224
     cost_classes: int = 1000
-    sampler: str = "nsga2"  # kept on measurement: nsga2, tpe, random within noise by hypervolume (docs/benchmarks.md "Search quality")
+    sampler: str = "nsga2"  # chosen on measurement (docs/benchmarks.md "Search quality")
+    warm_start: bool = True  # enqueue the published networks that fit (or scale into) the band first (nas.warm_start)
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     address: str | None = None
@@ -47,6 +48,12 @@ class SearchSettings:
     results_dir: str | None = None  # Ray's trial folders; None: beside a SQLite study, else a temporary folder
     heartbeat_interval: int = 5
     heartbeat_grace: int = 20
+
+    @property
+    def band(self) -> Band:
+        """Where the search wants its networks: the budget, --flops-min, the cost's resolution and classes, and the
+        proxy's resolution (a dilated conv padding past its maps there would train a degenerate network)."""
+        return Band(self.budget, self.flops_min, self.cost_resolution, self.cost_classes, self.proxy.resolution)
 
     def __post_init__(self) -> None:
         """A bad value fails here in one line, before the study is opened or Ray starts."""
@@ -92,15 +99,17 @@ def check_budget_reachable(space: Space, budget: int, cost_resolution: int, cost
     """Refuse a budget below every point of the space (or a band [flops_min, budget] no point falls in) before any
     study is touched.
 
-    Otherwise the search would sample up to 10,000 points, minutes of SQL, before giving up. Random points in
-    memory, stopping at the first that fits (usually the first few)."""
+    Otherwise the search would propose up to a thousand points, minutes of SQL, before giving up. Random points in
+    memory, fitted to the band as the search fits them, stopping at the first that lands in it (usually the first few;
+    a fitted space needs fewer draws, since each is scaled onto the band)."""
     rng, cheapest, costliest = random.Random(seed), None, 0
-    drawn = probes * (10 if flops_min else 1)  # a narrow band holds fewer points: look further
+    band = Band(budget, flops_min, cost_resolution, cost_classes)
+    drawn = (probes // 5 if space.scale == "fitted" else probes) * (10 if flops_min else 1)  # a narrow band: look further
     for _ in range(drawn):
-        cfg = dataclasses.replace(space.sample(SeededSuggester(rng)), num_classes=cost_classes)
-        flops = arch_cost(cfg, cost_resolution).flops
-        if flops_min <= flops <= budget:
+        proposal = propose(space, SeededSuggester(rng), band)
+        if proposal.refusal is None:
             return
+        flops = proposal.cost.flops
         cheapest, costliest = min(flops, cheapest or flops), max(flops, costliest)
     if flops_min and cheapest <= budget:
         raise ConvspaceError(

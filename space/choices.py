@@ -49,9 +49,16 @@ NETWORK_DIMS = (
     "downsample", "norm", "act", "norms_per_block", "acts_per_block", "dw_position", "conv_bias",
     "layer_scale_init", "head_width", "head_norm", "drop_path_rate", "num_classes", "in_chans",
 )
-STAGE_DIMS = ("block", "kernel", "expansion", "conv", "groups", "attention", "dilation", "radix")
+STAGE_DIMS = ("block", "kernel", "dense_kernel", "expansion", "conv", "groups", "attention", "dilation", "radix")
 # Dimensions added after spaces were first written, and what a space without them means.
 ADDED_DIMS = {"dilation": {"value": 1}, "radix": {"value": DEFAULT_RADIX}}
+# `dense_kernel`, where a space has it, is the kernel of the convs whose cost grows with in x out channels x k^2
+# (dense, grouped, shuffle, split attention, separable), and `kernel` that of depthwise convs (ConvNeXt's, ConvMod's):
+# the papers enlarge only depthwise kernels (ConvNeXt 7x7, RepLKNet 31x31, Conv2Former 11x11), and a dense 21x21 conv
+# costs 49x a 3x3 one. A space without it samples one `kernel` for both, as before.
+DENSE_KERNEL_CONVS = ("dense", "grouped", "shuffle", "splat", "separable")
+OPTIONAL_DIMS = (*ADDED_DIMS, "dense_kernel")
+SCALES = ("absolute", "fitted")  # how a space sets a network's scale: sampled widths, or fitted to a FLOPs target
 FINITE_DIMS = ("stem_ratio", "depth_pattern", "depth_scale", "base_width", "width_multipliers")
 _SPEC_KEYS = {"choice", "int", "float", "value", "step", "log", "per_stage"}
 _KINDS = ("choice", "int", "float", "value")
@@ -213,21 +220,27 @@ class Space:
     name: str
     description: str
     dims: dict[str, Dimension]
+    # `absolute`: the sampler proposes the widths (base_width) itself. `fitted`: it proposes the shape and a FLOPs
+    # target, and space.fitting solves the base width (and lowers the depth scale where needed) to meet it.
+    scale: str = "absolute"
 
     @classmethod
     def from_dict(cls, data: Any, default_name: str = "space") -> Space:
         if not isinstance(data, dict):
             raise ConvspaceError("space: must be a mapping with 'dimensions'")
-        unknown = set(data) - {"name", "description", "dimensions"}
+        unknown = set(data) - {"name", "description", "dimensions", "scale"}
         if unknown:
-            raise ConvspaceError(f"space.{sorted(unknown)[0]}: unknown key; allowed: name, description, dimensions")
+            raise ConvspaceError(f"space.{sorted(unknown)[0]}: unknown key; allowed: name, description, scale, dimensions")
+        scale = data.get("scale", "absolute")
+        if scale not in SCALES:
+            refuse("space.scale", f"must be one of {', '.join(SCALES)}", scale)
         raw = data.get("dimensions")
         if not isinstance(raw, dict):
             raise ConvspaceError("space.dimensions: must be a mapping of dimension name -> spec")
         known = NETWORK_DIMS + STAGE_DIMS
-        check_keys("dimensions", raw, known, what="dimension", optional=ADDED_DIMS)
+        check_keys("dimensions", raw, known, what="dimension", optional=OPTIONAL_DIMS)
         space = cls(str(data.get("name", default_name)), str(data.get("description", "")),
-                    {k: Dimension.from_spec(k, raw[k]) for k in known if k in raw})
+                    {k: Dimension.from_spec(k, raw[k]) for k in known if k in raw}, scale)
         space._check_lengths()
         space._check_values()
         return space
@@ -275,7 +288,13 @@ class Space:
 
     def dim(self, name: str) -> Dimension:
         """A dimension by name; one added since the space was written has its old meaning (ADDED_DIMS)."""
+        if name == "dense_kernel" and name not in self.dims:
+            return self.dims["kernel"]  # a space without it has one kernel dimension for every conv
         return self.dims[name] if name in self.dims else _ADDED[name]
+
+    def kernel_dim(self, conv: str) -> str:
+        """The dimension that sets a conv's kernel: `dense_kernel` for the dense-cost convs where the space has it."""
+        return "dense_kernel" if conv in DENSE_KERNEL_CONVS and "dense_kernel" in self.dims else "kernel"
 
     def _stage_value(self, trial: Suggester, name: str, stage: int, shared: dict[str, Any]) -> Any:
         dim = self.dim(name)
@@ -298,7 +317,7 @@ class Space:
             groups = self._stage_value(trial, "groups", i, shared) if conv in GROUPED_CONVS else 1
             radix = self._stage_value(trial, "radix", i, shared) if conv == "splat" else DEFAULT_RADIX
             stages.append(dict(depth=depth, width=width, block=block, conv=conv, groups=groups, radix=radix,
-                               kernel=3 if conv == "deformable" else self._stage_value(trial, "kernel", i, shared),
+                               kernel=3 if conv == "deformable" else self._stage_value(trial, self.kernel_dim(conv), i, shared),
                                expansion=float(self._stage_value(trial, "expansion", i, shared)),
                                attention=self._stage_value(trial, "attention", i, shared),
                                dilation=self._stage_value(trial, "dilation", i, shared) if dilates(i, net["downsample"]) else 1))
@@ -335,7 +354,7 @@ class Space:
             if stage.block == "bottleneck":
                 checks["conv"] = stage.conv
             if stage.conv != "deformable":
-                checks["kernel"] = stage.kernel
+                checks[self.kernel_dim(stage.conv)] = stage.kernel
             if dilates(i, cfg.downsample):
                 checks["dilation"] = stage.dilation
             if not all(self.dim(k).allows(v) for k, v in checks.items()):
@@ -349,6 +368,73 @@ class Space:
                     return False
         # a dimension that is not per stage took one value for all stages (it was sampled once)
         return all(len(values) == 1 or self.dim(k).per_stage for k, values in sampled.items())
+
+    def params_of(self, cfg: ArchConfig) -> dict[str, Any] | None:
+        """The params (as an Optuna trial stores them) under which `sample` gives exactly `cfg`, or None.
+
+        The inverse of `sample`, for enqueuing published networks as trials (the warm start). Each value is read off
+        the config where `sample` would ask for it (a dimension shared by the stages: at the first stage that asks),
+        then the params are replayed through `sample` and kept only if they give `cfg` back."""
+        params: dict[str, Any] = {}
+
+        def put(name: str, label: str, value: Any) -> bool:
+            dim = self.dim(name)
+            if not dim.allows(value):
+                return False
+            if dim.kind != "value" and not (dim.kind == "choice" and len(dim.values) == 1):
+                params.setdefault(label, _encode(value))
+            return True
+
+        d = self.dims
+        depths, widths = tuple(s.depth for s in cfg.stages), tuple(s.width for s in cfg.stages)
+        derived = {
+            ("depth_pattern", "depth_scale"): [(p, s) for p in d["depth_pattern"].candidates() for s in d["depth_scale"].candidates()
+                                               if derive_depths(p, s) == depths],
+            ("base_width", "width_multipliers"): [(b, m) for b in d["base_width"].candidates() for m in d["width_multipliers"].candidates()
+                                                  if derive_widths(b, m) == widths],
+            ("stem_ratio",): [(r,) for r in d["stem_ratio"].candidates() if widths and round8(r * widths[0]) == cfg.stem.width],
+        }
+        for names, found in derived.items():
+            if not found or not all(put(n, n, v) for n, v in zip(names, found[0])):
+                return None
+        network = {**{k: getattr(cfg, k) for k in NETWORK_DIMS if hasattr(cfg, k)}, "stem": cfg.stem.type, "stem_norm": cfg.stem.norm}
+        if not all(put(k, k, v) for k, v in network.items() if k not in FINITE_DIMS):
+            return None
+        for i, stage in enumerate(cfg.stages):
+            asked = {"block": stage.block, "expansion": stage.expansion, "attention": stage.attention}
+            if stage.block == "bottleneck":
+                asked["conv"] = stage.conv
+            if stage.conv in GROUPED_CONVS:
+                asked["groups"] = stage.groups
+            if stage.conv == "splat":
+                asked["radix"] = stage.radix
+            if stage.conv != "deformable":
+                asked[self.kernel_dim(stage.conv)] = stage.kernel
+            if dilates(i, cfg.downsample):
+                asked["dilation"] = stage.dilation
+            if not all(put(k, f"{k}_s{i}" if self.dim(k).per_stage else k, v) for k, v in asked.items()):
+                return None
+        try:
+            replayed = self.sample(Replay(params))
+        except (KeyError, ConvspaceError):
+            return None
+        return params if replayed == cfg else None
+
+
+class Replay:
+    """A Suggester that answers each question from a dict of params: the same params, the same network."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        return self.params[name]
+
+    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int:
+        return self.params[name]
+
+    def suggest_float(self, name: str, low: float, high: float, step: float | None = None, log: bool = False) -> float:
+        return self.params[name]
 
 
 _ADDED = {name: Dimension.from_spec(name, spec) for name, spec in ADDED_DIMS.items()}
@@ -377,7 +463,7 @@ def fit_groups(conv: str, groups: int, radix: int, channels: list[int]) -> tuple
 _DIMENSION_RULES: dict[str, Rule] = {
     "stem": STEM_RULES["type"], "stem_norm": STEM_RULES["norm"],
     **{name: ARCH_RULES[name] for name in NETWORK_DIMS if name in ARCH_RULES},
-    **{name: STAGE_RULES[name] for name in STAGE_DIMS},
+    **{name: STAGE_RULES[name] for name in STAGE_DIMS if name != "dense_kernel"}, "dense_kernel": STAGE_RULES["kernel"],
 }
 
 

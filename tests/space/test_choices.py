@@ -113,8 +113,15 @@ def test_a_space_written_before_dilation_and_radix_keeps_its_dimensions_and_netw
     assert {(s.dilation, s.radix) for c in space.sample_random(100, seed=2) for s in c.stages} == {(1, 2)}
 
 
+def dilated_default() -> Space:
+    """The default space with dilation per stage (the default leaves dilation out: see its comment)."""
+    data = default_dict()
+    data["dimensions"]["dilation"] = {"choice": [1, 2, 4], "per_stage": True}
+    return Space.from_dict(data)
+
+
 def test_samples_of_the_new_choices_follow_the_genome_and_cover_every_value():
-    space = Space.from_yaml("default")
+    space = dilated_default()
     samples = space.sample_random(1500, seed=0)
     stages = [(i, s, c) for c in samples for i, s in enumerate(c.stages)]
     assert all(space.contains(c) for c in samples)
@@ -122,7 +129,9 @@ def test_samples_of_the_new_choices_follow_the_genome_and_cover_every_value():
     assert {s.radix for _, s, _ in stages if s.conv == "splat"} == {1, 2, 4}
     assert {s.dilation for _, s, _ in stages} == {1, 2, 4}
     assert all(s.kernel == 3 for _, s, _ in stages if s.conv == "deformable")
-    assert {s.kernel for _, s, _ in stages if s.conv != "deformable"} == set(range(3, 22, 2))
+    # large kernels are depthwise only (ConvNeXt's, ConvMod's); the dense-cost convs take 3 or 5
+    assert {s.kernel for _, s, _ in stages if s.conv == "depthwise"} == set(range(3, 22, 2))
+    assert {s.kernel for _, s, _ in stages if s.conv not in ("depthwise", "deformable")} == {3, 5}
     assert all(s.dilation == 1 for i, s, c in stages if i == 0 or c.downsample == "separate")
     assert all(s.radix == 2 for _, s, _ in stages if s.conv != "splat")
     assert {s.groups for _, s, _ in stages if s.conv in ("separable", "splat", "deformable")} >= {1, 2, 4, 8}
@@ -132,14 +141,16 @@ def test_optuna_parameters_of_the_new_dimensions_are_conditional():
     import optuna
 
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
-    space = Space.from_yaml("default")
+    space = dilated_default()
     seen = set()
-    for _ in range(60):
+    for _ in range(120):
         trial = study.ask()
         cfg = space.sample(trial)
         convs = {s.conv for s in cfg.stages}
         assert ("radix" in trial.params) == (trial.params.get("conv") == "splat")
-        assert ("kernel" in trial.params) == (trial.params.get("conv") != "deformable")
+        dense_cost = trial.params.get("block") == "basic" or trial.params.get("conv") not in ("depthwise", "deformable", None)
+        assert ("kernel" in trial.params) == (not dense_cost and trial.params.get("conv") != "deformable")
+        assert ("dense_kernel" in trial.params) == dense_cost
         assert "dilation_s0" not in trial.params
         assert ({f"dilation_s{i}" for i in (1, 2, 3)} <= set(trial.params)) == (cfg.downsample == "strided")
         seen |= convs
@@ -150,7 +161,7 @@ def test_optuna_parameters_of_the_new_dimensions_are_conditional():
 def test_contains_refuses_what_the_space_cannot_sample():
     import dataclasses
 
-    space, resnest = Space.from_yaml("default"), PRESETS["resnest50d"]
+    space, resnest = dilated_default(), PRESETS["resnest50d"]
     assert space.contains(resnest)
     shared_dilation = dict(space.dims, dilation=dataclasses.replace(space.dims["dilation"], per_stage=False))
     dilated = dataclasses.replace(resnest, stages=resnest.stages[:2] + tuple(dataclasses.replace(s, dilation=2) for s in resnest.stages[2:]))
