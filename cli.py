@@ -144,7 +144,8 @@ def sample(
     space: str = typer.Option("default", help="Space YAML file, or the name of a shipped space."),
     n: int = typer.Option(5, "-n", min=1, help="How many points."),
     seed: int = typer.Option(0, help="Same seed, same points."),
-    budget: str = typer.Option(None, help="Keep only points within this budget, e.g. 4.5GFLOPs."),
+    budget: str = typer.Option(None, help="Keep only points within this budget, e.g. 4.5GFLOPs (a fitted space's "
+                                          "points are scaled onto a random target within it, as the search does)."),
     resolution: int = typer.Option(224, help="Input side length for the FLOPs count."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON list with each config."),
 ) -> None:
@@ -153,13 +154,20 @@ def sample(
 
     from space.choices import SeededSuggester, Space
     from space.cost import parse_flops
+    from space.fitting import Band, propose
 
     limit = parse_flops(budget) if budget else None
     design = Space.from_yaml(space)
     rng, rows, drawn = random.Random(seed), [], 0
     while len(rows) < n and drawn < 1000 * n:
         drawn += 1
-        cfg = design.sample(SeededSuggester(rng))
+        if limit and design.scale == "fitted":
+            proposal = propose(design, SeededSuggester(rng), Band(limit, resolution=resolution))
+            if proposal.refusal:
+                continue
+            cfg = proposal.config
+        else:
+            cfg = design.sample(SeededSuggester(rng))
         row = cost_row(f"#{drawn}", cfg, resolution)
         if limit is None or row["flops"] <= limit:
             rows.append({**row, "config": cfg.to_dict()})
@@ -174,8 +182,8 @@ def sample(
 def print_front(study: Any) -> None:
     """The Pareto table of a study, whole at 100 columns: the architecture folds onto a second line, never cut.
     Accuracies are means over seeds (`confirm`); a point whose gain over the cheaper one is within noise is marked."""
-    from nas.live import ended_words, rejected_words
-    from nas.pareto import counts, front_rows, study_hypervolume
+    from nas.live import ended_words, proposed_words, rejected_words
+    from nas.pareto import counts, front_rows, proposers, study_hypervolume
     from nas.record import NEVER_TRAINED
 
     rows, noise = front_rows(study)  # first: a trial without a config is a one-line error
@@ -212,7 +220,8 @@ def print_front(study: Any) -> None:
     others = {k: v for k, v in tally.items() if k not in ("trained", "stopped", "failed")}
     console.print(f"trials in the study: {ended_words(tally)}{running}"
                   + "".join(f", {v} {k}" for k, v in sorted(others.items()))
-                  + f"; sampled points rejected before training: {rejected_words(rejected)}")
+                  + f"; proposals refused before training: {rejected_words(rejected)}")
+    console.print(f"networks trained, chosen {proposed_words(proposers(study))}")
 
 
 def flops_option(name: str, text: str | None) -> int:
@@ -331,7 +340,7 @@ def pareto(
     plot: str = typer.Option(None, help="Also write a PNG of every trial with the front and the budget."),
 ) -> None:
     """The Pareto front of feasible, fully trained trials (table, JSON, PNG)."""
-    from nas.pareto import front_rows, load_study, study_hypervolume
+    from nas.pareto import front_rows, load_study, proposers, study_hypervolume
     from nas.pareto import plot as plot_front
 
     if plot and not plot.lower().endswith(".png"):
@@ -347,7 +356,7 @@ def pareto(
     if as_json:
         rows, noise = front_rows(loaded)
         print(json.dumps({"study": study, "budget": loaded.user_attrs.get("budget"), "flops_min": loaded.user_attrs.get("flops_min") or None,
-                          "front": rows, "hypervolume": study_hypervolume(loaded), "noise": noise}))
+                          "front": rows, "hypervolume": study_hypervolume(loaded), "noise": noise, "proposed_by": proposers(loaded)}))
     else:
         print_front(loaded)
         if plot:

@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.record import screened_counts
+from nas.record import counts_toward_total, proposed_by, screened_counts
 from nas.seeds import Scores, noise_floor, seed_scores, within_noise
 from nas.storage import display_url, make_url_or_none, open_storage
 from space.config import ArchConfig
@@ -130,6 +130,17 @@ def counts(study: optuna.Study) -> dict[str, int]:
         if key == "failed" and str(t.user_attrs.get("fail_reason", "")).startswith("interrupted"):
             key = "interrupted"
         tally[key] = tally.get(key, 0) + 1
+    return tally
+
+
+def proposers(study: optuna.Study) -> dict[str, int]:
+    """The trials that trained (to the end, stopped early or failed by their own fault), by who chose their network:
+    sampler, warm_start, random, retry (`nas.record.proposed_by`)."""
+    tally: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        if t.state != TrialState.RUNNING and counts_toward_total(t):
+            who = proposed_by(t)
+            tally[who] = tally.get(who, 0) + 1
     return tally
 
 
