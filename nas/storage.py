@@ -35,13 +35,27 @@ def resolve_storage(study: str, storage: str | None) -> str:
 
 
 def display_url(url: str) -> str:
-    """The URL as it may be shown or stored: the password masked (terminals, logs and bug reports keep it)."""
-    parsed = make_url_or_none(url)
-    if parsed is None:  # not a URL SQLAlchemy reads: it may still hold user:password@, so mask that part
-        head, at, tail = url.rpartition("@")
-        scheme, sep, creds = head.partition("://")
-        return mask_passwords(f"{scheme}{sep}{creds.split(':')[0]}:***{at}{tail}" if at and ":" in creds else url)
-    return mask_passwords(parsed.render_as_string(hide_password=True))  # SQLAlchemy leaves ?password=... as it is
+    """The URL as it may be shown or stored: the password masked as the user spelled it (terminals, logs and bug
+    reports keep it), whatever characters it holds and whether or not SQLAlchemy can parse the URL."""
+    span = _password_span(url)
+    if span:
+        url = f"{url[:span[0]]}***{url[span[1]:]}"
+    return _QUERY_SECRET.sub(r"\1***", url)  # SQLAlchemy hands ?password=... to the driver as well
+
+
+def _password_span(url: str) -> tuple[int, int] | None:
+    """Where the password is spelled in a URL as typed: after `scheme://user:`, up to the URL's last `@` (a password
+    may hold `@ : / % ? #`; a host never holds `@`); None without a non-empty password there."""
+    head = _USER_PART.match(url)
+    end = url.rfind("@")
+    return (head.end(), end) if head and end > head.end() else None
+
+
+def ambiguous_password(url: str) -> bool:
+    """Whether the URL's password holds an unencoded `@`: SQLAlchemy and libpq then end the password at its first `@`
+    and take the rest of it for the host name (which a resolver would be asked for)."""
+    span = _password_span(url)
+    return bool(span) and "@" in url[span[0]:span[1]]
 
 
 @contextlib.contextmanager
@@ -79,6 +93,9 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None) -> optuna.s
     beats = {}
     if heartbeat:
         beats = dict(heartbeat_interval=heartbeat[0], grace_period=heartbeat[1], heartbeat_stale_trial_callback=requeue_stale)
+    if ambiguous_password(url):  # refused before any driver sees it: libpq would look the password's tail up as a host
+        raise ConvspaceError(f"storage: the password in {display_url(url)!r} holds an unencoded '@', so where it ends is ambiguous: "
+                             "write @ as %40 (and % as %25), or leave the password out of the URL (~/.pgpass or $PGPASSWORD)")
     parsed = make_url_or_none(url)
     if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)  # SQLite creates the file, not its folder
@@ -94,8 +111,11 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None) -> optuna.s
             raise ConvspaceError(f"storage: cannot open {display_url(url)!r} ({hide_password(reason, url)})") from None
 
 
-# `scheme://user:password@` anywhere in a text (a command line, a message): the password part, up to the `@`.
-_CREDENTIALS = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)[^\s@]+(?=@)")
+# `scheme://user:` at the start of a URL: the password follows, up to the URL's last `@` (see _password_span).
+_USER_PART = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^:/?#\s]*:")
+# `scheme://user:password@` anywhere in a text whose URLs are not known (a command line, a message): the password
+# part, up to the last `@` before the next white space (a password may hold `@ : / %`).
+_CREDENTIALS = re.compile(r"(\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#]*:)\S+(?=@)")
 # ...and `?password=...`: SQLAlchemy hands a URL's query to the driver as connect arguments, so libpq takes it too.
 _QUERY_KEYS = ("password", "passwd", "pwd")
 _QUERY_SECRET = re.compile(r"([?&](?:password|passwd|pwd)=)[^&\s'\"]+", re.IGNORECASE)
@@ -107,26 +127,32 @@ def mask_passwords(text: str) -> str:
 
 
 def _secrets(url: str) -> list[str]:
-    """The URL's password and password-like query values, as given."""
+    """Every spelling of the URL's password and password-like query values: as typed, as SQLAlchemy parsed them,
+    %-decoded and %-encoded."""
+    from urllib.parse import quote, unquote
+
+    span = _password_span(url)
+    values = [url[span[0]:span[1]]] if span else []
     parsed = make_url_or_none(url)
-    if parsed is None:
-        return []
-    values = [parsed.password] + [parsed.query.get(k) for k in parsed.query if k.lower() in _QUERY_KEYS]
-    return [str(v) for v in values if v and isinstance(v, str)]
+    if parsed is not None:
+        values += [parsed.password] + [parsed.query.get(k) for k in parsed.query if k.lower() in _QUERY_KEYS]
+    values += [m.group(0).partition("=")[2] for m in _QUERY_SECRET.finditer(url)]
+    spelled = {str(v) for v in values if v and isinstance(v, str)}
+    return sorted(spelled | {unquote(v) for v in spelled} | {quote(v, safe="") for v in spelled}, key=len, reverse=True)
 
 
 def has_password(url: str) -> bool:
     """Whether the URL carries a password (which every display of it masks)."""
-    return bool(_secrets(url)) or mask_passwords(url) != url
+    return bool(_secrets(url))
 
 
 def hide_password(text: str, url: str) -> str:
-    """`text` (e.g. a driver's error message) with the URL's password masked wherever it appears."""
-    from urllib.parse import quote
-
-    for secret in _secrets(url):  # as given, or %-encoded in the URL
-        text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
-    return mask_passwords(text)
+    """`text` (e.g. a driver's error message) with the URL's password masked: in every URL it holds, and wherever one
+    of the password's spellings stands whole (never inside a longer word: a password `p` leaves `psycopg2` alone)."""
+    text = mask_passwords(text)
+    for secret in _secrets(url):
+        text = re.sub(rf"(?<![A-Za-z0-9_]){re.escape(secret)}(?![A-Za-z0-9_])", "***", text)
+    return text
 
 
 def _lost_schema_race(exc: Exception) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -115,7 +116,10 @@ def test_kill_9_on_a_shared_study_retrains_after_the_heartbeat_grace(tmp_path, p
 
 
 RAY = str(Path(sys.executable).parent / "ray")
-RAY_ENV = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+# A `ray start` cluster with token authentication, as Ray documents it: RAY_AUTH_MODE=token and the same token on
+# every node and driver (here $RAY_AUTH_TOKEN; `ray get-auth-token --generate` writes ~/.ray/auth_token instead).
+RAY_ENV = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}, "RAY_AUTH_MODE": "token",
+           "RAY_AUTH_TOKEN": secrets.token_hex(32)}
 needs_ray_cli = pytest.mark.skipif(not Path(RAY).exists(), reason="ray CLI not installed")
 
 
@@ -162,6 +166,12 @@ def test_search_through_an_existing_ray_cluster(tmp_path):
         local = subprocess.run([sys.executable, "-c", "import ray, nas.tune; nas.tune.init_ray(None); print(ray.get_runtime_context().gcs_address)"],
                                cwd=ROOT, capture_output=True, text=True, env=RAY_ENV, timeout=120)
         assert local.returncode == 0 and local.stdout.strip() and local.stdout.strip() != address, local.stdout + local.stderr
+        # a driver without the cluster's token is refused in one line, at once (Ray itself retries for minutes)
+        other = {**RAY_ENV, "RAY_AUTH_TOKEN": secrets.token_hex(32), "HOME": str(tmp_path)}
+        refused = subprocess.run([*TINY, "--study", "intruder", "--trials", "1", "--epochs", "1", "--address", address],
+                                 cwd=tmp_path, capture_output=True, text=True, env=other, timeout=300)
+        assert refused.returncode == 2 and refused.stderr.startswith(f"error: address: the Ray cluster at {address} refused this driver's token")
+        assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
     study = optuna.load_study(study_name="cluster", storage=f"sqlite:///{tmp_path}/studies/cluster.db")
     assert len(counted(study)) == 2
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import logging
 import math
-import os
 import pickle
 from dataclasses import dataclass
 
@@ -170,14 +168,12 @@ def test_bad_arguments_and_tune_config_metric_are_refused():
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """Ray on two CPUs for this module's Tune run."""
+    """Ray on two CPUs for this module's Tune run, started as a search starts it (loopback, its own token)."""
     import ray
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    # "local": without it Ray joins the machine's last `ray start` cluster (test_scale starts one) if its file remains
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    from nas.tune import init_ray
+
+    init_ray(None, num_cpus=2)
     yield
     ray.shutdown()
 

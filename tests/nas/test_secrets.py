@@ -67,7 +67,7 @@ def test_display_and_mask_hide_every_form_of_password():
     assert mask_passwords("http://127.0.0.1:8080/dashboard a@b") == "http://127.0.0.1:8080/dashboard a@b"
     assert has_password(UNREACHABLE) and not has_password("postgresql://u@h/db") and not has_password("sqlite:///s.db")
     # libpq also takes the password as a query argument (SQLAlchemy passes the query to the driver)
-    assert display_url(f"postgresql://u@h/db?sslmode=require&password={SECRET}") == "postgresql://u@h/db?password=***&sslmode=require"
+    assert display_url(f"postgresql://u@h/db?sslmode=require&password={SECRET}") == "postgresql://u@h/db?sslmode=require&password=***"
     assert mask_passwords(f"--storage 'postgresql://u@h/db?PWD={SECRET}&x=1'") == "--storage 'postgresql://u@h/db?PWD=***&x=1'"
     assert has_password(f"postgresql://u@h/db?password={SECRET}")
     assert hide_password(f"auth failed for {SECRET}", f"postgresql://u@h/db?password={SECRET}") == "auth failed for ***"

@@ -1,0 +1,230 @@
+"""Nobody else in (issue 21): a local search's Ray cluster listens on loopback and admits no client without its token,
+its processes do not inherit the storage's password; the dashboard wants its launch token and its own Host; exports are
+data (a hostile study name or zoo folder runs nothing); checkpoints load as data; a password is masked whatever
+characters it holds. What each test stands for is listed in docs/security.md."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SECRET = "SECRETpw"
+
+
+def cli(cwd: Path, *args: str, env: dict[str, str | None] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """The CLI in a subprocess; `env` adds to (or, with None values, removes from) this process's environment."""
+    full = {k: v for k, v in {**os.environ, **(env or {})}.items() if v is not None}
+    return subprocess.run([sys.executable, str(ROOT / "cli.py"), *args], cwd=cwd, capture_output=True, text=True, env=full, timeout=timeout)
+
+
+def files_holding(folder: Path, secret: str) -> list[Path]:
+    """Every file under `folder` whose bytes contain the secret."""
+    return [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink() and secret.encode() in p.read_bytes()]
+
+
+# --- a local search's Ray cluster ---
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid` and every process below it (Ray's GCS and raylet are the driver's children, its workers the raylet's)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # ended meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        found.append(todo.pop())
+        todo += children.get(found[-1], [])
+    return found
+
+
+def listening(pids: list[int]) -> set[tuple[str, int]]:
+    """The TCP addresses these processes listen on, from /proc (the kernel's own tables: no tool to trust)."""
+    inodes = set()
+    for pid in pids:
+        try:
+            links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+        except OSError:
+            continue
+        inodes |= {link[8:-1] for link in links if link.startswith("socket:[")}
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[3] == "0A" and cols[9] in inodes:  # 0A: LISTEN
+                hex_ip, port = cols[1].split(":")
+                raw = bytes.fromhex(hex_ip)  # 32-bit words in the host's (little-endian) order
+                ip = ipaddress.ip_address(b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4)))
+                found.add((str(getattr(ip, "ipv4_mapped", None) or ip), int(port, 16)))
+    return found
+
+
+HOLDER = """
+import json, os, sys
+import ray
+import nas.tune
+
+nas.tune.init_ray(None, num_cpus=1)  # as search, confirm, ablation and fidelity start their local Ray
+
+
+@ray.remote
+def worker_env():
+    return dict(os.environ)
+
+
+print(json.dumps({"gcs": ray.get_runtime_context().gcs_address, "pid": os.getpid(), "worker_env": ray.get(worker_env.remote()),
+                  "driver_env": dict(os.environ), "agent_port": ray.nodes()[0].get("RuntimeEnvAgentPort")}), flush=True)
+sys.stdin.read()  # holds the cluster until the test closes stdin
+"""
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray cluster started by nas.tune.init_ray in another process, as a search starts it, with the storage's
+    password in $CONVSPACE_STORAGE and $PGPASSWORD and a HOME of its own; held for this module's tests."""
+    base = Path(tempfile.mkdtemp(prefix="cs-"))  # short: Ray's unix sockets must fit in 107 characters
+    home = base / "home"
+    home.mkdir()
+    env = {**os.environ, "TMPDIR": str(base), "HOME": str(home), "PYTHONPATH": str(ROOT), "PGPASSWORD": SECRET,
+           "CONVSPACE_STORAGE": f"postgresql+psycopg2://u:{SECRET}@127.0.0.1:1/db", "RAY_AUTH_MODE": "disabled"}  # asked for: refused
+    for name in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"):
+        env.pop(name, None)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER], cwd=base, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        line = holder.stdout.readline()
+        assert line, holder.stderr.read()[-3000:]
+        seen = json.loads(line)
+        seen.update(base=base, home=home, pids=descendants(seen["pid"]))
+        yield seen
+    finally:
+        holder.stdin.close()
+        try:
+            holder.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            holder.kill()
+            holder.wait()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_local_ray_listens_on_loopback_only(local_ray):
+    addresses = listening(local_ray["pids"])
+    gcs_port = int(local_ray["gcs"].rpartition(":")[2])
+    assert {port for _, port in addresses} >= {gcs_port, local_ray["agent_port"]}, addresses
+    assert all(ipaddress.ip_address(ip).is_loopback for ip, _ in addresses), addresses
+    assert local_ray["gcs"].startswith("127.0.0.1:")
+
+
+PROBE = """
+import sys, urllib.request, urllib.error
+from ray._raylet import GcsClient
+from ray.exceptions import AuthenticationError
+
+try:
+    GcsClient(address=sys.argv[1]).internal_kv_get(b"probe", None, timeout=5)
+    print("gcs: admitted")
+except AuthenticationError:
+    print("gcs: refused")
+try:
+    urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{sys.argv[2]}/get_or_create_runtime_env", data=b""), timeout=5)
+    print("agent: admitted")
+except urllib.error.HTTPError as exc:
+    print(f"agent: {exc.code}")
+"""
+
+
+def probe(local_ray, token: str | None) -> list[str]:
+    """A Ray client in another process (another user would be one too: loopback is open to every local user), with no
+    token of its own (a HOME without ~/.ray/auth_token) or with `token`: what the GCS and the runtime-env agent say."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}
+    env.update(HOME=str(local_ray["base"]), **({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token} if token else {}))
+    run = subprocess.run([sys.executable, "-c", PROBE, local_ray["gcs"], str(local_ray["agent_port"])], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout.split("\n")[:2]
+
+
+def test_a_ray_client_without_the_launch_token_is_refused(local_ray):
+    assert probe(local_ray, None) == ["gcs: refused", "agent: 401"]
+    assert probe(local_ray, "0" * 64) == ["gcs: refused", "agent: 401"]
+    # the token lives in the environment of the cluster's processes (which only their user can read, as /proc shows)
+    environs = [Path(f"/proc/{pid}/environ").read_bytes() for pid in local_ray["pids"][1:]]
+    token = next(e for e in environs if b"RAY_AUTH_TOKEN=" in e).split(b"RAY_AUTH_TOKEN=")[1].split(b"\0")[0].decode()
+    assert len(token) == 64 and probe(local_ray, token)[0] == "gcs: admitted"  # the refusals above are the token's doing
+    # ... and in no file: not ~/.ray/auth_token (Ray writes it with the umask's mode), not Ray's session folder
+    assert not (local_ray["home"] / ".ray").exists() and files_holding(local_ray["base"], token) == []
+
+
+def test_ray_processes_do_not_inherit_the_storage_password(local_ray):
+    worker = local_ray["worker_env"]
+    assert "PGPASSWORD" not in worker and "CONVSPACE_STORAGE" not in worker and not any(SECRET in v for v in worker.values())
+    for pid in local_ray["pids"][1:]:  # the GCS, the raylet, its agents and workers
+        try:
+            assert SECRET.encode() not in Path(f"/proc/{pid}/environ").read_bytes(), pid
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    driver = local_ray["driver_env"]  # the driver itself opens the study: it keeps them
+    assert driver["PGPASSWORD"] == SECRET and SECRET in driver["CONVSPACE_STORAGE"] and driver["RAY_AUTH_MODE"] == "token"
+
+
+# --- passwords with @ : / % in them ---
+
+# Each password's distinctive pieces (3+ characters between its special characters) must never show.
+PASSWORDS = ["p@ssWrongPW9", "Qx7:Lm2", "Rt5/Yu8", "Gh4%40Jk6", "Vb3%Nm1", "Ws2@Ed4:Rf5/Tg6%Yh7", "Pq8 Zx5"]
+
+
+def pieces(password: str) -> list[str]:
+    import re
+    from urllib.parse import unquote
+
+    return [p for p in re.split(r"[@:/% ]|%[0-9A-F]{2}", f"{password} {unquote(password)}") if len(p) >= 3]
+
+
+@pytest.mark.parametrize("password", PASSWORDS)
+def test_a_password_is_masked_whatever_characters_it_holds(password):
+    from nas.storage import ambiguous_password, display_url, has_password, hide_password, mask_passwords
+
+    url = f"postgresql+psycopg2://u:{password}@127.0.0.1:1/db"
+    assert display_url(url) == "postgresql+psycopg2://u:***@127.0.0.1:1/db" and has_password(url)
+    assert ambiguous_password(url) == ("@" in password)
+    if " " not in password:  # a text's URLs end at white space (a URL the command knows is masked whole, below)
+        assert mask_passwords(f"cli.py pareto --storage {url} --study s") == "cli.py pareto --storage postgresql+psycopg2://u:***@127.0.0.1:1/db --study s"
+    # a driver's message: the password masked where it stands whole, in a URL or alone; nothing else of the text touched
+    message = f"(psycopg2.OperationalError) connection to {url} refused; password {password} rejected; ppp Qx7 Gh4 100%"
+    hidden = hide_password(message, url)
+    assert hidden == ("(psycopg2.OperationalError) connection to postgresql+psycopg2://u:***@127.0.0.1:1/db refused; password *** "
+                      "rejected; ppp Qx7 Gh4 100%"), hidden
+    assert not any(piece in hidden.replace("ppp Qx7 Gh4 100%", "") for piece in pieces(password)), hidden
+
+
+def test_a_short_password_masks_only_itself():
+    from nas.storage import hide_password
+
+    # the bug this replaces masked every `p` of the message for the password `p`
+    assert hide_password("(psycopg2.OperationalError) password p for user postgres", "postgresql://u:p@h/db") == \
+        "(psycopg2.OperationalError) password *** for user postgres"
+
+
+@pytest.mark.parametrize("password", ["p@ssWrongPW9", "Ws2:Ed4/Rf5%Tg6", "Gh4%40Jk6"])
+def test_a_command_never_shows_any_piece_of_such_a_password(tmp_path, password):
+    run = cli(tmp_path, "pareto", "--storage", f"postgresql+psycopg2://u:{password}@127.0.0.1:1/db")
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr
+    assert run.stderr.startswith("error: storage: ") and "'postgresql+psycopg2://u:***@127.0.0.1:1/db'" in run.stderr
+    assert not any(piece in run.stdout + run.stderr for piece in pieces(password)), run.stderr
+    if "@" in password:  # refused before any driver sees it: libpq would have asked a resolver for "ssWrongPW9@127.0.0.1"
+        assert "unencoded '@'" in run.stderr and "%40" in run.stderr
+    else:
+        assert "psycopg2" in run.stderr and "Connection refused" in run.stderr  # the driver's own words, untouched
+    assert not (tmp_path / "studies").exists()
