@@ -444,18 +444,19 @@ def dashboard(
     storage: str = typer.Option(None, help=STORAGE_HELP),
     host: str = typer.Option("127.0.0.1", help="Interface to serve on (loopback by default)."),
     port: int = typer.Option(8080, help="Port."),
-    allow_remote: bool = typer.Option(False, "--allow-remote", help="Serve on a --host other machines can reach (optuna-dashboard has "
-                                                                    "no authentication: prefer an SSH tunnel)."),
+    allow_remote: bool = typer.Option(False, "--allow-remote", help="Serve on a --host other machines can reach (the token then "
+                                                                    "travels in plain HTTP: prefer an SSH tunnel)."),
 ) -> None:
-    """Serve the study in optuna-dashboard (on this machine only, unless --allow-remote)."""
+    """Serve the study in optuna-dashboard behind a token made for this launch (on this machine only, unless --allow-remote)."""
     from nas.settings import check_host
 
     if check_host(host, allow_remote):  # before anything is opened or served
-        print(f"warning: optuna-dashboard has no authentication: anyone who can reach {host}:{port} can read the study and change it "
-              "(write notes, tell trials); an SSH tunnel (ssh -L 8080:127.0.0.1:8080 HOST) keeps it on loopback", file=sys.stderr)
+        print(f"warning: the dashboard on {host}:{port} can be reached from other machines: it still asks for its token, but plain HTTP "
+              "carries the token and the study unencrypted to whoever can watch the network; an SSH tunnel "
+              "(ssh -L 8080:127.0.0.1:8080 HOST) keeps it on loopback", file=sys.stderr)
     from nas.dashboard import serve_dashboard
 
-    serve_dashboard(resolve_storage(study, storage), study, host, port, console.print)
+    serve_dashboard(resolve_storage(study, storage), study, host, port)  # prints its URL (with the token) unwrapped
 
 
 @app.command()

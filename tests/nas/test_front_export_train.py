@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -112,26 +110,26 @@ def test_bad_input_is_one_line_and_exit_2(study_dir, args, message):
 
 
 def test_dashboard_serves_the_study_over_http(study_dir):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "dashboard", "--study", "s", "--port", str(port)],
+    server = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "dashboard", "--study", "s", "--port", "0"],
                               cwd=study_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        for _ in range(100):
-            try:
-                body = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2))
-                break
-            except OSError:
-                time.sleep(0.2)
+        printed = ""
+        while "http://" not in printed:  # the URL is printed once the port is bound, with this launch's token
+            line = server.stdout.readline()
+            assert line, printed
+            printed += line
+        url = printed[printed.index("http://"):].split()[0]
+        base, token = url.split("/dashboard/")[0], url.partition("?token=")[2]
+        assert url.startswith("http://127.0.0.1:") and "/dashboard/studies/1?token=" in url and len(token) >= 40
+        authorized = {"Authorization": f"Bearer {token}"}
+        body = json.load(urllib.request.urlopen(urllib.request.Request(f"{base}/api/studies", headers=authorized), timeout=10))
         assert [s["study_name"] for s in body["study_summaries"]] == ["s"]
         assert body["study_summaries"][0]["directions"] == ["maximize", "minimize"]
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/static/bundle.js", headers={"Accept-Encoding": "gzip"})
+        request = urllib.request.Request(f"{base}/static/bundle.js", headers={"Accept-Encoding": "gzip", **authorized})
         assert urllib.request.urlopen(request, timeout=5).status == 200
     finally:
         server.terminate()
-        printed = server.communicate(timeout=10)[0]
-    assert f"http://127.0.0.1:{port}/dashboard/studies/{body['study_summaries'][0]['study_id']}" in printed
+        server.communicate(timeout=10)
 
 
 def test_train_one_epoch_then_resume_to_epoch_two(study_dir):

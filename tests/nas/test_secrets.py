@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -227,32 +226,23 @@ def test_an_entry_that_names_its_storage_keeps_the_password_out_of_timm_notes(tm
     no_secret_in(repr(cfgs))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve(cwd: Path, *args: str, env: dict[str, str] | None = None) -> tuple[str, str]:
-    """Run `dashboard` until its API answers on loopback, stop it; its stdout and stderr."""
-    port = free_port()
-    server = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "dashboard", "--port", str(port), *args], cwd=cwd,
+    """Run `dashboard` until its API answers on loopback (with the token of the URL it printed), stop it; its stdout
+    and stderr."""
+    server = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "dashboard", "--port", "0", *args], cwd=cwd,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
     try:
-        for _ in range(150):
-            try:
-                body = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=2))
-                break
-            except OSError:
-                assert server.poll() is None, server.communicate()
-                time.sleep(0.2)
-        else:
-            raise AssertionError("the dashboard never answered")
+        first = server.stdout.readline()  # printed once the port is bound
+        assert "?token=" in first, first + server.stderr.read()
+        url = first[first.index("http://"):].split()[0]
+        request = urllib.request.Request(url.split("/dashboard/")[0] + "/api/studies",
+                                         headers={"Authorization": "Bearer " + url.partition("?token=")[2]})
+        body = json.load(urllib.request.urlopen(request, timeout=10))
         assert body["study_summaries"]
     finally:
         server.terminate()
         out, err = server.communicate(timeout=10)
-    return out, err
+    return first + out, err
 
 
 def test_dashboard_on_a_study_opened_with_a_password_shows_no_password(searched, pg_with_password, tmp_path):
@@ -284,13 +274,13 @@ def test_dashboard_refuses_a_non_loopback_host_in_one_line(tmp_path, host):
     assert time.time() - started < 10  # refused before optuna or the storage is touched
 
 
-def test_dashboard_with_allow_remote_warns_that_it_has_no_authentication(tmp_path):
+def test_dashboard_with_allow_remote_warns_that_plain_http_carries_the_token(tmp_path):
     # an unknown study, so that the test opens nothing to the network: the warning comes first, then the study's error
     write_study(tmp_path, "s")
     run = cli(tmp_path, "dashboard", "--study", "nope", "--host", "0.0.0.0", "--allow-remote")
     warning, error = run.stderr.strip().splitlines()
-    assert warning.startswith("warning: optuna-dashboard has no authentication: anyone who can reach 0.0.0.0:8080 can read the study")
-    assert "change it (write notes, tell trials)" in warning and "ssh -L" in warning
+    assert warning.startswith("warning: the dashboard on 0.0.0.0:8080 can be reached from other machines: it still asks for its token")
+    assert "plain HTTP carries the token and the study unencrypted" in warning and "ssh -L" in warning
     assert run.returncode == 2 and error.startswith("error: study: no study 'nope'")
 
 

@@ -228,3 +228,125 @@ def test_a_command_never_shows_any_piece_of_such_a_password(tmp_path, password):
     else:
         assert "psycopg2" in run.stderr and "Connection refused" in run.stderr  # the driver's own words, untouched
     assert not (tmp_path / "studies").exists()
+
+
+# --- the dashboard: its launch token and its own Host ---
+
+
+@pytest.fixture
+def gated(tmp_path):
+    """optuna-dashboard's own WSGI app over a real study, behind the gate `serve_dashboard` puts in front of it."""
+    from optuna_dashboard import wsgi
+
+    from nas.dashboard import AllowedHosts, TokenGate, TrainedTrialsView
+    from nas.storage import open_storage
+    from tests.conftest import write_study
+
+    write_study(tmp_path, "s")
+    url = f"sqlite:///{tmp_path}/studies/s.db"
+    return TokenGate(wsgi(TrainedTrialsView(open_storage(url))), "T0KEN-of-this-launch", AllowedHosts("127.0.0.1"), "convspace-dashboard-8080"), url
+
+
+def request(app, path: str, method: str = "GET", host: str = "127.0.0.1:8080", **headers: str) -> tuple[str, dict[str, str], bytes]:
+    """One request through the WSGI app: its status, headers and body."""
+    import io
+    from wsgiref.util import setup_testing_defaults
+
+    environ = {"REQUEST_METHOD": method, "PATH_INFO": path.split("?")[0], "QUERY_STRING": path.partition("?")[2], "HTTP_HOST": host,
+               "HTTP_ACCEPT_ENCODING": "gzip", **{f"HTTP_{k.upper()}": v for k, v in headers.items()}}
+    setup_testing_defaults(environ)
+    environ["wsgi.errors"] = io.StringIO()
+    answer = []
+    body = b"".join(app(environ, lambda status, hdrs, exc=None: answer.append((status, dict(hdrs)))))
+    return answer[0][0], answer[0][1], body
+
+
+def test_the_dashboard_refuses_requests_without_its_token(gated):
+    import optuna
+
+    app, url = gated
+    for headers in ({}, {"cookie": "convspace-dashboard-8080=wrong"}, {"authorization": "Bearer wrong"},
+                    {"cookie": "convspace-dashboard-8081=T0KEN-of-this-launch"}):  # another port's dashboard's cookie
+        status, _, body = request(app, "/api/studies", **headers)
+        assert status.startswith("403") and b"study" not in body, (headers, body)
+    assert request(app, "/api/studies?token=wrong")[0].startswith("403")
+    assert request(app, "/dashboard/studies/1")[0].startswith("403")
+    # what `nobody` did to the study before (issue 21): refused, and the study is still there
+    assert request(app, "/api/studies/1", method="DELETE")[0].startswith("403")
+    assert optuna.load_study(study_name="s", storage=url).trials
+
+
+def test_the_url_token_becomes_a_cookie_that_the_dashboards_own_calls_carry(gated):
+    app, _ = gated
+    status, headers, _ = request(app, "/dashboard/studies/1?token=T0KEN-of-this-launch&x=1")
+    assert status.startswith("302") and headers["Location"] == "/dashboard/studies/1?x=1"  # the token leaves the address bar
+    cookie = headers["Set-Cookie"]
+    assert cookie.startswith("convspace-dashboard-8080=T0KEN-of-this-launch;") and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    status, _, body = request(app, "/api/studies", cookie=cookie.split(";")[0])
+    assert status.startswith("200") and json.loads(body)["study_summaries"][0]["study_name"] == "s"
+    assert request(app, "/api/studies", authorization="Bearer T0KEN-of-this-launch")[0].startswith("200")  # for scripts
+
+
+@pytest.mark.parametrize("host", ["attacker.example", "attacker.example:8080", "127.0.0.1.nip.io:8080", "192.0.2.1:8080", ""])
+def test_the_dashboard_refuses_another_host_even_with_the_token(gated, host):
+    """DNS rebinding: a page of attacker.example whose name now resolves to 127.0.0.1 sends Host: attacker.example."""
+    import optuna
+
+    app, url = gated
+    for headers in ({"authorization": "Bearer T0KEN-of-this-launch"}, {}):
+        status, _, body = request(app, "/api/studies/1", method="DELETE", host=host, **headers)
+        assert status.startswith("403") and b"Host" in body
+    assert request(app, "/dashboard/studies/1?token=T0KEN-of-this-launch", host=host)[0].startswith("403")
+    assert optuna.load_study(study_name="s", storage=url).trials
+
+
+def test_the_hosts_a_dashboard_answers_to():
+    import socket
+
+    from nas.dashboard import AllowedHosts
+
+    loopback = AllowedHosts("127.0.0.1")
+    for name in ("127.0.0.1", "localhost", "::1"):  # and any port: an SSH tunnel may forward another one
+        assert name in loopback
+    for name in ("attacker.example", "127.0.0.2", socket.gethostname().lower(), "0.0.0.0", ""):
+        assert name not in loopback, name
+    everywhere = AllowedHosts("0.0.0.0")  # --allow-remote: this machine's names and addresses, never a name that resolves here
+    for name in ("localhost", "127.0.0.1", socket.gethostname().lower()):
+        assert name in everywhere, name
+    assert "attacker.example" not in everywhere and "203.0.113.5" not in everywhere  # TEST-NET-3: no machine's address
+    assert AllowedHosts("[::1]").names >= {"::1", "localhost"}
+
+
+def test_the_served_dashboard_wants_its_token_and_its_host(tmp_path):
+    """The real server of `cli.py dashboard`: what a local user without the URL, or a rebinding web page, gets."""
+    import urllib.error
+    import urllib.request
+
+    import optuna
+
+    from tests.conftest import write_study
+
+    write_study(tmp_path, "s")
+    server = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "dashboard", "--study", "s", "--port", "0"], cwd=tmp_path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = server.stdout.readline()
+        assert "?token=" in first, first + server.stderr.read()
+        url = first[first.index("http://"):].split()[0]
+        base, token = url.split("/dashboard/")[0], url.partition("?token=")[2]
+
+        def status(path: str, method: str = "GET", **headers: str) -> int:
+            try:
+                return urllib.request.urlopen(urllib.request.Request(base + path, method=method, headers=headers), timeout=10).status
+            except urllib.error.HTTPError as exc:
+                return exc.code
+
+        assert status("/api/studies") == 403 and status("/api/studies/1", "DELETE") == 403
+        assert status("/api/studies/1", "DELETE", Host="attacker.example", Authorization=f"Bearer {token}") == 403
+        assert status("/api/studies", Authorization=f"Bearer {token}") == 200
+        assert status("/api/studies", Host="localhost:9000", Authorization=f"Bearer {token}") == 200  # through a tunnel's port
+        assert optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path}/studies/s.db").trials
+    finally:
+        server.terminate()
+        out, err = server.communicate(timeout=10)
+    assert (first + out + err).count(token) == 1  # printed once, in the URL
