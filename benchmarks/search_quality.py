@@ -7,8 +7,8 @@ duplicates, the warm start, the hypervolume each tell records):
   initialisation instead of training: NASWOT (Mellor et al., "Neural Architecture Search without Training", ICML 2021),
   the log-determinant of the kernel of binary activation codes of 64 digits at 32 px, which depends on the architecture
   through the same choices training does (block, conv, kernel, width, depth, norms, activations). The score is mapped to
-  [0, 1] by the 1st and 99th percentiles of 200 random networks of the space (computed once per run, the same for every
-  sampler), so the hypervolume is the search's own (`nas.pareto`: area dominated in (FLOPs / budget, score), reference
+  [0, 1] by the 1st and 99th percentiles of 100 random networks of the space (computed once per run, on seed 0's batch;
+  the same fixed scale for every seed and sampler), so the hypervolume is the search's own (`nas.pareto`: area dominated in (FLOPs / budget, score), reference
   (1, 0)). Seeds x trials per (sampler, warm start); the hypervolume's mean with a 95% bootstrap interval over seeds,
   the fraction of trained networks the sampler itself proposed, the stored never-trained trials per trained one, and
   how many trials each needs to reach random search's mean hypervolume after all its trials; a PNG of hypervolume
@@ -161,10 +161,10 @@ def cheap_tier(args: argparse.Namespace, space: Any, budget: int) -> dict[str, l
     band = SearchSettings(study="x", budget=budget, space=space, storage="sqlite://").band
     runs: dict[str, list[dict[str, Any]]] = {}
     variants = [(s, w) for s in args.samplers.split(",") for w in (False, True)]
+    scale = calibrate(space, band, Naswot(0), n=args.calibration)  # once: one fixed [0, 1] scale for every seed and sampler
     with tempfile.TemporaryDirectory() as folder:
         for seed in range(args.seeds):
             score = Naswot(seed)
-            scale = calibrate(space, band, score, n=args.calibration)
             for sampler, warm in variants:
                 key = f"{sampler}+warm_start" if warm else sampler
                 run = cheap_run(space, budget, sampler, seed, warm, args.trials, score, scale, folder)
@@ -260,7 +260,7 @@ def main() -> None:
     parser.add_argument("--samplers", default="nsga2,tpe,random")
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--trials", type=int, default=100)
-    parser.add_argument("--calibration", type=int, default=200, help="random networks that set the score's [0, 1] scale")
+    parser.add_argument("--calibration", type=int, default=100, help="random networks that set the score's [0, 1] scale")
     parser.add_argument("--budget", default="4.5G")
     parser.add_argument("--space", default="default")
     parser.add_argument("--plot", default=None, help="PNG of hypervolume against trials (cheap tier)")
@@ -271,7 +271,7 @@ def main() -> None:
     parser.add_argument("--trial-time-limit", type=float, default=60.0)
     args = parser.parse_args()
     if args.quick:
-        args.seeds, args.trials, args.calibration, args.tier = 2, 40, 60, "cheap"
+        args.seeds, args.trials, args.calibration, args.tier = 2, 40, 40, "cheap"
 
     from space.choices import Space
     from space.cost import parse_flops

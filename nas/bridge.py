@@ -25,6 +25,7 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
+from nas.ledger import StudyLedger
 from nas.pareto import study_hypervolume
 from nas.record import (
     ACC,
@@ -34,16 +35,14 @@ from nas.record import (
     STATUS,
     UNDER_BAND_CONSTRAINT,
     Status,
-    counts_toward_total,
-    holds_config,
     network_attrs,
     outcome_attrs,
     proposed_by,
 )
 from nas.settings import SearchSettings
-from nas.study import claim_driver, driver_seed, fail_and_requeue, trained_count
+from nas.study import claim_driver, driver_seed, fail_and_requeue
 from space.errors import ConvspaceError
-from space.fitting import Band, propose
+from space.fitting import propose
 
 Progress = Callable[[str, dict[str, Any]], None]  # the command's progress printer: event name, details
 
@@ -94,7 +93,7 @@ class BudgetedOptunaSearcher:
         self.rejected: dict[str, int] = {}  # sampled points not trained, by reason: over_budget, duplicate, surplus
         self.ended: dict[str, int] = {}  # trials of this run by how they ended: trained, stopped, failed
         self.proposed: dict[str, int] = {}  # trials this run started, by who chose the network (PROPOSERS)
-        self.evaluated = {t.user_attrs.get("hash") for t in study.get_trials(deepcopy=False) if holds_config(t)}
+        self.ledger = StudyLedger(study)
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeats, daemon=True)
         self._beat.start()
@@ -120,7 +119,7 @@ class BudgetedOptunaSearcher:
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """The next within-budget, never-evaluated config (None once the study holds --trials trials)."""
         optuna.storages.fail_stale_trials(self.study)  # another driver died: its trials are re-queued
-        if trained_count(self.study) >= self.settings.trials:
+        if self.ledger.look()[0] >= self.settings.trials:
             return None
         for _ in range(MAX_PROPOSALS):  # refused points do not change the count; races are settled after acceptance
             trial = self.study.ask()  # a waiting trial first (a retry, the warm start), else the sampler's proposal
@@ -139,19 +138,19 @@ class BudgetedOptunaSearcher:
             if proposal.refusal is not None:
                 self._reject(trial, Status(proposal.refusal))
                 continue
-            if cfg.hash in self.evaluated:
+            digest = cfg.hash
+            if digest in self.ledger.look(skip=trial.number)[1]:
                 self._reject(trial, Status.DUPLICATE)
                 continue
+            # Claimed, then checked again: another driver may have claimed the same config or the last slot meanwhile.
             trial.set_user_attr("accepted", True)
-            others = [t for t in self.study.get_trials(deepcopy=False) if t.number != trial.number]
-            if any(t.user_attrs.get("hash") == cfg.hash and holds_config(t) for t in others):
-                self.evaluated.add(cfg.hash)
+            counted, held = self.ledger.look(skip=trial.number)
+            if digest in held:
                 self._reject(trial, Status.DUPLICATE)
                 continue
-            if sum(counts_toward_total(t) for t in others) >= self.settings.trials:
+            if counted >= self.settings.trials:
                 self._reject(trial, Status.SURPLUS)  # another driver took the last slot first
                 return None
-            self.evaluated.add(cfg.hash)
             self.live[trial_id] = trial
             trial.set_user_attr("proxy", self.settings.proxy.to_dict())
             trial.set_user_attr("scheduler", self.settings.scheduler)  # not the study's identity: it may change on resume
