@@ -14,8 +14,15 @@ divide the channels), `kernel` for every conv but deformable (3x3), `dilation` o
 of strided networks. Parameter names are stable (`kernel`, or `kernel_s2` when per stage), so Optuna's
 TPE/NSGA-II samplers can model them across trials.
 
-`dilation` and `radix` came after the first spaces were written: a space that leaves them out keeps its
-networks (every stage at dilation 1, no splat) and its dimensions, so a study made with it still resumes.
+A `dense` stage (DenseNet-BC) asks only what applies to it: `expansion` (its bottleneck over the growth),
+`dense_kernel`, and `compression` for a stage after the first (the first has no transition); no conv, groups,
+attention or dilation. Its growth rate is base_width / 2 (DenseNet's stem is twice its growth rate: at stem_ratio 1
+the base width is that stem), so a fitted dense shape scales with the base width as every other family does; its
+width is what it puts out (its input after the transition, plus depth x growth), not base_width x multiplier.
+
+`dilation`, `radix` and `compression` came after the first spaces were written: a space that leaves them out keeps
+its networks (every stage at dilation 1, no splat, DenseNet-BC's compression 0.5) and its dimensions, so a study made
+with it still resumes.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from typing import Any, Protocol
 
 from space.config import (
     ARCH_RULES,
+    DEFAULT_COMPRESSION,
     DEFAULT_RADIX,
     GROUPED_CONVS,
     MAX_STAGES,
@@ -42,16 +50,16 @@ from space.config import (
 )
 from space.errors import ConvspaceError, refuse
 from space.files import read_yaml
-from space.widths import inner_width, splat_attention_channels
+from space.widths import inner_width, splat_attention_channels, transition_width
 
 NETWORK_DIMS = (
     "stem", "stem_ratio", "stem_norm", "depth_pattern", "depth_scale", "base_width", "width_multipliers",
     "downsample", "norm", "act", "norms_per_block", "acts_per_block", "dw_position", "conv_bias",
     "layer_scale_init", "head_width", "head_norm", "drop_path_rate", "num_classes", "in_chans",
 )
-STAGE_DIMS = ("block", "kernel", "dense_kernel", "expansion", "conv", "groups", "attention", "dilation", "radix")
+STAGE_DIMS = ("block", "kernel", "dense_kernel", "expansion", "conv", "groups", "attention", "dilation", "radix", "compression")
 # Dimensions added after spaces were first written, and what a space without them means.
-ADDED_DIMS = {"dilation": {"value": 1}, "radix": {"value": DEFAULT_RADIX}}
+ADDED_DIMS = {"dilation": {"value": 1}, "radix": {"value": DEFAULT_RADIX}, "compression": {"value": DEFAULT_COMPRESSION}}
 # `dense_kernel`, where a space has it, is the kernel of the convs whose cost grows with in x out channels x k^2
 # (dense, grouped, shuffle, split attention, separable), and `kernel` that of depthwise convs (ConvNeXt's, ConvMod's):
 # the papers enlarge only depthwise kernels (ConvNeXt 7x7, RepLKNet 31x31, Conv2Former 11x11), and a dense 21x21 conv
@@ -213,6 +221,11 @@ def derive_widths(base: int, multipliers: tuple[float, ...]) -> tuple[int, ...]:
     return tuple(round8(base * m) for m in multipliers)
 
 
+def derive_growth(base: float) -> int:
+    """A dense stage's growth rate: half the base width (DenseNet's stem, 2 x growth, at stem_ratio 1)."""
+    return max(1, int(base) // 2)
+
+
 @dataclass(frozen=True)
 class Space:
     """A validated design space; `sample` gives ArchConfigs, `contains` tells whether one belongs."""
@@ -309,10 +322,15 @@ class Space:
         net = {name: self.dims[name].suggest(trial, name) for name in NETWORK_DIMS}
         depths = derive_depths(net["depth_pattern"], net["depth_scale"])
         widths = derive_widths(net["base_width"], net["width_multipliers"])
+        stem = StemConfig(type=net["stem"], width=round8(net["stem_ratio"] * widths[0]), norm=net["stem_norm"])
         shared: dict[str, Any] = {}
-        stages = []
+        stages: list[dict[str, Any]] = []
         for i, (depth, width) in enumerate(zip(depths, widths)):
             block = self._stage_value(trial, "block", i, shared)
+            if block == "dense":
+                previous = stages[-1]["width"] if stages else stem.width
+                stages.append(self._dense_stage(trial, i, shared, depth, previous, derive_growth(net["base_width"])))
+                continue
             conv = {"basic": "dense", "convmod": "depthwise"}.get(block) or self._stage_value(trial, "conv", i, shared)
             groups = self._stage_value(trial, "groups", i, shared) if conv in GROUPED_CONVS else 1
             radix = self._stage_value(trial, "radix", i, shared) if conv == "splat" else DEFAULT_RADIX
@@ -321,11 +339,52 @@ class Space:
                                expansion=float(self._stage_value(trial, "expansion", i, shared)),
                                attention=self._stage_value(trial, "attention", i, shared),
                                dilation=self._stage_value(trial, "dilation", i, shared) if dilates(i, net["downsample"]) else 1))
-        stem = StemConfig(type=net["stem"], width=round8(net["stem_ratio"] * widths[0]), norm=net["stem_norm"])
         fields = {k: net[k] for k in NETWORK_DIMS if k not in FINITE_DIMS and k not in ("stem", "stem_norm")}
         fields["layer_scale_init"] = float(fields["layer_scale_init"])
         fields["drop_path_rate"] = float(fields["drop_path_rate"])
         return _fit_groups(stem, stages, fields)
+
+    def _dense_stage(self, trial: Suggester, i: int, shared: dict[str, Any], depth: int, previous: int, growth: int) -> dict[str, Any]:
+        """A dense stage's fields: only its own dimensions are asked (compression only where a transition enters it)."""
+        compression = float(self._stage_value(trial, "compression", i, shared)) if i > 0 else DEFAULT_COMPRESSION
+        first_in = transition_width(previous, compression) if i > 0 else previous
+        return dict(depth=depth, width=first_in + depth * growth, block="dense", conv="dense", groups=1, radix=DEFAULT_RADIX,
+                    kernel=self._stage_value(trial, self.kernel_dim("dense"), i, shared),
+                    expansion=float(self._stage_value(trial, "expansion", i, shared)), attention="none", dilation=1,
+                    growth=growth, compression=compression)
+
+    def _scales(self, cfg: ArchConfig) -> list[tuple[Any, Any, Any]]:
+        """Every (base_width, width_multipliers, stem_ratio) under which `sample` gives cfg's stem width, the widths of its
+        residual stages and the growth of its dense stages (a dense stage's width follows from its growth: the genome checks it)."""
+        d, found = self.dims, []
+        for base in d["base_width"].candidates():
+            if any(s.block == "dense" and s.growth != derive_growth(base) for s in cfg.stages):
+                continue
+            for multipliers in d["width_multipliers"].candidates():
+                widths = derive_widths(base, multipliers)
+                if any(s.block != "dense" and s.width != w for s, w in zip(cfg.stages, widths)):
+                    continue
+                found += [(base, multipliers, r) for r in d["stem_ratio"].candidates() if round8(r * widths[0]) == cfg.stem.width]
+        return found
+
+    def _asked(self, cfg: ArchConfig, i: int) -> dict[str, Any]:
+        """The stage dimensions `sample` asks at stage i (the conditions of the module docstring) with cfg's values."""
+        stage = cfg.stages[i]
+        if stage.block == "dense":
+            asked = {"block": stage.block, "expansion": stage.expansion, self.kernel_dim("dense"): stage.kernel}
+            return {**asked, "compression": stage.compression} if i > 0 else asked
+        asked = {"block": stage.block, "expansion": stage.expansion, "attention": stage.attention}
+        if stage.block == "bottleneck":
+            asked["conv"] = stage.conv
+        if stage.conv in GROUPED_CONVS:
+            asked["groups"] = stage.groups
+        if stage.conv == "splat":
+            asked["radix"] = stage.radix
+        if stage.conv != "deformable":
+            asked[self.kernel_dim(stage.conv)] = stage.kernel
+        if dilates(i, cfg.downsample):
+            asked["dilation"] = stage.dilation
+        return asked
 
     def sample_random(self, n: int, seed: int = 0) -> list[ArchConfig]:
         """n seeded random points (same seed, same points)."""
@@ -336,27 +395,18 @@ class Space:
         """Whether the space can produce exactly this network."""
         d = self.dims
         depths = tuple(s.depth for s in cfg.stages)
-        widths = tuple(s.width for s in cfg.stages)
         if len(depths) != self.num_stages:
             return False
         if not any(derive_depths(p, s) == depths for p in d["depth_pattern"].candidates() for s in d["depth_scale"].candidates()):
             return False
-        if not any(derive_widths(b, m) == widths for b in d["base_width"].candidates() for m in d["width_multipliers"].candidates()):
-            return False
-        if not any(round8(r * widths[0]) == cfg.stem.width for r in d["stem_ratio"].candidates()):
+        if not self._scales(cfg):
             return False
         network = {**{k: getattr(cfg, k) for k in NETWORK_DIMS if hasattr(cfg, k)}, "stem": cfg.stem.type, "stem_norm": cfg.stem.norm}
         if not all(d[k].allows(v) for k, v in network.items() if k not in FINITE_DIMS):
             return False
         sampled: dict[str, set[Any]] = {}  # the values each stage dimension took where it was sampled
         for i, (stage, first_in) in enumerate(zip(cfg.stages, cfg.first_block_inputs())):
-            checks = {"block": stage.block, "expansion": stage.expansion, "attention": stage.attention}
-            if stage.block == "bottleneck":
-                checks["conv"] = stage.conv
-            if stage.conv != "deformable":
-                checks[self.kernel_dim(stage.conv)] = stage.kernel
-            if dilates(i, cfg.downsample):
-                checks["dilation"] = stage.dilation
+            checks = {k: v for k, v in self._asked(cfg, i).items() if k not in ("groups", "radix")}  # fitted to channels: below
             if not all(self.dim(k).allows(v) for k, v in checks.items()):
                 return False
             for k, v in checks.items():
@@ -386,13 +436,11 @@ class Space:
             return True
 
         d = self.dims
-        depths, widths = tuple(s.depth for s in cfg.stages), tuple(s.width for s in cfg.stages)
+        depths = tuple(s.depth for s in cfg.stages)
         derived = {
             ("depth_pattern", "depth_scale"): [(p, s) for p in d["depth_pattern"].candidates() for s in d["depth_scale"].candidates()
                                                if derive_depths(p, s) == depths],
-            ("base_width", "width_multipliers"): [(b, m) for b in d["base_width"].candidates() for m in d["width_multipliers"].candidates()
-                                                  if derive_widths(b, m) == widths],
-            ("stem_ratio",): [(r,) for r in d["stem_ratio"].candidates() if widths and round8(r * widths[0]) == cfg.stem.width],
+            ("base_width", "width_multipliers", "stem_ratio"): self._scales(cfg),
         }
         for names, found in derived.items():
             if not found or not all(put(n, n, v) for n, v in zip(names, found[0])):
@@ -400,18 +448,8 @@ class Space:
         network = {**{k: getattr(cfg, k) for k in NETWORK_DIMS if hasattr(cfg, k)}, "stem": cfg.stem.type, "stem_norm": cfg.stem.norm}
         if not all(put(k, k, v) for k, v in network.items() if k not in FINITE_DIMS):
             return None
-        for i, stage in enumerate(cfg.stages):
-            asked = {"block": stage.block, "expansion": stage.expansion, "attention": stage.attention}
-            if stage.block == "bottleneck":
-                asked["conv"] = stage.conv
-            if stage.conv in GROUPED_CONVS:
-                asked["groups"] = stage.groups
-            if stage.conv == "splat":
-                asked["radix"] = stage.radix
-            if stage.conv != "deformable":
-                asked[self.kernel_dim(stage.conv)] = stage.kernel
-            if dilates(i, cfg.downsample):
-                asked["dilation"] = stage.dilation
+        for i in range(len(cfg.stages)):
+            asked = self._asked(cfg, i)
             if not all(put(k, f"{k}_s{i}" if self.dim(k).per_stage else k, v) for k, v in asked.items()):
                 return None
         try:

@@ -21,16 +21,19 @@ from dataclasses import MISSING, Field, asdict, dataclass, field, fields, is_dat
 from typing import Any
 
 from space.errors import ConvspaceError, refuse
-from space.widths import inner_width, splat_attention_channels
+from space.widths import inner_width, splat_attention_channels, transition_width
 
 STEMS = ("patchify", "resnet", "conv2former", "deep")
-BLOCKS = ("basic", "bottleneck", "convmod")
+BLOCKS = ("basic", "bottleneck", "convmod", "dense")
 CONVS = ("dense", "grouped", "depthwise", "shuffle", "separable", "splat", "deformable")
 # The convs that take `groups`, with the fewest groups each allows (dense and depthwise keep groups 1).
 GROUPED_CONVS = {"grouped": 2, "shuffle": 2, "separable": 1, "splat": 1, "deformable": 1}
 DILATIONS = (1, 2, 4)
 RADIX_MAX = 4
 DEFAULT_RADIX = 2  # ResNeSt's and timm SplitAttn's; other convs keep it so that a stage has one way to be written
+# DenseNet's growth rate (DenseNet-121/169/201) and DenseNet-BC's transition compression; other blocks keep them, as radix
+DEFAULT_GROWTH = 32
+DEFAULT_COMPRESSION = 0.5
 ATTENTIONS = ("none", "se", "cbam")
 NORMS = ("bn", "ln", "gn")
 ACTS = ("relu", "gelu", "silu")
@@ -39,7 +42,7 @@ COUNTS = ("all", "one")
 DW_POSITIONS = ("middle", "first")
 KERNEL_MIN, KERNEL_MAX = 3, 21
 MAX_STAGES = 6
-GENOME_VERSION = 2  # raise it with each field added (and give that field metadata={"since": GENOME_VERSION})
+GENOME_VERSION = 3  # raise it with each field added (and give that field metadata={"since": GENOME_VERSION})
 
 
 def check_choice(name: str, value: Any, allowed: tuple[Any, ...]) -> None:
@@ -107,7 +110,7 @@ STEM_RULES: dict[str, Rule] = {"type": one_of(STEMS), "width": int_in(1), "norm"
 STAGE_RULES: dict[str, Rule] = {
     "depth": int_in(1, 256), "width": int_in(1), "block": one_of(BLOCKS), "kernel": check_kernel,
     "expansion": float_in(0.0625, 16), "conv": one_of(CONVS), "groups": int_in(1), "attention": one_of(ATTENTIONS),
-    "dilation": check_dilation, "radix": int_in(1, RADIX_MAX),
+    "dilation": check_dilation, "radix": int_in(1, RADIX_MAX), "growth": int_in(1, 1024), "compression": float_in(0.0625, 1.0),
 }
 ARCH_RULES: dict[str, Rule] = {
     "downsample": one_of(DOWNSAMPLES), "norm": one_of(NORMS), "act": one_of(ACTS), "norms_per_block": one_of(COUNTS),
@@ -150,6 +153,12 @@ class StageConfig:
     (torchvision's DeformConv2d with its offset conv, 3x3). `groups` is the cardinality of the convs that
     take it (1 otherwise). `dilation` > 1: the stage keeps its input's resolution and dilates its spatial
     convs instead (the first of them at the previous stage's dilation, as timm and torchvision do).
+
+    `dense` (DenseNet-BC): `depth` pre-activation layers, each a norm-act-1x1 conv to `expansion` x `growth`
+    channels (DenseNet's bottleneck, 4 x growth) then a norm-act-`kernel` conv to `growth` channels, concatenated to
+    its input; a later stage is entered through a transition (norm-act, 1x1 conv to `compression` x its input
+    channels, 2x2 average pool), and the last stage of a network ends in a norm-act. `width` is then what the
+    stage puts out (its input, after the transition, plus `depth` x `growth`): derived, and checked.
     """
 
     depth: int
@@ -162,6 +171,8 @@ class StageConfig:
     attention: str
     dilation: int = field(default=1, metadata={"since": 2})
     radix: int = field(default=DEFAULT_RADIX, metadata={"since": 2})
+    growth: int = field(default=DEFAULT_GROWTH, metadata={"since": 3})
+    compression: float = field(default=DEFAULT_COMPRESSION, metadata={"since": 3})
 
     def __post_init__(self) -> None:
         check_fields(self, STAGE_RULES)
@@ -172,8 +183,17 @@ class StageConfig:
             refuse("groups", f"must be >= {fewest} for a {self.conv} conv", self.groups)
         if self.conv != "splat" and self.radix != DEFAULT_RADIX:
             refuse("radix", f"must stay {DEFAULT_RADIX} (its default) unless conv is splat; conv is {self.conv}", self.radix)
-        if self.block == "basic" and self.conv != "dense":
-            refuse("conv", "must be dense for basic blocks (use a bottleneck for the other convs)", self.conv)
+        if self.block in ("basic", "dense") and self.conv != "dense":
+            refuse("conv", f"must be dense for {self.block} blocks (use a bottleneck for the other convs)", self.conv)
+        if self.block == "dense":
+            if self.attention != "none":
+                refuse("attention", "must be none for dense blocks (their layers add growth channels, not a residual to excite)", self.attention)
+            if self.dilation != 1:
+                refuse("dilation", "must be 1 for dense blocks (a dense stage is entered through its pooling transition)", self.dilation)
+        else:
+            for name, default in (("growth", DEFAULT_GROWTH), ("compression", DEFAULT_COMPRESSION)):
+                if getattr(self, name) != default:
+                    refuse(name, f"must stay {default} (its default) unless block is dense; block is {self.block}", getattr(self, name))
         if self.block == "convmod" and self.conv != "depthwise":
             refuse("conv", "must be depthwise for convmod blocks (its modulation conv is depthwise)", self.conv)
         if self.conv == "deformable" and self.kernel != 3:
@@ -181,8 +201,8 @@ class StageConfig:
 
     @property
     def inner_width(self) -> int:
-        """Width of the expanded (or reduced) middle of a block."""
-        return inner_width(self.width, self.expansion)
+        """Width of the expanded (or reduced) middle of a block (of a dense layer: its bottleneck, over the growth)."""
+        return inner_width(self.growth if self.block == "dense" else self.width, self.expansion)
 
 
 @dataclass(frozen=True)
@@ -214,6 +234,7 @@ class ArchConfig:
             refuse("stages", f"must hold 1..{MAX_STAGES} stages", len(self.stages))
         check_fields(self, ARCH_RULES)
         self._check_dilations()
+        self._check_dense()
         self._check_groups()
 
     def _check_dilations(self) -> None:
@@ -227,6 +248,21 @@ class ArchConfig:
                 refuse(f"stages[{i}].dilation", "must be 1 when downsample is separate (its 2x2/s2 layer is a patch merge, "
                        "not a stride to dilate; use downsample strided)", stage.dilation)
 
+    def _check_dense(self) -> None:
+        """A dense stage's width is what it puts out: its input (after the transition) plus depth x growth; stage 0
+        has no transition, so its compression stays the default (two values would name one network)."""
+        for i, (stage, first_in) in enumerate(zip(self.stages, self.first_block_inputs())):
+            if stage.block != "dense":
+                continue
+            if i == 0 and stage.compression != DEFAULT_COMPRESSION:
+                refuse("stages[0].compression", f"must stay {DEFAULT_COMPRESSION} (the first stage has no transition to compress)",
+                       stage.compression)
+            width = first_in + stage.depth * stage.growth
+            if stage.width != width:
+                entered = f"its {first_in} input channels" + (f" (after a transition of compression {stage.compression})" if i else "")
+                refuse(f"stages[{i}].width", f"must be {width} for this dense stage ({entered} + {stage.depth} layers x growth "
+                       f"{stage.growth})", stage.width)
+
     def _check_groups(self) -> None:
         """Grouped convs need their channels divisible by the groups; which channels depends on the layout."""
         for i, (stage, first_in) in enumerate(zip(self.stages, self.first_block_inputs())):
@@ -238,10 +274,14 @@ class ArchConfig:
                     raise ConvspaceError(f"stages[{i}].{problem}")
 
     def first_block_inputs(self) -> list[int]:
-        """Input width of each stage's first block (a separate downsampler already maps to the stage width)."""
+        """Input width of each stage's first block (a separate downsampler already maps to the stage width; a dense
+        stage's transition to the compressed width of the previous stage)."""
         inputs, previous = [], self.stem.width
         for i, stage in enumerate(self.stages):
-            inputs.append(stage.width if self.downsample == "separate" and i > 0 else previous)
+            if stage.block == "dense":
+                inputs.append(transition_width(previous, stage.compression) if i > 0 else previous)
+            else:
+                inputs.append(stage.width if self.downsample == "separate" and i > 0 else previous)
             previous = stage.width
         return inputs
 

@@ -4,7 +4,7 @@ The convention is fvcore's `FlopCountAnalysis` in eval mode at batch 1 (the one 
 Conv2Former papers report): one multiply-add is one FLOP; convs and linears count
 out * in/groups * k*k per output pixel (no bias); batch norm 2 per element; layer/group norm 5 per
 element; adaptive average pooling 1 per input element; activations, element-wise products, residual
-adds, max and average pooling, channel shuffles, `sum`, `mean` and softmax count nothing. fvcore has no
+adds, concatenations, max and average pooling, channel shuffles, `sum`, `mean` and softmax count nothing. fvcore has no
 count for torchvision's deform_conv2d: `space.verify` registers one (the conv's multiply-adds plus 4 per
 bilinearly sampled input value), and the deformable unit here counts the same. Written by hand because
 fvcore needs a built model and a traced forward (~0.2 s per point), far too slow to screen thousands of
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from space.config import ArchConfig
 from space.errors import ConvspaceError, require
-from space.layout import DEFORMABLE, NORM_CONV, SEPARABLE, SPLAT, BlockPlan, Unit, head_plan, stage_plans, stem_plan
+from space.layout import DEFORMABLE, NORM_FIRST, SEPARABLE, SPLAT, BlockPlan, NormAct, Unit, head_plan, stage_plans, stem_plan
 from space.widths import attention_channels, splat_attention_channels
 
 BILINEAR_FLOPS = 4  # one sampled value is the weighted sum of 4 neighbours (fvcore's grid_sampler count)
@@ -48,9 +48,14 @@ class Cost:
 ZERO = Cost(0, 0)
 
 
-def conv_out(size: int, unit: Unit) -> int:
+def conv_side(size: int, unit: Unit) -> int:
     """Output side length of a unit's conv (a strided splat's average pool gives the same)."""
     return (size + 2 * unit.padding - unit.dilation * (unit.kernel - 1) - 1) // unit.stride + 1
+
+
+def conv_out(size: int, unit: Unit) -> int:
+    """Output side length of a unit: its conv's, then its average pool's (kernel = stride = pool, no padding)."""
+    return conv_side(size, unit) // unit.pool
 
 
 def norm_cost(kind: str, channels: int, pixels: int) -> Cost:
@@ -75,8 +80,8 @@ def splat_cost(unit: Unit, size: int) -> Cost:
 
 
 def unit_cost(unit: Unit, size: int) -> tuple[Cost, int]:
-    """Cost of one conv unit on a size x size input, and its output size."""
-    out = conv_out(size, unit)
+    """Cost of one conv unit on a size x size input, and its output size (after its pool, which counts nothing)."""
+    out = conv_side(size, unit)
     taps = unit.kernel**2
     if unit.kind == SPLAT:
         return splat_cost(unit, size), out  # its norm is inside
@@ -90,8 +95,8 @@ def unit_cost(unit: Unit, size: int) -> tuple[Cost, int]:
     else:
         cost = conv_cost(unit.in_ch, unit.out_ch, taps, unit.groups, out * out, unit.bias)
     if unit.norm:
-        cost += norm_cost(unit.norm, unit.norm_channels, (size if unit.order == NORM_CONV else out) ** 2)
-    return cost, out
+        cost += norm_cost(unit.norm, unit.norm_channels, (size if unit.order in NORM_FIRST else out) ** 2)
+    return cost, out // unit.pool
 
 
 def _units_cost(units: tuple[Unit, ...], size: int) -> tuple[Cost, int]:
@@ -140,8 +145,13 @@ def block_cost(plan: BlockPlan, size: int) -> tuple[Cost, int]:
         total += unit_cost(plan.shortcut, size)[0]
     total += attention_cost(plan.attention, plan.out_ch, out)
     if plan.layer_scale_init:
-        total += Cost(0, scaled * plan.out_ch)
+        total += Cost(0, scaled * plan.branch_ch)
     return total, out
+
+
+def tail_cost(tail: NormAct | None, size: int) -> Cost:
+    """The norm-act that ends a pre-activation network (the act counts nothing)."""
+    return norm_cost(tail.norm, tail.channels, size * size) if tail else ZERO
 
 
 def check_resolution(name: str, resolution: int) -> None:
@@ -162,7 +172,7 @@ def check_fits(cfg: ArchConfig, resolution: int) -> None:
     size = (size - 1) // 2 + 1 if stem.maxpool else size
     for i, (stage, plan) in enumerate(zip(cfg.stages, stage_plans(cfg))):
         size = conv_out(size, plan.downsample) if plan.downsample else size
-        for block in plan.blocks[:2]:  # the first block (in the stride's place), then the repeated one
+        for block, _ in plan.runs:  # each distinct block once: the first (in the stride's place), then the repeated one
             placed, out = block_units(block, size)
             for unit, at in placed:
                 if unit.dilation > 1 and unit.padding >= at:
@@ -186,11 +196,10 @@ def arch_cost(cfg: ArchConfig, resolution: int = 224) -> Cost:
         if stage.downsample:
             cost, size = unit_cost(stage.downsample, size)
             total += cost
-        cost, size = block_cost(stage.first, size)
-        total += cost
-        if stage.rest:  # identical blocks at an unchanged resolution: count one, multiply
-            cost, _ = block_cost(stage.rest, size)
-            total += Cost(cost.flops * stage.repeats, cost.params * stage.repeats)
+        for block, count in stage.runs:  # identical blocks keep the resolution after the first: count one, multiply
+            cost, size = block_cost(block, size)
+            total += Cost(cost.flops * count, cost.params * count)
+        total += tail_cost(stage.tail, size)
     head = head_plan(cfg)
     if head.conv:
         cost, size = unit_cost(head.conv, size)

@@ -10,10 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from space.config import ArchConfig, StageConfig
+from space.widths import transition_width
 
 CONV_NORM_ACT = "conv-norm-act"  # ResNet/ConvNeXt order
 CONV_ACT_NORM = "conv-act-norm"  # Conv2Former stem and head
 NORM_CONV = "norm-conv"  # separate downsampling layer (ConvNeXt/Swin)
+NORM_ACT_CONV = "norm-act-conv"  # pre-activation: DenseNet's layers and transitions
+NORM_FIRST = (NORM_CONV, NORM_ACT_CONV)  # the orders whose norm sees the conv's input
 
 # How a unit convolves: a plain conv (dense, grouped, depthwise, shuffle) or one of the stage convs built otherwise.
 PLAIN, SEPARABLE, SPLAT, DEFORMABLE = "conv", "separable", "splat", "deformable"
@@ -28,7 +31,8 @@ class Unit:
     skipped), both with `groups`. SPLAT: timm's SplitAttn over `radix` splits, which holds the unit's norm
     and act; when it strides, its conv runs at stride 1 and a 3x3 average pool strides after it (ResNeSt's
     avd). DEFORMABLE: torchvision's DeformConv2d fed by a biased offset conv of the same geometry.
-    `shuffle`: a channel shuffle in `groups` groups after the unit (ShuffleNet).
+    `shuffle`: a channel shuffle in `groups` groups after the unit (ShuffleNet). `pool` > 1: a pool x pool average
+    pool of stride `pool` after the unit (DenseNet's transition).
     """
 
     in_ch: int
@@ -44,6 +48,7 @@ class Unit:
     kind: str = PLAIN
     radix: int = 1
     shuffle: bool = False
+    pool: int = 1
 
     @property
     def padding(self) -> int:
@@ -52,7 +57,16 @@ class Unit:
 
     @property
     def norm_channels(self) -> int:
-        return self.in_ch if self.order == NORM_CONV else self.out_ch
+        return self.in_ch if self.order in NORM_FIRST else self.out_ch
+
+
+@dataclass(frozen=True)
+class NormAct:
+    """A norm and its activation on their own: what ends a pre-activation network (DenseNet's norm5)."""
+
+    channels: int
+    norm: str
+    act: str
 
 
 @dataclass(frozen=True)
@@ -63,7 +77,8 @@ class StemPlan:
 
 @dataclass(frozen=True)
 class BlockPlan:
-    """One residual block. `units` is the main path of basic/bottleneck blocks; convmod uses `convmod`."""
+    """One block. `units` is the main path of basic/bottleneck blocks and of a dense layer (whose output, `growth`
+    channels, is concatenated to its input: `out_ch` = `in_ch` + growth); convmod uses `convmod`."""
 
     block: str
     in_ch: int
@@ -76,6 +91,11 @@ class BlockPlan:
     layer_scale_init: float
     norm: str
     convmod: ConvModPlan | None = None
+
+    @property
+    def branch_ch(self) -> int:
+        """Width of what the block's branch adds: a dense layer's growth, the block's output otherwise."""
+        return self.units[-1].out_ch if self.block == "dense" else self.out_ch
 
 
 @dataclass(frozen=True)
@@ -93,17 +113,18 @@ class ConvModPlan:
 
 @dataclass(frozen=True)
 class StagePlan:
-    """A stage: its first block (which may change width and resolution), then `repeats` copies of `rest`."""
+    """A stage: its downsampling layer (or DenseNet transition), its blocks as runs of identical ones (a residual
+    stage: the first block, which may change width and resolution, then depth - 1 copies of the next; a dense stage:
+    each layer on its own, as each sees more channels), and the norm-act that ends a pre-activation network."""
 
     downsample: Unit | None
-    first: BlockPlan
-    rest: BlockPlan | None
-    repeats: int
+    runs: tuple[tuple[BlockPlan, int], ...]
     reduction: int
+    tail: NormAct | None = None
 
     @property
     def blocks(self) -> tuple[BlockPlan, ...]:
-        return (self.first,) + (self.rest,) * self.repeats if self.rest else (self.first,)
+        return tuple(block for block, count in self.runs for _ in range(count))
 
 
 @dataclass(frozen=True)
@@ -187,6 +208,28 @@ def _convmod_plan(cfg: ArchConfig, stage: StageConfig, in_ch: int, stride: int, 
     )
 
 
+def dense_layer_plan(cfg: ArchConfig, stage: StageConfig, in_ch: int) -> BlockPlan:
+    """One DenseNet-BC layer: norm-act-1x1 conv to the bottleneck, norm-act-k x k conv to `growth`, concatenated.
+
+    norms 'one' keeps the norm before the spatial conv only, acts 'one' the act before the last conv only (both the
+    second pre-activation), as the roadmap's steps 9 and 10 keep them in a bottleneck.
+    """
+    b, inner = cfg.conv_bias, stage.inner_width
+    units = (
+        Unit(in_ch, inner, 1, bias=b, norm=cfg.norm if cfg.norms_per_block == "all" else None,
+             act=cfg.act if cfg.acts_per_block == "all" else None, order=NORM_ACT_CONV),
+        Unit(inner, stage.growth, stage.kernel, bias=b, norm=cfg.norm, act=cfg.act, order=NORM_ACT_CONV),
+    )
+    return BlockPlan(block="dense", in_ch=in_ch, out_ch=in_ch + stage.growth, stride=1, units=units, shortcut=None,
+                     residual_act=None, attention="none", layer_scale_init=cfg.layer_scale_init, norm=cfg.norm)
+
+
+def transition_unit(cfg: ArchConfig, stage: StageConfig, in_ch: int) -> Unit:
+    """DenseNet's transition into a later dense stage: norm-act, a 1x1 conv that compresses, a 2x2/s2 average pool."""
+    return Unit(in_ch, transition_width(in_ch, stage.compression), 1, bias=cfg.conv_bias, norm=cfg.norm, act=cfg.act,
+                order=NORM_ACT_CONV, pool=2)
+
+
 def block_plan(cfg: ArchConfig, stage: StageConfig, in_ch: int, stride: int, first_dilation: int) -> BlockPlan:
     """One block; a projection shortcut (1x1 conv + norm) wherever shape changes."""
     needs_projection = stride != 1 or in_ch != stage.width
@@ -208,18 +251,29 @@ def block_plan(cfg: ArchConfig, stage: StageConfig, in_ch: int, stride: int, fir
 
 
 def stage_plans(cfg: ArchConfig) -> tuple[StagePlan, ...]:
-    """Stage 0 keeps the stem's stride 4; each later stage halves the resolution once, unless it dilates instead."""
+    """Stage 0 keeps the stem's stride 4; each later stage halves the resolution once, unless it dilates instead.
+    A dense stage halves it in its transition; a network whose last stage is dense ends in a norm-act (DenseNet's
+    norm5), there because it is a stage's output for `features_only`, as timm's DenseNet taps it."""
     plans, previous, reduction, dilation = [], cfg.stem.width, 4, 1
+    last = len(cfg.stages) - 1
     for i, (stage, first_in) in enumerate(zip(cfg.stages, cfg.first_block_inputs())):
         stride = 1 if i == 0 or stage.dilation > 1 else 2
         reduction *= stride
         downsample = None
+        if stage.block == "dense":
+            downsample = transition_unit(cfg, stage, previous) if stride == 2 else None
+            runs = tuple((dense_layer_plan(cfg, stage, first_in + j * stage.growth), 1) for j in range(stage.depth))
+            tail = NormAct(stage.width, cfg.norm, cfg.act) if i == last else None
+            plans.append(StagePlan(downsample, runs, reduction, tail))
+            previous, dilation = stage.width, stage.dilation
+            continue
         if cfg.downsample == "separate" and stride == 2:
             downsample = Unit(previous, stage.width, 2, 2, bias=cfg.conv_bias, norm=cfg.norm, order=NORM_CONV)
             stride = 1
-        first = block_plan(cfg, stage, first_in, stride, dilation)
-        rest = block_plan(cfg, stage, stage.width, 1, stage.dilation) if stage.depth > 1 else None
-        plans.append(StagePlan(downsample, first, rest, stage.depth - 1, reduction))
+        runs = ((block_plan(cfg, stage, first_in, stride, dilation), 1),)
+        if stage.depth > 1:
+            runs += ((block_plan(cfg, stage, stage.width, 1, stage.dilation), stage.depth - 1),)
+        plans.append(StagePlan(downsample, runs, reduction))
         previous, dilation = stage.width, stage.dilation
     return tuple(plans)
 

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torchvision.ops import DeformConv2d
 
 from space.blocks.families import build_block
-from space.blocks.parts import DeformableConv, norm_layer, unit_layers
+from space.blocks.parts import DeformableConv, make_norm_act, norm_layer, unit_layers
 from space.config import ArchConfig
 from space.errors import refuse
 from space.layout import head_plan, stage_plans, stem_plan
@@ -30,20 +30,22 @@ OUTPUT_STRIDES = (8, 16, 32)
 
 
 class Stage(nn.Module):
-    """One stage: its separate downsampling layer (or Identity), then its blocks, checkpointed one by one on request."""
+    """One stage: its separate downsampling layer or DenseNet transition (or Identity), then its blocks, checkpointed
+    one by one on request, then (the last stage of a DenseNet) its closing norm-act."""
 
-    def __init__(self, downsample: nn.Module, blocks: nn.Sequential) -> None:
+    def __init__(self, downsample: nn.Module, blocks: nn.Sequential, tail: nn.Module) -> None:
         super().__init__()
         self.grad_checkpointing = False
         self.downsample = downsample
         self.blocks = blocks
+        self.tail = tail
 
     def forward(self, x: Tensor) -> Tensor:
-        """Downsample, then the blocks."""
+        """Downsample, then the blocks, then the tail."""
         x = self.downsample(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
-            return checkpoint_seq(self.blocks, x)
-        return self.blocks(x)
+            return self.tail(checkpoint_seq(self.blocks, x))
+        return self.tail(self.blocks(x))
 
 
 class ConvSpaceNet(nn.Module):
@@ -82,7 +84,8 @@ class ConvSpaceNet(nn.Module):
         for i, plan in enumerate(plans):
             downsample = unit_layers(plan.downsample) if plan.downsample else nn.Identity()
             blocks = nn.Sequential(*[build_block(b, next(rates), zero_init_last) for b in plan.blocks])
-            stages.append(Stage(downsample, blocks))
+            tail = make_norm_act(plan.tail.norm, plan.tail.act, plan.tail.channels) if plan.tail else nn.Identity()
+            stages.append(Stage(downsample, blocks, tail))
             self.feature_info.append(dict(num_chs=config.stages[i].width, reduction=plan.reduction, module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
 
@@ -122,6 +125,7 @@ class ConvSpaceNet(nn.Module):
             blocks=r"^stages\.(\d+)" if coarse else [
                 (r"^stages\.(\d+)\.downsample", (0,)),  # with the stage's first block, as timm's ConvNeXt
                 (r"^stages\.(\d+)\.blocks\.(\d+)", None),
+                (r"^stages\.(\d+)\.tail", MATCH_PREV_GROUP),  # DenseNet's closing norm joins its last layer
                 (r"^final_conv", MATCH_PREV_GROUP),  # Conv2Former's pre-pool conv joins the last block, as ConvNeXt's norm_pre
             ],
         )
@@ -216,6 +220,8 @@ def with_output_stride(config: ArchConfig, output_stride: int) -> ArchConfig:
         refuse("output_stride", f"must be one of {', '.join(map(str, OUTPUT_STRIDES))}", output_stride)
     if output_stride != 32 and config.downsample == "separate":
         refuse("output_stride", "must be 32 for networks with downsample separate (no strided block to dilate)", output_stride)
+    if output_stride != 32 and any(s.block == "dense" for s in config.stages):
+        refuse("output_stride", "must be 32 for networks with dense stages (a transition pools; it has no stride to dilate)", output_stride)
     stages, reduction, dilation = [], 4, 1
     for i, stage in enumerate(config.stages):
         if i and reduction >= output_stride:

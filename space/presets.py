@@ -1,6 +1,7 @@
 """Published networks and the ConvNeXt roadmap steps, each one point of the design space.
 
-Sources: ../shared/reference (ConvNeXt paper Section 2 / Fig. 2; Conv2Former authors' code); timm's resnest.py.
+Sources: ../shared/reference (ConvNeXt paper Section 2 / Fig. 2; Conv2Former authors' code); timm's resnest.py,
+resnet.py (wide_resnet50_2) and densenet.py.
 A network that timm also builds is a preset only where its params and fvcore FLOPs equal timm's model
 exactly (tested). A ShuffleNet-flavoured ResNeXt (conv shuffle) is not one: timm has no such model to match.
 """
@@ -10,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from space.config import ArchConfig, StageConfig, StemConfig
+from space.config import DEFAULT_COMPRESSION, ArchConfig, StageConfig, StemConfig
 from space.errors import ConvspaceError
+from space.widths import transition_width
 
 
 def _stages(depths: tuple[int, ...], widths: tuple[int, ...], **block: Any) -> tuple[StageConfig, ...]:
@@ -60,6 +62,25 @@ def conv2former(depths: tuple[int, ...], widths: tuple[int, ...]) -> ArchConfig:
     )
 
 
+def densenet(depths: tuple[int, ...], growth: int = 32, stem_width: int | None = None, kernel: int = 3,
+             expansion: float = 4.0, compression: float = DEFAULT_COMPRESSION) -> ArchConfig:
+    """DenseNet-BC (Huang et al. 2017) as timm builds it: a ResNet stem of 2 x growth channels, dense stages of 1x1
+    bottlenecks (expansion x growth) and `kernel` convs, transitions that compress by `compression` and pool, and a
+    final norm-act. Each stage's width is what it puts out (derived from the growth)."""
+    stem_width = stem_width or 2 * growth
+    stages, previous = [], stem_width
+    for i, depth in enumerate(depths):
+        first_in = transition_width(previous, compression) if i else previous
+        previous = first_in + depth * growth
+        stages.append(StageConfig(depth=depth, width=previous, block="dense", kernel=kernel, expansion=expansion, conv="dense",
+                                  groups=1, attention="none", growth=growth, compression=compression if i else DEFAULT_COMPRESSION))
+    return ArchConfig(
+        stem=StemConfig(type="resnet", width=stem_width, norm="bn"), stages=tuple(stages),
+        downsample="separate", norm="bn", act="relu", norms_per_block="all", acts_per_block="all",
+        dw_position="middle", conv_bias=False, layer_scale_init=0.0, head_width=0, head_norm=False, **_COMMON,
+    )
+
+
 def _roadmap() -> dict[str, ArchConfig]:
     """The ConvNeXt paper's 'modernizing a ResNet' steps from ResNet-50, each a change of the previous one."""
     steps: dict[str, ArchConfig] = {}
@@ -93,6 +114,11 @@ PRESETS: dict[str, ArchConfig] = {
     # average pool after it (avd). Its shortcut average-pools before the 1x1 conv where ours strides the conv:
     # neither the pool nor the skipped pixels hold parameters or fvcore FLOPs, so the counts are equal.
     "resnest50d": _change(RESNET50, stem=dict(type="deep"), stage=dict(conv="splat", groups=1, radix=2)),
+    # timm's wide_resnet50_2: ResNet-50 with bottlenecks twice as wide inside (inner = width / 2, not width / 4)
+    "wide_resnet50_2": _change(RESNET50, stage=dict(expansion=0.5)),
+    "densenet121": densenet((6, 12, 24, 16)),
+    "densenet169": densenet((6, 12, 32, 32)),
+    "densenet201": densenet((6, 12, 48, 32)),
     "convnext_tiny": convnext((3, 3, 9, 3), (96, 192, 384, 768)),
     "convnext_small": convnext((3, 3, 27, 3), (96, 192, 384, 768)),
     "convnext_base": convnext((3, 3, 27, 3), (128, 256, 512, 1024)),

@@ -23,3 +23,8 @@ def splat_attention_channels(channels: int, radix: int) -> int:
 def inner_width(width: int, expansion: float) -> int:
     """Width of a block's expanded (or reduced) middle."""
     return max(1, round(width * expansion))
+
+
+def transition_width(channels: int, compression: float) -> int:
+    """Output width of a DenseNet transition: the compressed input (timm's `num_features // 2` at compression 0.5)."""
+    return max(1, int(channels * compression))

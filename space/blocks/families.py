@@ -1,13 +1,26 @@
 """Block families as compositions of the shared parts: ResNet basic/bottleneck (incl. ResNeXt and every
-ConvNeXt roadmap step) and the Conv2Former ConvMod block."""
+ConvNeXt roadmap step), the Conv2Former ConvMod block and the DenseNet layer."""
 
 from __future__ import annotations
 
 import dataclasses
 
+import torch
+from timm.layers import DropPath, LayerScale2d
 from torch import Tensor, nn
 
-from space.blocks.parts import ChannelsLastPointwise, Residual, channels_last_eligible, make_act, make_attention, make_norm, norm_movable, unit_layers
+from space.blocks.parts import (
+    ChannelsLastPointwise,
+    Residual,
+    channels_last_eligible,
+    conv_layer,
+    make_act,
+    make_attention,
+    make_norm,
+    make_norm_act,
+    norm_movable,
+    unit_layers,
+)
 from space.layout import BlockPlan, ConvModPlan, Unit
 
 
@@ -41,6 +54,32 @@ class ConvMlp(nn.Module):
         return self.fc2(x + self.pos(x))
 
 
+class DenseLayer(nn.Module):
+    """One DenseNet-BC layer: its input, with the `growth` new channels it computes concatenated after it.
+
+    The parts and their names are timm's DenseLayer's (norm1, conv1, norm2, conv2; the norms are timm's norm-act layers,
+    BatchNormAct2d for DenseNet), so a timm DenseNet's weights load by name. timm's class itself is not reused: it fixes
+    a bias-free 3x3 conv and one norm layer for both convs, and returns the new channels alone for its DenseBlock to
+    concatenate, where a stage here is a sequence of blocks (each layer its own block, so stochastic depth, layer scale,
+    gradient checkpointing and layer-wise LR decay go layer by layer as in every other family).
+    """
+
+    def __init__(self, plan: BlockPlan, drop_path: float) -> None:
+        super().__init__()
+        bottleneck, spatial = plan.units
+        self.norm1 = make_norm_act(bottleneck.norm, bottleneck.act, bottleneck.in_ch)
+        self.conv1 = conv_layer(bottleneck)
+        self.norm2 = make_norm_act(spatial.norm, spatial.act, spatial.in_ch)
+        self.conv2 = conv_layer(spatial)
+        self.layer_scale = LayerScale2d(spatial.out_ch, plan.layer_scale_init) if plan.layer_scale_init else nn.Identity()
+        self.drop_path = DropPath(drop_path) if drop_path else nn.Identity()
+
+    def forward(self, x: Tensor) -> Tensor:
+        """cat(x, new): stochastic depth drops a sample's new channels (zeros), as it drops a residual branch."""
+        new = self.conv2(self.norm2(self.conv1(self.norm1(x))))
+        return torch.cat([x, self.drop_path(self.layer_scale(new))], 1)
+
+
 def _conv_path(units: list[Unit]) -> list[nn.Module]:
     """The units in order; a trailing pair of 1x1 convs (inverted bottleneck) runs channels-last, taking along
     the LayerNorm and act of the conv before it (exactly timm's ConvNeXt block)."""
@@ -55,10 +94,12 @@ def _conv_path(units: list[Unit]) -> list[nn.Module]:
 
 
 def build_block(plan: BlockPlan, drop_path: float, zero_init_last: bool = True) -> nn.Module:
-    """One residual block from its plan; attention (SE/CBAM) sits at the end of the last residual branch.
+    """One block from its plan; attention (SE/CBAM) sits at the end of the last residual branch.
 
     `zero_init_last` (timm's ResNet keyword) zeroes the branch's last BatchNorm of blocks without layer scale.
     """
+    if plan.block == "dense":
+        return DenseLayer(plan, drop_path)
     attention = make_attention(plan.attention, plan.out_ch)
     if plan.convmod is not None:
         return nn.Sequential(

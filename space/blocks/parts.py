@@ -8,10 +8,13 @@ from collections.abc import Callable
 from functools import partial
 
 from timm.layers import (
+    BatchNormAct2d,
     DropPath,
     GroupNorm,
+    GroupNormAct,
     LayerNorm,
     LayerNorm2d,
+    LayerNormAct2d,
     LayerScale2d,
     SEModule,
     SplitAttn,
@@ -24,7 +27,7 @@ from timm.layers.cbam import CbamModule
 from torch import Tensor, nn
 from torchvision.ops import DeformConv2d
 
-from space.layout import CONV_ACT_NORM, CONV_NORM_ACT, DEFORMABLE, NORM_CONV, SEPARABLE, SPLAT, Unit
+from space.layout import CONV_ACT_NORM, CONV_NORM_ACT, DEFORMABLE, NORM_ACT_CONV, NORM_CONV, SEPARABLE, SPLAT, Unit
 from space.widths import attention_channels
 
 
@@ -40,7 +43,27 @@ def norm_layer(kind: str, channels: int) -> Callable[..., nn.Module]:
         return nn.BatchNorm2d
     if kind == "ln":
         return LayerNorm2d
-    return partial(GroupNorm, num_groups=math.gcd(32, max(1, channels // 2)))
+    return partial(GroupNorm, num_groups=gn_groups(channels))
+
+
+def gn_groups(channels: int) -> int:
+    """Wu & He's 32 groups where the width allows, fewer otherwise, always >= 2 channels per group and dividing them
+    (one group for an odd width, as a dense stage's can be)."""
+    return math.gcd(32, max(1, channels // 2), channels)
+
+
+def make_norm_act(kind: str | None, act: str | None, channels: int) -> nn.Module:
+    """A pre-activation: a norm and its act as one timm norm-act layer (BatchNormAct2d, LayerNormAct2d, GroupNormAct:
+    what timm's DenseNet normalises with), a lone act, or nothing. The norms are the ones `norm_layer` gives (LN eps
+    1e-6, GN groups by width). A lone act is not in place: its input is also what a dense layer concatenates."""
+    if kind is None:
+        return create_act_layer(act, inplace=False) if act else nn.Identity()
+    options = dict(apply_act=act is not None, act_layer=act or "relu")
+    if kind == "bn":
+        return BatchNormAct2d(channels, **options)
+    if kind == "ln":
+        return LayerNormAct2d(channels, eps=1e-6, **options)
+    return GroupNormAct(channels, num_groups=gn_groups(channels), **options)
 
 
 def make_norm(kind: str, channels: int) -> nn.Module:
@@ -79,7 +102,7 @@ class DeformableConv(nn.Module):
         return self.conv(x, self.offset(x))
 
 
-def _conv(unit: Unit) -> nn.Module:
+def conv_layer(unit: Unit) -> nn.Module:
     """The unit's convolution, by kind (SplitAttn holds the unit's norm and act)."""
     k, p, d, g, b = unit.kernel, unit.padding, unit.dilation, unit.groups, unit.bias
     if unit.kind == SEPARABLE:
@@ -97,21 +120,29 @@ def _conv(unit: Unit) -> nn.Module:
 
 def unit_layers(unit: Unit) -> nn.Sequential:
     """One conv unit: conv/norm/act children in the unit's order (names stable for state dicts), then a strided
-    splat's average pool and a channel shuffle where the unit has them."""
-    conv = [("conv", _conv(unit))]
+    splat's average pool, a channel shuffle and an average pool where the unit has them. A pre-activation unit's norm
+    and act are one timm norm-act layer named `norm` (a DenseNet transition is then laid out as timm's
+    DenseTransition: norm, conv, pool)."""
+    conv = [("conv", conv_layer(unit))]
     inside = unit.kind == SPLAT
-    norm = [("norm", make_norm(unit.norm, unit.norm_channels))] if unit.norm and not inside else []
-    act = [("act", make_act(unit.act))] if unit.act and not inside else []
-    if unit.order == NORM_CONV:
-        layers = norm + conv + act
-    elif unit.order == CONV_ACT_NORM:
-        layers = conv + act + norm
+    if unit.order == NORM_ACT_CONV:
+        pre = [("norm" if unit.norm else "act", make_norm_act(unit.norm, unit.act, unit.in_ch))] if unit.norm or unit.act else []
+        layers = pre + conv
     else:
-        layers = conv + norm + act
+        norm = [("norm", make_norm(unit.norm, unit.norm_channels))] if unit.norm and not inside else []
+        act = [("act", make_act(unit.act))] if unit.act and not inside else []
+        if unit.order == NORM_CONV:
+            layers = norm + conv + act
+        elif unit.order == CONV_ACT_NORM:
+            layers = conv + act + norm
+        else:
+            layers = conv + norm + act
     if inside and unit.stride > 1:
         layers.append(("pool", nn.AvgPool2d(3, unit.stride, padding=1)))  # ResNeSt's avd: pool after the attention
     if unit.shuffle:
         layers.append(("shuffle", nn.ChannelShuffle(unit.groups)))
+    if unit.pool > 1:
+        layers.append(("pool", nn.AvgPool2d(unit.pool, unit.pool)))
     return nn.Sequential(OrderedDict(layers))
 
 

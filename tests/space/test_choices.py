@@ -27,7 +27,7 @@ def test_samples_are_seeded_valid_and_contained():
     first, again = space.sample_random(50, seed=4), space.sample_random(50, seed=4)
     assert first == again and first != space.sample_random(50, seed=5)
     assert all(space.contains(c) for c in first)
-    assert {c.stages[0].block for c in first} == {"basic", "bottleneck", "convmod"}
+    assert {c.stages[0].block for c in first} == {"basic", "bottleneck", "convmod", "dense"}
 
 
 def test_optuna_trial_parameters_are_stable_and_conditional():
@@ -148,11 +148,14 @@ def test_optuna_parameters_of_the_new_dimensions_are_conditional():
         cfg = space.sample(trial)
         convs = {s.conv for s in cfg.stages}
         assert ("radix" in trial.params) == (trial.params.get("conv") == "splat")
-        dense_cost = trial.params.get("block") == "basic" or trial.params.get("conv") not in ("depthwise", "deformable", None)
+        dense_cost = trial.params.get("block") in ("basic", "dense") or trial.params.get("conv") not in ("depthwise", "deformable", None)
         assert ("kernel" in trial.params) == (not dense_cost and trial.params.get("conv") != "deformable")
         assert ("dense_kernel" in trial.params) == dense_cost
         assert "dilation_s0" not in trial.params
-        assert ({f"dilation_s{i}" for i in (1, 2, 3)} <= set(trial.params)) == (cfg.downsample == "strided")
+        dense = trial.params["block"] == "dense"
+        assert ({f"dilation_s{i}" for i in (1, 2, 3)} <= set(trial.params)) == (cfg.downsample == "strided" and not dense)
+        # a dense stage asks its own dimensions (compression: there is a transition after stage 0) and none that do not apply
+        assert ("compression" in trial.params) == dense and (dense <= ({"conv", "attention"}.isdisjoint(trial.params)))
         seen |= convs
         study.tell(trial, 0.0)
     assert {"shuffle", "separable", "splat", "deformable"} <= seen

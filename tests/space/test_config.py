@@ -9,7 +9,7 @@ import pytest
 
 from space.config import GENOME_VERSION, ArchConfig
 from space.errors import ConvspaceError
-from space.presets import PRESETS
+from space.presets import PRESETS, densenet
 from tests.conftest import tiny_config
 
 
@@ -119,7 +119,7 @@ def test_a_version_1_config_gets_the_new_fields_at_their_defaults_and_may_not_na
     old = json.loads((DATA / "config_v1.json").read_text())
     assert {(s.dilation, s.radix) for s in ArchConfig.from_dict(old).stages} == {(1, 2)}
     old["stages"][0]["dilation"] = 1
-    message = "stages[0].dilation: not a field of genome version 1 (added in version 2); write version: 2 with every field of it"
+    message = f"stages[0].dilation: not a field of genome version 1 (added in version 2); write version: {GENOME_VERSION} with every field of it"
     with pytest.raises(ConvspaceError, match=re.escape(message)):
         ArchConfig.from_dict(old)
 
@@ -183,3 +183,48 @@ def test_configs_are_written_with_the_genome_version():
 def test_unknown_genome_versions_are_refused(version, message):
     with pytest.raises(ConvspaceError, match=re.escape(message)):
         ArchConfig.from_dict({**tiny_config().to_dict(), "version": version})
+
+
+def _dense(index: int, **stage) -> dict:
+    """DenseNet-121's dict with some fields of one stage changed."""
+    data = PRESETS["densenet121"].to_dict()
+    data["stages"][index].update(stage)
+    return data
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (_dense(1, width=500), "stages[1].width: must be 512 for this dense stage (its 128 input channels (after a transition of "
+                               "compression 0.5) + 12 layers x growth 32), got 500"),
+        (_dense(0, depth=5), "stages[0].width: must be 224 for this dense stage (its 64 input channels + 5 layers x growth 32), got 256"),
+        # a compression changes what enters the stage, so the width the stage must say
+        (_dense(2, compression=1.0), "stages[2].width: must be 1280 for this dense stage (its 512 input channels (after a transition "
+                                     "of compression 1.0) + 24 layers x growth 32), got 1024"),
+        (_dense(0, compression=1.0), "stages[0].compression: must stay 0.5 (the first stage has no transition to compress), got 1.0"),
+        (_dense(0, attention="se"), "stages[0].attention: must be none for dense blocks"),
+        (_dense(0, conv="grouped", groups=2), "stages[0].conv: must be dense for dense blocks (use a bottleneck for the other convs), got 'grouped'"),
+        (_dense(1, dilation=2), "stages[1].dilation: must be 1 for dense blocks"),
+        (_dense(1, compression=0), "stages[1].compression: must be in [0.0625, 1.0], got 0"),
+        (_dense(1, growth=0), "stages[1].growth: must be in 1..1024, got 0"),
+        (_stage(0, growth=16), "stages[0].growth: must stay 32 (its default) unless block is dense; block is bottleneck, got 16"),
+        (_stage(1, compression=1.0), "stages[1].compression: must stay 0.5 (its default) unless block is dense; block is bottleneck, got 1.0"),
+    ],
+)
+def test_dense_stages_that_cannot_hold_are_refused_naming_the_field(data, message):
+    with pytest.raises(ConvspaceError, match=re.escape(message)):
+        ArchConfig.from_dict(data)
+
+
+def test_a_version_2_config_loads_with_its_hash_and_may_not_name_the_dense_fields():
+    # config_v2.json is resnest50d's to_dict() and hash as genome version 2 wrote them (commit 4b93a97), before dense blocks
+    stored = json.loads((DATA / "config_v2.json").read_text())
+    cfg = ArchConfig.from_dict(stored["config"])
+    assert stored["config"]["version"] == 2 and cfg == PRESETS["resnest50d"] and cfg.hash == stored["hash"] == PRESETS["resnest50d"].hash
+    assert {(s.growth, s.compression) for s in cfg.stages} == {(32, 0.5)}
+    stored["config"]["stages"][0]["growth"] = 32
+    message = f"stages[0].growth: not a field of genome version 2 (added in version 3); write version: {GENOME_VERSION} with every field of it"
+    with pytest.raises(ConvspaceError, match=re.escape(message)):
+        ArchConfig.from_dict(stored["config"])
+    dense = PRESETS["densenet121"]
+    assert ArchConfig.from_json(dense.to_json()) == dense and dense.hash != densenet((6, 12, 24, 16), compression=1.0).hash

@@ -16,7 +16,11 @@ from tests.conftest import fvcore_count, small_default_space
 
 # Large presets take seconds to build; their exactness is covered by the slow test and by the
 # same code paths in the smaller ones.
-FAST_PRESETS = [n for n in PRESETS if not n.endswith(("_small", "_base", "_large", "_s", "_b", "_l"))]
+# DenseNet and Wide ResNet-50-2 take 3 s each for fvcore at 224: the analytic count of densenet121 and wide_resnet50_2
+# is held to timm's models at 224, our builds to the analytic count at 32 px (Wide ResNet) and to timm's DenseNet weight
+# for weight; densenet169/201 (more of the same layers) against timm and our builds in the slow test.
+TIMM_PARITY = ["densenet121", "densenet169", "densenet201", "wide_resnet50_2"]
+FAST_PRESETS = [n for n in PRESETS if not n.endswith(("_small", "_base", "_large", "_s", "_b", "_l")) and n not in TIMM_PARITY]
 
 
 @pytest.mark.parametrize("name", FAST_PRESETS)
@@ -26,7 +30,7 @@ def test_presets_cost_equals_fvcore_at_224(name):
     assert fvcore_count(build_network(cfg), 224) == (cost.params, cost.flops)
 
 
-@pytest.mark.parametrize("name", ["resnet50", "resnext50_32x4d", "resnest50d", "convnext_tiny"])
+@pytest.mark.parametrize("name", ["resnet50", "resnext50_32x4d", "resnest50d", "convnext_tiny", "densenet121", "wide_resnet50_2"])
 def test_presets_equal_timm_models(name):
     import timm
 
@@ -41,6 +45,45 @@ def test_large_convnext_equal_timm(name):
 
     cost = arch_cost(PRESETS[name])
     assert fvcore_count(timm.create_model(name), 224) == (cost.params, cost.flops)
+
+
+def test_wide_resnet50_2_cost_equals_fvcore_of_our_build():
+    cost = arch_cost(PRESETS["wide_resnet50_2"], 32)  # 11.4 GFLOPs at 224: at 32 px its fvcore count takes a second
+    assert fvcore_count(build_network(PRESETS["wide_resnet50_2"]), 32) == (cost.params, cost.flops)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", TIMM_PARITY)
+def test_new_presets_equal_timm_and_our_build_at_224(name):
+    import timm
+
+    cost = arch_cost(PRESETS[name])
+    assert fvcore_count(timm.create_model(name), 224) == fvcore_count(build_network(PRESETS[name]), 224) == (cost.params, cost.flops)
+
+
+def test_a_dense_preset_is_timms_densenet_weight_for_weight():
+    """Equal counts could hide a different wiring: timm's DenseNet weights, loaded by name, give timm's outputs and maps.
+    On a small DenseNet of timm's own class (densenet121 itself is counted against timm's above)."""
+    from timm.models.densenet import DenseNet
+
+    from space.presets import densenet
+
+    torch.manual_seed(0)
+    theirs = DenseNet(growth_rate=8, block_config=(2, 1, 3, 2), num_classes=10).eval()
+    ours = build_network(dataclasses.replace(densenet((2, 1, 3, 2), growth=8), num_classes=10)).eval()
+
+    def ours_name(key: str) -> str:  # timm's features.<part> -> our stem / stages (its transition k enters our stage k)
+        key = re.sub(r"^features\.(conv|norm)0", r"stem.0.\1", key).replace("classifier", "head.fc")
+        key = re.sub(r"^features\.denseblock(\d)\.denselayer(\d+)", lambda m: f"stages.{int(m[1]) - 1}.blocks.{int(m[2]) - 1}", key)
+        return re.sub(r"^features\.transition(\d)", r"stages.\1.downsample", key).replace("features.norm5", "stages.3.tail")
+
+    ours.load_state_dict({ours_name(k): v for k, v in theirs.state_dict().items()})  # strict: every name on both sides
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(ours(x), theirs(x))
+        # timm taps its stem too; then each dense block's output (before its transition) and norm5, as our stages
+        theirs_maps = theirs.forward_intermediates(x, indices=[1, 2, 3, 4], intermediates_only=True)
+        assert all(torch.equal(a, b) for a, b in zip(ours.forward_intermediates(x, intermediates_only=True), theirs_maps, strict=True))
 
 
 def test_random_samples_equal_fvcore_at_small_resolution():
@@ -176,3 +219,31 @@ def test_dilated_convs_that_would_pad_past_their_map_are_refused_at_that_resolut
         check_fits(wide, 32)
     check_fits(PRESETS["convnext_tiny"], 32)  # undilated convs are never refused (a 7x7 on the last 1x1 map is today's ConvNeXt)
     assert arch_cost(cfg, 32).flops > 0  # the cost itself stays defined: fvcore counts every tap
+
+
+def dense_space() -> Space:
+    """The default space at test size with the block chosen per stage: dense stages alone and between residual ones."""
+    data = yaml.safe_load((SPACES_DIR / "default.yaml").read_text())
+    data["dimensions"].update(base_width={"int": [8, 32], "step": 8}, depth_scale={"value": 1.0}, num_classes={"value": 10},
+                              depth_pattern={"choice": [[1, 2, 3, 2]]}, head_width={"choice": [0, 64]}, groups={"choice": [1, 2, 4]},
+                              block={"choice": ["dense", "bottleneck", "basic", "convmod"], "per_stage": True},
+                              compression={"choice": [0.5, 1.0, 0.75]})
+    return Space.from_dict(data)
+
+
+def test_dense_points_cost_exactly_what_fvcore_counts():
+    cfgs = dense_space().sample_random(10, seed=1)
+    dense = [(i, s, c) for c in cfgs for i, s in enumerate(c.stages) if s.block == "dense"]
+    # the samples must hit every dense value and the micro design around it, alone and next to residual stages
+    assert {s.compression for i, s, _ in dense if i} == {0.5, 0.75, 1.0} and {s.kernel for _, s, _ in dense} == {3, 5}
+    assert {c.norm for _, _, c in dense} == {"bn", "ln", "gn"}
+    assert {(c.norms_per_block, c.acts_per_block) for _, _, c in dense} >= {("all", "all"), ("one", "one")}
+    assert {c.conv_bias for _, _, c in dense} == {False, True} and {c.layer_scale_init for _, _, c in dense} == {0.0, 1e-6}
+    assert {s.expansion for _, s, _ in dense} >= {0.25, 4.0} and {c.downsample for _, _, c in dense} == {"strided", "separate"}
+    after = {(c.stages[i - 1].block, c.stages[i].block) for c in cfgs for i in range(1, 4)}
+    assert {("dense", "dense"), ("dense", "bottleneck"), ("bottleneck", "dense"), ("convmod", "dense")} <= after
+    assert any(c.stages[-1].block == "dense" for c in cfgs) and any(c.stages[0].block == "dense" for c in cfgs)
+    for i, cfg in enumerate(cfgs):
+        resolution = (32, 48)[i % 2]
+        cost = arch_cost(cfg, resolution)
+        assert fvcore_count(build_network(cfg), resolution) == (cost.params, cost.flops), (i, resolution, cfg.to_json())

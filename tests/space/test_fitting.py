@@ -92,7 +92,7 @@ def test_published_networks_the_space_holds_are_given_back_by_their_params(name)
     for n in held:
         params = absolute.params_of(PRESETS[n])
         assert params is not None and absolute.sample(Replay(params)) == PRESETS[n], n
-    for n in ("convnext_tiny", "resnet50") if name == "default" else ("convnext_tiny",):
+    for n in ("convnext_tiny", "resnet50", "densenet121") if name == "default" else ("convnext_tiny",):
         params = fitted_params(space, PRESETS[n], BAND)  # inside the band: the network itself comes back
         assert TARGET in params and "base_width" not in params
         assert propose(space, Replay(params), BAND).config == PRESETS[n]
@@ -103,3 +103,18 @@ def test_an_absolute_space_refuses_what_lies_outside_the_band():
     rng = random.Random(5)
     refusals = {propose(space, SeededSuggester(rng), BAND).refusal for _ in range(100)}
     assert refusals >= {None, "over_budget"}
+
+
+def test_a_fitted_dense_shape_scales_its_growth_with_the_base_width():
+    space = Space.from_yaml("default")
+    params = fitted_params(space, PRESETS["densenet121"], BAND)
+    assert params is not None and params["block"] == "dense" and params["compression"] == 0.5
+    fits = [fit_shape(space, params, BAND, int(f * BAND.budget)) for f in (0.3, 0.6, 1.0)]
+    assert all(f.refusal is None and f.depth_scale == 1.0 and f.cost.flops <= f.target for f in fits)
+    growths = [f.config.stages[0].growth for f in fits]
+    assert growths == [f.base_width // 2 for f in fits] and growths == sorted(set(growths))  # a wider budget, a faster growth
+    assert [f.cost.flops for f in fits] == sorted(f.cost.flops for f in fits)
+    for f in fits:  # the same DenseNet-121 shape: depths, bottleneck 4 x growth, compression, a stem of 2 x growth
+        assert [s.depth for s in f.config.stages] == [6, 12, 24, 16] and f.config.stem.width == 2 * f.config.stages[0].growth
+        assert [s.inner_width for s in f.config.stages] == [4 * s.growth for s in f.config.stages]
+    assert fits[0].config.stages[0].growth < 32 < fits[-1].config.stages[0].growth  # DenseNet-121 (2.87 GFLOPs) lies between

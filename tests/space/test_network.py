@@ -103,3 +103,33 @@ def test_deformable_offsets_start_at_zero_so_the_conv_starts_plain():
 def test_unknown_model_argument_is_refused():
     with pytest.raises(TypeError, match="pretrained_cfg"):
         build_network(tiny_config(), pretrained_cfg={})
+
+
+def test_dense_stages_concatenate_transition_and_end_in_a_norm_act():
+    import dataclasses
+
+    from space.blocks.families import DenseLayer
+    from space.errors import ConvspaceError
+    from space.presets import densenet
+
+    cfg = dataclasses.replace(densenet((2, 1, 2, 1), growth=4, stem_width=8, compression=0.75), num_classes=10, drop_path_rate=0.2)
+    model = build_network(cfg).train()
+    x = torch.randn(2, 3, 64, 64)
+    maps = model.forward_intermediates(x, intermediates_only=True)
+    # 8 + 2 x 4; 0.75 x 16 = 12, + 4; 0.75 x 16 = 12, + 8; 0.75 x 20 = 15, + 4 -- each transition halves the map
+    assert [m.shape[1] for m in maps] == [f["num_chs"] for f in model.feature_info] == [16, 16, 20, 19]
+    assert [64 // m.shape[-1] for m in maps] == [f["reduction"] for f in model.feature_info] == [4, 8, 16, 32]
+    layer = model.stages[0].blocks[1]
+    assert isinstance(layer, DenseLayer) and layer.conv1.out_channels == 16 and layer.conv2.out_channels == 4
+    inputs = []
+    layer.register_forward_hook(lambda module, args, out: inputs.append((args[0], out)))
+    model.eval()(x)
+    given, out = inputs[0]
+    assert torch.equal(out[:, :12], given)  # the layer's input passes on untouched, its 4 new channels after it
+    assert [m.drop_prob for m in model.modules() if hasattr(m, "drop_prob")] == pytest.approx([0.2 * i / 5 for i in range(1, 6)])
+    assert isinstance(model.stages[3].tail, torch.nn.Module) and model.stages[3].tail.num_features == 19  # DenseNet's norm5 (BN + act)
+    assert isinstance(model.stages[2].tail, torch.nn.Identity)
+    model(x).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    with pytest.raises(ConvspaceError, match="output_stride: must be 32 for networks with dense stages"):
+        build_network(dataclasses.replace(cfg, downsample="strided"), output_stride=16)

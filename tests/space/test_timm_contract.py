@@ -21,10 +21,10 @@ from nas.zoo import PRESET_PREFIX, import_entry, write_entry
 from space.config import ArchConfig
 from space.errors import ConvspaceError
 from space.layout import stage_plans
-from space.presets import PRESETS
+from space.presets import PRESETS, densenet
 
 PRESET_FAMILIES = {"resnet": "resnet50", "resnext": "resnext50_32x4d", "resnest": "resnest50d", "convnext": "convnext_tiny",
-                   "conv2former": "conv2former_n"}
+                   "conv2former": "conv2former_n", "dense": "densenet121"}
 # the other convs and dilation, each on the preset whose family it varies: (preset, stage fields per stage)
 VARIANTS = {
     "shuffle": ("resnext50_32x4d", [dict(conv="shuffle")] * 4), "separable": ("resnext50_32x4d", [dict(conv="separable")] * 4),
@@ -40,6 +40,8 @@ TRAIN_PY_KEYWORDS = dict(in_chans=3, num_classes=None, drop_rate=0.0, drop_path_
 def tiny_preset(preset: str) -> ArchConfig:
     """The preset's family and micro design at test size: 8..128 channels, one block per stage (two in the third)."""
     cfg = PRESETS[preset]
+    if cfg.stages[0].block == "dense":  # its widths follow from the growth: 8 + 8, 8 + 8, 8 + 16, 12 + 8
+        return dataclasses.replace(densenet((1, 1, 2, 1), growth=8, stem_width=8), num_classes=10)
     widths = (16, 32, 64, 128) if cfg.stages[0].expansion < 1 else (8, 16, 32, 64)  # ResNet bottlenecks narrow 4x inside
     stages = tuple(dataclasses.replace(s, depth=d, width=w, groups=min(s.groups, 4)) for s, d, w in zip(cfg.stages, (1, 1, 2, 1), widths))
     return dataclasses.replace(cfg, stem=dataclasses.replace(cfg.stem, width=8), stages=stages, head_width=min(cfg.head_width, 32), num_classes=10)
