@@ -476,6 +476,10 @@ def export(
         raise ConvspaceError("export: give exactly one of --trial N (repeatable), --best and --front")
     if name and (front or len(trial) > 1):
         raise ConvspaceError("name: names one entry; with several trials each is named <study>_trial<N>")
+    if name:
+        from nas.entries import check_entry_name
+
+        check_entry_name(name)  # at once, before torch is imported and the study opened
     from nas.pareto import front as pareto_front
     from nas.pareto import load_study
     from nas.zoo import export as export_trial

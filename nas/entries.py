@@ -1,15 +1,24 @@
-"""Exported model-factory entries on disk: which folders hold them and how to read one (no torch, no timm).
+"""Exported model-factory entries on disk: which folders hold them, their names, and how to read one (no torch, no timm).
 
-`nas.zoo` registers these entries with timm; the command line reads them here first, so that `inspect
-<entry>` and a mistyped name answer at once, without importing torch.
+An entry is data: `<name>.yaml`, holding its ArchConfig (with the genome version it was written in) and its record
+(study, trial, accuracy, cost). It is read with `yaml.safe_load` and validated here, and `nas.zoo` registers it with
+timm from that alone: no file of a zoo folder is ever executed (a `<name>.py` beside it is for code that imports
+the module directly). The command line reads entries here first, so that `inspect <entry>` and a mistyped name
+answer at once, without importing torch.
 """
 
 from __future__ import annotations
 
+import builtins
+import keyword
 import os
+import re
+import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from space.config import ArchConfig
 from space.errors import ConvspaceError
 from space.files import read_yaml
 
@@ -27,18 +36,81 @@ def zoo_folders() -> list[Path]:
     return list(unique.values())
 
 
+MAX_NAME = 64
+# What an entry's record may hold (besides name and config), and the types of each; None is allowed for every one.
+RECORD: dict[str, tuple[type, ...]] = {
+    "config_hash": (str,), "study": (str,), "trial": (int, str), "resolution": (int,), "proxy_accuracy": (int, float),
+    "proxy_accuracy_mean": (int, float), "proxy_accuracy_std": (int, float), "seeds": (int,), "params": (int,), "flops": (int,),
+    "storage": (str,),
+}
+
+
+def check_entry_name(name: Any) -> str:
+    """An entry's name is a timm model name, a Python function name and a file name: a lowercase ASCII identifier of at
+    most 64 characters that is no Python keyword, builtin or standard-library module (a module of that name in a zoo
+    folder could shadow it for code that imports from there)."""
+    if not isinstance(name, str) or not re.fullmatch(r"[a-z_][a-z0-9_]*", name):
+        raise ConvspaceError(f"name: must be a lowercase Python identifier (a-z, digits, _; not starting with a digit), got {name!r}"[:300])
+    if len(name) > MAX_NAME:
+        raise ConvspaceError(f"name: must be at most {MAX_NAME} characters, got {len(name)} ({name[:20]}...)")
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        raise ConvspaceError(f"name: {name!r} is a Python keyword; pick another --name")
+    if hasattr(builtins, name):
+        raise ConvspaceError(f"name: {name!r} is a Python builtin; pick another --name")
+    if name in sys.stdlib_module_names:
+        raise ConvspaceError(f"name: {name!r} is a module of Python's standard library; pick another --name")
+    return name
+
+
 def read_entry(path: str | Path) -> dict[str, Any]:
-    """One `<name>.yaml` entry: its name, config and where it came from; a malformed file is one line naming it."""
+    """One `<name>.yaml` entry, validated: its name (the file's), its config (a valid ArchConfig of a genome version this
+    convspace reads, matching its recorded hash) and its record's fields; anything else is one line naming the file."""
+    path = Path(path)
     data = read_yaml(path, "zoo entry")
     if not isinstance(data, dict) or not {"name", "config"} <= set(data):
         raise ConvspaceError(f"zoo entry: {path} needs the keys name and config (written by `cli.py export`)")
+    unknown = sorted(map(str, set(data) - {"name", "config", *RECORD}))
+    if unknown:
+        raise ConvspaceError(f"zoo entry: {path} holds unknown keys {', '.join(unknown)} (allowed: name, config, {', '.join(RECORD)})")
+    try:
+        check_entry_name(data["name"])
+    except ConvspaceError as exc:
+        raise ConvspaceError(f"zoo entry: {path}: {exc}") from None
+    if data["name"] != path.stem:
+        raise ConvspaceError(f"zoo entry: {path} names the entry {data['name']!r}: an entry's name is its file's")
+    for key, types in RECORD.items():
+        value = data.get(key)
+        if value is not None and (not isinstance(value, types) or isinstance(value, bool)):
+            raise ConvspaceError(f"zoo entry: {path}: {key} must be {' or '.join(t.__name__ for t in types)}, got {value!r}"[:300])
+    try:
+        cfg = ArchConfig.from_dict(data["config"])
+    except ConvspaceError as exc:
+        raise ConvspaceError(f"zoo entry: {path}: {exc}") from None
+    if data.get("config_hash") not in (None, cfg.hash):
+        raise ConvspaceError(f"zoo entry: {path}: its config's hash is {cfg.hash}, its record says {data['config_hash']} (edited by hand?)")
+    if data.get("resolution") is not None and data["resolution"] < 1:
+        raise ConvspaceError(f"zoo entry: {path}: resolution must be >= 1, got {data['resolution']}")
     return data
 
 
 def find_entry(name: str) -> dict[str, Any] | None:
-    """The exported entry registered as `name` (its YAML beside its module in a zoo folder), or None."""
+    """The exported entry `name` (its YAML in a zoo folder), or None."""
+    if not re.fullmatch(r"[a-z_][a-z0-9_]*", name):  # never a path
+        return None
     for folder in zoo_folders():
         path = folder / f"{name}.yaml"
-        if path.is_file() and path.with_suffix(".py").is_file():
+        if path.is_file():
             return read_entry(path)
     return None
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write `text` to a temporary file beside `path`, then rename it there: a crash never leaves half a file."""
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -198,6 +198,8 @@ def _start_local(num_cpus: int | None, **options: Any) -> None:
       the node's IP is 127.0.0.1, so the GCS, raylet, workers and agents listen there only.
     - The secrets of SECRET_ENV are out of the environment while Ray starts its processes (its workers are the
       raylet's children and get the raylet's environment); the driver gets them back at once.
+    - Its files (session logs, unix sockets) in a folder only this user can enter: Ray makes its session folders
+      writable by everyone (mode 0777) under $TMPDIR/ray, where another user could read the logs or swap a socket.
     """
     from ray._private import ray_constants
     from ray._raylet import AuthenticationTokenLoader, Config
@@ -213,10 +215,31 @@ def _start_local(num_cpus: int | None, **options: Any) -> None:
     ray_constants.ENABLE_RAY_CLUSTER = False
     try:
         # "local": without it Ray joins the last `ray start` cluster of this machine, if any
-        ray.init(address="local", num_cpus=num_cpus, **options)
+        ray.init(address="local", num_cpus=num_cpus, _temp_dir=str(private_ray_folder() / "ray"), **options)
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = cluster
         os.environ.update(hidden)
+
+
+def private_ray_folder() -> Path:
+    """$TMPDIR/convspace-<uid> (where Ray would make $TMPDIR/ray), mode 0700, made if missing: a local cluster keeps its files in its `ray` folder (which
+    Ray makes writable by everyone, as it does $TMPDIR/ray: this folder keeps the others out). One that is not this
+    user's own private folder (another user made it first, or it is a link) is refused: it would hand them Ray's
+    sockets and logs."""
+    import stat
+
+    from ray._common.utils import get_default_system_temp_dir  # where Ray itself would go: $RAY_TMPDIR, $TMPDIR, /tmp
+
+    folder = Path(get_default_system_temp_dir()) / f"convspace-{os.getuid()}"  # short: Ray's socket paths must fit in 107 characters
+    try:
+        folder.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = folder.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise ConvspaceError(f"ray: {folder} must be a folder of this user's that no one else can enter (mode 0700), where a local "
+                             "Ray keeps its sockets and logs; remove it, or set TMPDIR to a folder of your own")
+    return folder
 
 
 def _join(address: str, **options: Any) -> None:

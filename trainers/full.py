@@ -52,6 +52,31 @@ def _set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+# What a checkpoint holds besides tensors and plain data (dicts, lists, numbers, strings): numpy's RNG state, one
+# uint32 array. `torch.load(weights_only=True)` admits these and nothing else, so a planted file cannot run code.
+CHECKPOINT_GLOBALS = [np.ndarray, np.dtype, np.dtypes.UInt32DType, np._core.multiarray._reconstruct]
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint this module wrote, loaded as data; anything else (a file holding other objects, a broken file) is
+    a one-line error and nothing of it runs."""
+    import pickle
+
+    try:
+        with torch.serialization.safe_globals(CHECKPOINT_GLOBALS):
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:  # what weights_only refuses: a global that is not allowed
+        found = next((line.strip().rstrip(".") for line in str(exc).splitlines() if "GLOBAL" in line), "objects other than weights and data")
+        raise ConvspaceError(f"resume: {path} holds more than weights and plain data ({found[:200]}); it was not loaded "
+                             "(a checkpoint written by `train` holds only those)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConvspaceError(f"resume: {path} is not a readable checkpoint ({reason[:200]})") from None
+    if not isinstance(checkpoint, dict) or not {"model", "settings", "epoch"} <= set(checkpoint) or not isinstance(checkpoint["settings"], dict):
+        raise ConvspaceError(f"resume: {path} is not a checkpoint written by `train` (it lacks model, settings or epoch)")
+    return checkpoint
+
+
 def save_atomically(state: dict[str, Any], path: Path) -> None:
     """Write to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
     tmp = path.with_suffix(".tmp")
@@ -92,7 +117,7 @@ def train(s: TrainSettings, resume: bool = False, progress: Callable[[str, dict[
     if resume:
         if not checkpoint_path.exists():
             raise ConvspaceError(f"resume: no checkpoint at {checkpoint_path}")
-        checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        checkpoint = load_checkpoint(checkpoint_path)
         if checkpoint["settings"]["model"] != s.model:
             raise ConvspaceError(f"resume: {checkpoint_path} trains {checkpoint['settings']['model']}, not {s.model}")
     if not timm.models.is_model(s.model):

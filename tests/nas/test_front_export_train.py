@@ -144,9 +144,9 @@ def test_train_one_epoch_then_resume_to_epoch_two(study_dir):
     assert "epoch 2/2" in second.stdout and "epoch 1/" not in second.stdout
     log = [json.loads(line) for line in (study_dir / "run" / "log.jsonl").read_text().splitlines()]
     assert [e["epoch"] for e in log] == [1, 2]
-    import torch
+    from trainers.full import load_checkpoint
 
-    assert torch.load(study_dir / "run" / "last.pth", weights_only=False)["epoch"] == 1  # 0-based: the second epoch
+    assert load_checkpoint(study_dir / "run" / "last.pth")["epoch"] == 1  # 0-based: the second epoch; loaded as data
 
 
 def test_pretrained_cfg_pool_size_follows_a_dilated_last_stage():

@@ -167,6 +167,33 @@ def test_a_ray_client_without_the_launch_token_is_refused(local_ray):
     assert not (local_ray["home"] / ".ray").exists() and files_holding(local_ray["base"], token) == []
 
 
+def test_local_ray_keeps_its_files_where_no_other_user_can_enter(local_ray):
+    import stat
+
+    private = local_ray["base"] / f"convspace-{os.getuid()}"  # $TMPDIR/convspace-<uid>, not $TMPDIR/ray (mode 0777)
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700 and any(private.glob("ray/session_*/sockets/raylet"))
+    assert not (local_ray["base"] / "ray").exists()
+
+
+def test_a_ray_folder_others_could_enter_is_refused(tmp_path, monkeypatch):
+    from nas.tune import private_ray_folder
+    from space.errors import ConvspaceError
+
+    monkeypatch.delenv("RAY_TMPDIR", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    made = private_ray_folder()
+    assert made == tmp_path / f"convspace-{os.getuid()}" and made.stat().st_mode & 0o777 == 0o700
+    made.chmod(0o755)
+    with pytest.raises(ConvspaceError, match="no one else can enter"):
+        private_ray_folder()
+    made.rmdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    made.symlink_to(elsewhere)  # planted by someone who can write $TMPDIR: a link is never followed
+    with pytest.raises(ConvspaceError, match="no one else can enter"):
+        private_ray_folder()
+
+
 def test_ray_processes_do_not_inherit_the_storage_password(local_ray):
     worker = local_ray["worker_env"]
     assert "PGPASSWORD" not in worker and "CONVSPACE_STORAGE" not in worker and not any(SECRET in v for v in worker.values())
@@ -350,3 +377,145 @@ def test_the_served_dashboard_wants_its_token_and_its_host(tmp_path):
         server.terminate()
         out, err = server.communicate(timeout=10)
     assert (first + out + err).count(token) == 1  # printed once, in the URL
+
+
+# --- exports are data ---
+
+HOSTILE_STUDY = 'x""";__import__("os").system("touch marker");"""'
+PLANT = 'import pathlib; pathlib.Path({!r}).touch()\n'
+
+
+@pytest.mark.parametrize("name, why", [
+    ("class", "is a Python keyword"), ("match", "is a Python keyword"), ("print", "is a Python builtin"),
+    ("os", "module of Python's standard library"), ("a" * 65, "at most 64 characters"), ("x" * 302, "at most 64 characters"),
+    ("Bad-Name", "lowercase Python identifier"), ('x""";import os;"""', "lowercase Python identifier"), ("../up", "lowercase Python identifier"),
+    ("é", "lowercase Python identifier"), ("resnet50", "already a timm model"), ("convspace_resnet50", "is the preset"),
+])
+def test_a_bad_export_name_is_one_line_and_writes_nothing(tmp_path, name, why):
+    from tests.conftest import write_study
+
+    write_study(tmp_path, "s")
+    run = cli(tmp_path, "export", "--study", "s", "--best", "--name", name, "--out", "zoo")
+    assert run.returncode == 2 and run.stderr.startswith("error: name: ") and why in run.stderr, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and len(run.stderr) < 400 and "Traceback" not in run.stderr
+    assert not (tmp_path / "zoo").exists()
+
+
+def test_a_hostile_study_name_runs_nothing_on_export_or_import(tmp_path):
+    from tests.conftest import write_study
+
+    write_study(tmp_path, HOSTILE_STUDY)
+    run = cli(tmp_path, "export", "--study", HOSTILE_STUDY, "--best", "--out", "zoo")
+    assert run.returncode == 0, run.stdout + run.stderr
+    [module] = (tmp_path / "zoo").glob("*.py")
+    assert module.stem == "x______import____os___system__touch_marker_______trial0"  # the default name: an identifier
+    import yaml
+
+    from nas.zoo import MODULE_TEMPLATE
+
+    assert module.read_text() == MODULE_TEMPLATE.format(name=module.stem)  # the study's name is the YAML's business, as data
+
+    assert yaml.safe_load(module.with_suffix(".yaml").read_text())["study"] == HOSTILE_STUDY
+    # imported through the zoo, and the module imported directly: the entry works, the study's name never runs
+    code = (f"import runpy, timm, nas.zoo; m = timm.create_model({module.stem!r}); runpy.run_path({str(module)!r}); "
+            f"print(type(m).__name__, timm.models.model_entrypoint({module.stem!r}).__module__)")
+    imported = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(ROOT), "CONVSPACE_ZOO": str(tmp_path / "zoo")})
+    assert imported.returncode == 0 and imported.stdout.split() == ["ConvSpaceNet", f"convspace_zoo_{module.stem}"], imported.stderr[-2000:]
+    assert not (tmp_path / "marker").exists()
+
+
+def test_a_hostile_zoo_folder_runs_nothing(tmp_path):
+    """A folder that `import nas.zoo` reads (studies/exports of wherever the user stands): a module beside a valid
+    entry, modules alone, a YAML with a Python tag, an entry that would replace timm's resnet50, a misnamed one."""
+    from nas.zoo import write_entry
+    from tests.conftest import tiny_config
+
+    zoo = tmp_path / "studies" / "exports"
+    module = write_entry("planted", tiny_config(), zoo, {"study": "s", "trial": 0, "resolution": 32})
+    module.write_text(PLANT.format("marker_planted"))  # what the module holds does not matter: it is never run
+    (zoo / "lonely.py").write_text(PLANT.format("marker_lonely"))
+    (zoo / "__init__.py").write_text(PLANT.format("marker_init"))
+    (zoo / "tagged.yaml").write_text('!!python/object/apply:os.system ["touch marker_yaml"]\n')
+    data = (zoo / "planted.yaml").read_text()
+    (zoo / "resnet50.yaml").write_text(data.replace("name: planted", "name: resnet50"))
+    (zoo / "misnamed.yaml").write_text(data)
+    code = ("import json, timm, nas.zoo; e = timm.models.model_entrypoint; "
+            "print(json.dumps([timm.create_model('planted').num_classes, e('planted').__module__, e('resnet50').__module__]))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": str(ROOT), "CONVSPACE_ZOO": ""})
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads(run.stdout) == [10, "convspace_zoo_planted", "timm.models.resnet"]
+    for skipped, why in (("tagged.yaml", "is not valid YAML"), ("resnet50.yaml", "already a timm model"), ("misnamed.yaml", "an entry's name is its file's")):
+        assert f"skipped zoo entry studies/exports/{skipped}" in run.stderr and why in run.stderr, (skipped, run.stderr)
+    # what `train --model <mistyped>` imports, and `inspect` of an entry: nothing runs either
+    train = cli(tmp_path, "train", "--model", "nosuchmodel", "--epochs", "1")
+    assert train.returncode == 2 and train.stderr.strip().endswith("is not a registered model (export one, or see `presets`)")
+    assert cli(tmp_path, "inspect", "planted", "--json").returncode == 0
+    assert sorted(p.name for p in tmp_path.rglob("marker*")) == []
+
+
+OLD_MODULE = '''"""convspace model-factory entry {name!r}: study s, trial 0. Generated by `cli.py export`; the config is {name}.yaml."""
+
+from pathlib import Path
+
+from timm.models import register_model
+
+from nas.zoo import create, load_entry
+
+CONFIG, default_cfgs = load_entry(Path(__file__).with_suffix(".yaml"))
+
+
+@register_model
+def {name}(pretrained: bool = False, **kwargs):
+    return create({name!r}, CONFIG, pretrained, **kwargs)
+'''
+
+
+def test_modules_generated_before_still_work_when_imported_directly(tmp_path, monkeypatch):
+    """A module the previous `export` wrote (verbatim): `import nas.zoo` registers its entry from the YAML alone, and code
+    that imports the module itself still gets a working entry."""
+    import importlib
+
+    import timm
+
+    from nas.zoo import register_exports, write_entry
+    from tests.conftest import tiny_config
+
+    module = write_entry("older_net", tiny_config(), tmp_path, {"study": "s", "trial": 0, "resolution": 32})
+    module.write_text(OLD_MODULE.format(name="older_net"))
+    assert register_exports([tmp_path]) == ["older_net"] and timm.create_model("older_net").num_classes == 10
+    monkeypatch.syspath_prepend(str(tmp_path))  # as code that imports the zoo folder's modules does
+    monkeypatch.delitem(sys.modules, "older_net", raising=False)
+    loaded = importlib.import_module("older_net")
+    assert loaded.older_net(num_classes=3).num_classes == 3 and timm.create_model("older_net", num_classes=4).num_classes == 4
+
+
+# --- checkpoints load as data ---
+
+
+class Planted:
+    """What a planted checkpoint holds: an object whose unpickling runs a command."""
+
+    def __reduce__(self):
+        return os.system, ("touch marker",)
+
+
+@pytest.mark.parametrize("kind", ["code", "broken", "foreign"])
+def test_train_resume_never_runs_a_planted_checkpoint(tmp_path, kind):
+    import torch
+
+    (tmp_path / "run").mkdir()
+    planted = tmp_path / "run" / "last.pth"
+    if kind == "code":
+        torch.save({"model": {}, "settings": {"model": "convspace_resnet50"}, "epoch": 0, "extra": Planted()}, planted)
+    elif kind == "broken":
+        planted.write_bytes(b"PK\x03\x04 not a checkpoint")
+    else:
+        torch.save([torch.zeros(1)], planted)  # plain data, but not a checkpoint of ours
+    run = cli(tmp_path, "train", "--model", "convspace_resnet50", "--resume", "--output", "run", "--epochs", "1")
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1, run.stderr[-2000:]
+    message = {"code": "holds more than weights and plain data (Trying to load unsupported GLOBAL posix.system",
+               "broken": "is not a readable checkpoint", "foreign": "is not a checkpoint written by `train`"}[kind]
+    assert run.stderr.startswith(f"error: resume: run/last.pth {message}"), run.stderr
+    assert not (tmp_path / "marker").exists()
