@@ -159,16 +159,22 @@ def cheap_tier(args: argparse.Namespace, space: Any, budget: int) -> dict[str, l
     from nas.settings import SearchSettings
 
     band = SearchSettings(study="x", budget=budget, space=space, storage="sqlite://").band
-    runs: dict[str, list[dict[str, Any]]] = {}
+    runs: dict[str, list[dict[str, Any]]] = json.loads(Path(args.save).read_text()) if args.save and Path(args.save).exists() else {}
     variants = [(s, w) for s in args.samplers.split(",") for w in (False, True)]
     scale = calibrate(space, band, Naswot(0), n=args.calibration)  # once: one fixed [0, 1] scale for every seed and sampler
+    if not args.json:
+        print(f"score scale (1st..99th percentile of {args.calibration} random networks): {scale[0]:.1f} .. {scale[1]:.1f}", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         for seed in range(args.seeds):
             score = Naswot(seed)
             for sampler, warm in variants:
                 key = f"{sampler}+warm_start" if warm else sampler
+                if len(runs.get(key, [])) > seed:
+                    continue  # kept in --save by an earlier, interrupted run of this script
                 run = cheap_run(space, budget, sampler, seed, warm, args.trials, score, scale, folder)
                 runs.setdefault(key, []).append(run)
+                if args.save:  # after every study, so that a run cut short keeps what it measured
+                    Path(args.save).write_text(json.dumps(runs))
                 if not args.json:
                     print(f"{key:18s} seed {seed}: hypervolume {run['curve'][-1]:.4f} after {len(run['curve'])} trials; own "
                           f"{run['own_fraction']:.0%}; never trained {run['never_per_trained']:.2f} per trained; {run['seconds']:.0f} s", flush=True)
@@ -222,7 +228,7 @@ def plot(runs: dict[str, list[dict[str, Any]]], path: str, title: str) -> None:
 def real_tier(args: argparse.Namespace, space: Any, budget: int) -> dict[str, list[dict[str, Any]]]:
     """Real searches (Ray Tune, proxy trainings), the default sampler against random search."""
     from nas.pareto import study_hypervolume
-    from nas.record import counts_toward_total
+    from nas.record import NEVER_TRAINED, counts_toward_total
     from nas.search import run_search
     from nas.settings import SearchSettings
     from trainers.settings import ProxySettings
@@ -242,12 +248,17 @@ def real_tier(args: argparse.Namespace, space: Any, budget: int) -> dict[str, li
                               key=lambda t: t.datetime_complete)
                 curve = [float(t.user_attrs.get("hypervolume") or 0.0) for t in told]
                 own = sum(t.user_attrs.get("proposed_by") in ("sampler", "random") for t in told) / max(1, len(told))
-                run = {"curve": curve or [study_hypervolume(study) or 0.0], "own_fraction": own, "never_per_trained": 0.0,
+                chosen = sum(t.user_attrs.get("proposed_by") in ("sampler", "random", "warm_start") for t in told) / max(1, len(told))
+                never = sum(t.user_attrs.get("status") in NEVER_TRAINED for t in study.get_trials(deepcopy=False))
+                spread = sorted(t.user_attrs["flops"] / budget for t in told)
+                run = {"curve": curve or [study_hypervolume(study) or 0.0], "own_fraction": own, "never_per_trained": never / max(1, len(told)),
+                       "chosen_fraction": chosen, "flops_spread": [spread[0], spread[-1]] if spread else None,
                        "seconds": time.perf_counter() - started}
                 runs.setdefault(sampler, []).append(run)
                 if not args.json:
-                    print(f"real {sampler:7s} seed {seed}: hypervolume {run['curve'][-1]:.4f} after {len(told)} trials; own {own:.0%}; "
-                          f"{run['seconds'] / 60:.1f} min", flush=True)
+                    print(f"real {sampler:7s} seed {seed}: hypervolume {run['curve'][-1]:.4f} after {len(told)} trials; own {own:.0%}, "
+                          f"sampler or warm start {chosen:.0%}; never trained {run['never_per_trained']:.2f} per trained; FLOPs / budget "
+                          f"{run['flops_spread']}; {run['seconds'] / 60:.1f} min", flush=True)
     return runs
 
 
@@ -264,6 +275,8 @@ def main() -> None:
     parser.add_argument("--budget", default="4.5G")
     parser.add_argument("--space", default="default")
     parser.add_argument("--plot", default=None, help="PNG of hypervolume against trials (cheap tier)")
+    parser.add_argument("--save", default=None, help="JSON of the cheap tier's runs, written after each study; a rerun with the same "
+                        "file goes on where it stopped")
     parser.add_argument("--real-seeds", type=int, default=3)
     parser.add_argument("--real-trials", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=1)

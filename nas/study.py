@@ -65,7 +65,14 @@ def changed_settings(stored: dict[str, Any], asked: dict[str, Any], prefix: str 
     changes = []
     for key in sorted(set(stored) | set(asked)):
         old, new = stored.get(key, "unset"), asked.get(key, "unset")
-        if isinstance(old, dict) and isinstance(new, dict):
+        if key == "space_dims" and isinstance(old, dict) and isinstance(new, dict):  # one short item, not a dump of two spaces
+            differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            if differ:
+                changes.append(f"the space's dimensions {', '.join(differ)} differ (the space file changed since the study was made)")
+        elif key == "space_scale" and not prefix:
+            changes.append(f"the space scales {new if new != 'unset' else 'absolute'} now, {old if old != 'unset' else 'absolute'} "
+                           "in the study (the shipped spaces now fit each network's width to the budget)")
+        elif isinstance(old, dict) and isinstance(new, dict):
             changes += changed_settings(old, new, f"{prefix}{key}.")
         elif old != new:
             changes.append(f"{prefix}{key} {old} in the study, {new} now")
