@@ -328,6 +328,11 @@ def search(
                   + (" (*** stands for the password)" if storage and has_password(storage) else ""))
     if outcome.interrupted:
         raise typer.Exit(130)
+    if outcome.failures and not outcome.ended.get("trained") and not outcome.ended.get("stopped"):
+        # Nothing this run trained scored: most often the proxy's settings (a learning rate that diverges), not the networks.
+        console.print(f"error: every trial of this run failed ({len(outcome.failures)}), the first with: {outcome.failures[0][:200]}; "
+                      "check the proxy settings (--lr, --batch-size, --data)", highlight=False)
+        raise typer.Exit(1)
 
 
 @app.command()

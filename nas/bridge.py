@@ -30,6 +30,7 @@ from nas.pareto import study_hypervolume
 from nas.record import (
     ACC,
     FLOPS,
+    INTERRUPTED,
     OVER_BUDGET_CONSTRAINT,
     PROPOSED_BY,
     STATUS,
@@ -93,6 +94,7 @@ class BudgetedOptunaSearcher:
         self.rejected: dict[str, int] = {}  # sampled points not trained, by reason: over_budget, duplicate, surplus
         self.ended: dict[str, int] = {}  # trials of this run by how they ended: trained, stopped, failed
         self.proposed: dict[str, int] = {}  # trials this run started, by who chose the network (PROPOSERS)
+        self.failures: list[str] = []  # why this run's failed trials failed (a search whose every trial fails says so)
         self.ledger = StudyLedger(study)
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeats, daemon=True)
@@ -191,5 +193,7 @@ class BudgetedOptunaSearcher:
             self.study.tell(trial, state=TrialState.FAIL if status == Status.FAILED else TrialState.PRUNED)
         self.study.set_user_attr("hypervolume", attrs["hypervolume"])
         self.ended[status] = self.ended.get(status, 0) + 1
+        if status == Status.FAILED and not str(attrs.get("fail_reason", "")).startswith(INTERRUPTED):
+            self.failures.append(str(attrs["fail_reason"]))
         self.progress("finished", {"number": trial.number, "status": status, ACC: result.get(ACC), "epoch": attrs["epochs"],
                                    "reason": attrs.get("fail_reason") or attrs.get("stop_reason")})

@@ -28,6 +28,7 @@ from nas.storage import SqliteDriverLock, is_sqlite, results_folder
 from nas.study import open_study, recover, trained_count
 from nas.tune import BridgeSearcher, Driver, build_tuner, concurrency, connect, init_ray
 from nas.warm_start import enqueue_warm_start
+from space.errors import ConvspaceError
 from trainers.data import load_data
 
 
@@ -39,6 +40,7 @@ class SearchOutcome:
     ended: dict[str, int] = field(default_factory=dict)  # this run's trials: trained, stopped, failed
     rejected: dict[str, int] = field(default_factory=dict)  # sampled points not trained: infeasible, duplicate, ...
     proposed: dict[str, int] = field(default_factory=dict)  # this run's trials by who chose them: sampler, warm_start, ...
+    failures: list[str] = field(default_factory=list)  # why this run's failed trials failed
     recovered: int = 0  # trials a dead driver left running, failed and queued again
     warm_started: list[str] = field(default_factory=list)  # published networks enqueued first by this run
     interrupted: bool = False
@@ -94,6 +96,17 @@ def run_search(s: SearchSettings, progress: Progress | None = None, *, checked: 
             lock.release()
 
 
+def check_cluster_fits(cpus: float, gpus: float) -> None:
+    """A trial asking for more CPUs or GPUs than the whole cluster has would wait forever: refused in one line."""
+    import ray
+
+    have = ray.cluster_resources()
+    for name, wanted, key in (("cpus-per-trial", cpus, "CPU"), ("gpus-per-trial", gpus, "GPU")):
+        if wanted > have.get(key, 0):
+            raise ConvspaceError(f"{name}: {wanted:g} asked, but the Ray cluster has {have.get(key, 0):g} {key}s in all: "
+                                 "a trial would wait forever; ask for fewer or add nodes")
+
+
 def make_scheduler(s: SearchSettings) -> TrialScheduler | None:
     """The early stopping of --scheduler: ParetoASHA on (accuracy, FLOPs), Ray's ASHA on accuracy, or none (FIFO)."""
     rungs = dict(time_attr="epoch", max_t=s.proxy.epochs, grace_period=min(s.grace_period, s.proxy.epochs), reduction_factor=s.reduction_factor)
@@ -109,6 +122,7 @@ def _tune(s: SearchSettings, study: optuna.Study, storage: RDBStorage, remaining
     """Ray Tune runs the proxy trainings the bridge hands out; the scheduler (ParetoASHA, ASHA or none) stops the weak ones."""
     started = time.time()
     init_ray(s.address)
+    check_cluster_fits(s.cpus_per_trial, s.gpus_per_trial)
     parallel = concurrency(s.cpus_per_trial, s.gpus_per_trial)
     bridge = BudgetedOptunaSearcher(study, storage, s, progress, parallel=parallel)
     scheduler = make_scheduler(s)
@@ -127,5 +141,6 @@ def _tune(s: SearchSettings, study: optuna.Study, storage: RDBStorage, remaining
         bridge.close()
     seconds = time.time() - started
     out_of_time = bool(s.time_budget) and seconds >= s.time_budget and trained_count(study) < s.trials
-    return SearchOutcome(study, ended=bridge.ended, rejected=bridge.rejected, proposed=bridge.proposed, interrupted=interrupted, seconds=seconds,
+    return SearchOutcome(study, ended=bridge.ended, rejected=bridge.rejected, proposed=bridge.proposed, failures=bridge.failures,
+                         interrupted=interrupted, seconds=seconds,
                          out_of_time=out_of_time)

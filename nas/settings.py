@@ -6,6 +6,8 @@ is reported here in a fraction of a second, and leaves no study file and no Ray 
 
 from __future__ import annotations
 
+import math
+import os
 import random
 import socket
 from dataclasses import dataclass, field
@@ -14,9 +16,10 @@ from space.choices import SeededSuggester, Space
 from space.cost import check_resolution
 from space.errors import ConvspaceError, require
 from space.fitting import Band, propose
-from trainers.settings import ProxySettings
+from trainers.settings import ProxySettings, check_seed
 
 SAMPLERS = ("nsga2", "tpe", "random")
+MIN_CPUS = 0.1  # less is no share of a core a trial could train on
 # Early stopping: Pareto-aware ASHA (nas.schedulers), Ray's accuracy-only ASHA, or none (every trial trains every epoch).
 SCHEDULERS = ("pareto-asha", "asha", "none")
 
@@ -57,7 +60,8 @@ class SearchSettings:
 
     def __post_init__(self) -> None:
         """A bad value fails here in one line, before the study is opened or Ray starts."""
-        require(self.trials >= 1, "trials", "must be >= 1", self.trials)
+        require(1 <= self.trials <= 100_000, "trials", "must be in 1..100000", self.trials)
+        check_seed("seed", self.seed)
         require(self.sampler in SAMPLERS, "sampler", f"must be one of {', '.join(SAMPLERS)}", self.sampler)
         require(self.budget > 0, "budget", "must be > 0", self.budget)
         require(0 <= self.flops_min < self.budget, "flops-min", f"must be >= 0 and below the budget ({self.budget:,} FLOPs)", self.flops_min)
@@ -84,9 +88,12 @@ def check_confirm(seeds: int, top: int | None, cpus: float, gpus: float, address
 
 def check_trial_resources(cpus: float, gpus: float, address: str | None) -> None:
     """Resources Ray can give each trial; on a machine without a GPU, Ray would hold GPU trials pending forever."""
-    require(cpus > 0, "cpus-per-trial", "must be > 0", cpus)
-    require(gpus >= 0 and (gpus < 1 or float(gpus).is_integer()), "gpus-per-trial",
+    require(math.isfinite(cpus) and cpus >= MIN_CPUS, "cpus-per-trial", f"must be a number >= {MIN_CPUS:g}", cpus)
+    require(math.isfinite(gpus) and gpus >= 0 and (gpus < 1 or float(gpus).is_integer()), "gpus-per-trial",
             "must be 0, a fraction below 1 (trials share a GPU) or a whole number", gpus)
+    if address is None:  # a local Ray has this machine's CPUs: a trial asking for more would wait forever
+        have = os.cpu_count() or 1
+        require(cpus <= have, "cpus-per-trial", f"must be <= {have}, the CPUs of this machine (a trial asking for more never starts)", cpus)
     if gpus and address is None:
         import torch  # only here: asking for GPUs is the one setting that needs it to be checked
 

@@ -29,9 +29,49 @@ def default_storage(study: str) -> str:
     return os.environ.get(STORAGE_ENV) or f"sqlite:///studies/{study}.db"
 
 
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+DEFAULT_STUDIES_DIR = "studies"  # the one folder a SQLite URL may name before it exists (created on first use)
+
+
+def check_study_name(name: str) -> None:
+    """A study name is also a file name (studies/<name>.db) and a label in tables: letters, digits, `_ . -`, at most 100
+    characters, no path separators and no `..` (`--study ../etc/evil` would otherwise write ./etc/evil.db)."""
+    if not STUDY_NAME.fullmatch(name) or ".." in name:
+        shown = name if len(name) <= 40 else name[:37] + "..."
+        raise ConvspaceError(f"study: {shown!r} is not a study name: use letters, digits, '_', '.' and '-' (at most 100 characters, "
+                             "starting with a letter or digit, no '..')")
+
+
+def check_storage_url(url: str) -> None:
+    """Refuse a SQLite URL that would lose the study or write where the user did not mean to: in memory (gone when the
+    command ends), or in a folder that does not exist (created silently before: a typo made a folder tree) or that this
+    user cannot write. The default `studies/` folder is created on first use."""
+    parsed = make_url_or_none(url)
+    if parsed is None or parsed.get_backend_name() != "sqlite":
+        return
+    if parsed.database in (None, "", ":memory:"):
+        raise ConvspaceError(f"storage: {display_url(url)!r} is an in-memory SQLite database, gone when the command ends; "
+                             "give a file, e.g. sqlite:///studies/NAME.db")
+    folder = Path(parsed.database).parent
+    if not folder.is_dir():
+        if folder == Path(DEFAULT_STUDIES_DIR):
+            return
+        raise ConvspaceError(f"storage: the folder {str(folder)!r} of {display_url(url)!r} does not exist; create it first "
+                             f"(or leave --storage out: studies go to ./{DEFAULT_STUDIES_DIR}/)")
+    if not Path(parsed.database).exists():  # (an existing study may be read-only: reading it needs no write)
+        try:  # a real probe: permission bits say nothing of /proc, a read-only mount or root's rights
+            tempfile.TemporaryFile(dir=folder).close()
+        except OSError:
+            raise ConvspaceError(f"storage: {display_url(url)!r} cannot be made (no file can be created in {str(folder)!r})") from None
+
+
 def resolve_storage(study: str, storage: str | None) -> str:
-    """The storage a command uses: --storage, else $CONVSPACE_STORAGE, else the study's SQLite file."""
-    return storage or default_storage(study)
+    """The storage a command uses: --storage, else $CONVSPACE_STORAGE, else the study's SQLite file; the study name and a
+    SQLite URL are checked here, before anything is opened."""
+    check_study_name(study)
+    url = storage or default_storage(study)
+    check_storage_url(url)
+    return url
 
 
 def display_url(url: str) -> str:
@@ -98,7 +138,8 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None) -> optuna.s
                              "write @ as %40 (and % as %25), or leave the password out of the URL (~/.pgpass or $PGPASSWORD)")
     parsed = make_url_or_none(url)
     if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)  # SQLite creates the file, not its folder
+        # SQLite creates the file, not its folder; only studies/ is made here (check_storage_url refused any other)
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     for attempt in itertools.count():
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **beats)

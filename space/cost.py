@@ -154,9 +154,13 @@ def tail_cost(tail: NormAct | None, size: int) -> Cost:
     return norm_cost(tail.norm, tail.channels, size * size) if tail else ZERO
 
 
+MAX_RESOLUTION = 4096  # beyond it a single image's activations no longer fit any machine's memory
+
+
 def check_resolution(name: str, resolution: int) -> None:
     """Every network reduces its input 32x (stem and three downsamplings), so smaller inputs cannot pass."""
     require(resolution >= 32, name, "must be >= 32 (the network reduces 32x)", resolution)
+    require(resolution <= MAX_RESOLUTION, name, f"must be <= {MAX_RESOLUTION}", resolution)
 
 
 def check_fits(cfg: ArchConfig, resolution: int) -> None:
@@ -212,6 +216,7 @@ def arch_cost(cfg: ArchConfig, resolution: int = 224) -> Cost:
     return total
 
 
+MAX_FLOPS = 1e15  # a PFLOP per image: far beyond any network, below where an int of it stops meaning anything
 _BUDGET = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([kmgt]?)(?:flops?)?\s*$", re.IGNORECASE)
 _SCALE = {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}
 
@@ -221,7 +226,12 @@ def parse_flops(text: str | float | int) -> int:
     match = _BUDGET.match(str(text))
     if not match:
         raise ConvspaceError(f"budget: cannot read {text!r}; use e.g. 4.5GFLOPs, 4.5G, 450MFLOPs or 4.5e9")
-    flops = int(round(float(match.group(1)) * _SCALE[match.group(2).lower()]))
+    value = float(match.group(1)) * _SCALE[match.group(2).lower()]
+    if not value < MAX_FLOPS:  # also inf (1e400 reads as inf)
+        raise ConvspaceError(f"budget: {text!r} is beyond any network (at most {MAX_FLOPS / 1e12:g} TFLOPs)")
+    flops = int(round(value))
     if flops <= 0:
         raise ConvspaceError(f"budget: must be above zero, got {text!r}")
+    if not match.group(2) and flops < 1_000_000:  # no network costs under a MFLOP: the unit was left out
+        raise ConvspaceError(f"budget: {text!r} has no unit and would mean {flops} FLOPs; did you mean {text}GFLOPs (or {text}MFLOPs)?")
     return flops

@@ -24,6 +24,39 @@ def read_yaml(path: str | Path, what: str) -> Any:
     except OSError as exc:
         raise ConvspaceError(f"{what}: cannot read {path} ({exc.strerror or type(exc).__name__})") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_strict_loader())
     except yaml.YAMLError as exc:
         raise ConvspaceError(f"{what}: {path} is not valid YAML ({str(exc).splitlines()[0]})") from None
+    except _DuplicateKey as exc:
+        raise ConvspaceError(f"{what}: {path} gives {exc} twice (the second would silently replace the first)") from None
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+_LOADER: Any = None
+
+
+def _strict_loader() -> Any:
+    """PyYAML's safe loader, but refusing a key given twice in one mapping, and reading `1e-06` (JSON's spelling, which
+    `sample --json` writes) as a number: YAML 1.1, which PyYAML follows, reads a float without a dot as a string."""
+    global _LOADER
+    if _LOADER is None:
+        import re
+
+        import yaml
+
+        class Strict(yaml.SafeLoader):
+            def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+                seen = set()
+                for key_node, _ in node.value:
+                    key = self.construct_object(key_node, deep=deep)
+                    if key in seen:
+                        raise _DuplicateKey(f"{key!r} (line {key_node.start_mark.line + 1})")
+                    seen.add(key)
+                return super().construct_mapping(node, deep=deep)
+
+        Strict.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+        _LOADER = Strict
+    return _LOADER

@@ -18,6 +18,13 @@ SMALL_DATASETS = ("digits", "synthetic")  # held in memory as tensors
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}  # torchvision's extracted layout
 DEFAULT_CACHE_DIR = "studies/cache"  # beside the studies' SQLite files (git-ignored)
 RUN_ONLY = ("threads", "cache_dir")  # ProxySettings fields that are not part of a study's identity
+MAX_LR = 1.0
+MAX_SEED = 2**32 - 1  # numpy's and Python's seeding take 32-bit seeds everywhere we pass them
+
+
+def check_seed(name: str, seed: int) -> None:
+    """A seed every generator we seed accepts."""
+    require(not isinstance(seed, bool) and 0 <= seed <= MAX_SEED, name, f"must be in 0..{MAX_SEED}", seed)
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,8 @@ class ProxySettings:
         require(self.epochs >= 1, "epochs", "must be >= 1", self.epochs)
         check_resolution("resolution", self.resolution)  # below it every network fails in its last stage
         require(self.batch_size >= 1, "batch-size", "must be >= 1", self.batch_size)
-        require(self.lr > 0, "lr", "must be > 0", self.lr)
+        require(0 < self.lr <= MAX_LR, "lr", f"must be in (0, {MAX_LR:g}] (AdamW diverges far below its top; 1e-4..1e-2 is usual)", self.lr)
+        check_seed("seed", self.seed)
         require(self.weight_decay >= 0, "weight-decay", "must be >= 0", self.weight_decay)
         require(self.warmup_epochs >= 0, "warmup-epochs", "must be >= 0", self.warmup_epochs)
         require(0 <= self.label_smoothing < 1, "label-smoothing", "must be in [0, 1)", self.label_smoothing)
