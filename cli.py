@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from nas.settings import SAMPLERS, SCHEDULERS, SearchSettings
-from nas.storage import STORAGE_ENV, display_url, has_password, mask_passwords, resolve_storage
+from nas.storage import DAMAGED, STORAGE_ENV, display_url, has_password, mask_passwords, resolve_storage, storage_fault
 from space.errors import ConvspaceError
 from trainers.settings import ProxySettings
 
@@ -45,6 +45,14 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             return command(*args, **kwargs)
         except ConvspaceError as exc:
             print(f"error: {mask_passwords(str(exc))}", file=sys.stderr)  # a URL in a message never shows its password
+            raise typer.Exit(2) from None
+        except Exception as exc:
+            fault = storage_fault(exc)  # the storage failed underneath (damaged, locked, full, gone): one line, not a traceback
+            if fault is None:
+                raise
+            hint = ("the SQLite file is damaged: restore it from a copy, or salvage it with `sqlite3 FILE .recover`"
+                    if any(words in fault for words in DAMAGED) else "nothing finished is lost: rerun the same command to resume")
+            print(f"error: storage: {fault}; {hint}", file=sys.stderr)
             raise typer.Exit(2) from None
 
     return wrapper

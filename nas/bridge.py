@@ -41,6 +41,7 @@ from nas.record import (
     proposed_by,
 )
 from nas.settings import SearchSettings
+from nas.storage import storage_fault
 from nas.study import claim_driver, driver_seed, fail_and_requeue
 from space.errors import ConvspaceError
 from space.fitting import propose
@@ -96,15 +97,24 @@ class BudgetedOptunaSearcher:
         self.proposed: dict[str, int] = {}  # trials this run started, by who chose the network (PROPOSERS)
         self.failures: list[str] = []  # why this run's failed trials failed (a search whose every trial fails says so)
         self.ledger = StudyLedger(study)
+        self.beat_fault: Exception | None = None
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeats, daemon=True)
         self._beat.start()
 
     def _heartbeats(self) -> None:
+        """Beat for every live trial each interval. Never dies: a beat that fails (the storage gave up waiting, see
+        nas.storage.STORAGE_PATIENCE) is kept in `beat_fault` and told once; the next interval tries again."""
         interval = self.storage.get_heartbeat_interval()
         while interval and not self._stop.wait(interval):
-            for trial in list(self.live.values()):
-                self._beat_for(trial)
+            try:
+                for trial in list(self.live.values()):
+                    self._beat_for(trial)
+                self.beat_fault = None
+            except Exception as exc:  # noqa: BLE001 - a thread that raises dies silently; this one says why and goes on
+                if self.beat_fault is None:
+                    self.progress("storage_fault", {"reason": storage_fault(exc) or f"{type(exc).__name__}: {exc}"})
+                self.beat_fault = exc
 
     def _beat_for(self, trial: optuna.trial.Trial) -> None:
         self.storage.record_heartbeat(self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number))

@@ -99,6 +99,8 @@ class SearchView:
             if not self._live:
                 self._line(f"  trial {info['number']:>3} started: {self.running[info['number']].summary}, "
                            f"{info['flops'] / 1e9:.2f} GFLOPs ({rejected_words(self.rejected)} rejected so far)")
+        elif event == "storage_fault":
+            self._line(f"storage: {info['reason']} (heartbeats retried each interval; trials keep training)")
         elif event == "epoch" and info.get("acc") is not None:
             self.best = max(self.best, info["acc"])
             trial = self.running.get(info["number"])

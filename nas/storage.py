@@ -128,7 +128,6 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None) -> optuna.s
     `heartbeat` = (interval, grace) seconds: a running trial whose heartbeat is older than `grace` is failed
     and re-queued by whichever driver looks next (`optuna.storages.fail_stale_trials`).
     """
-    import optuna
 
     beats = {}
     if heartbeat:
@@ -142,14 +141,16 @@ def open_storage(url: str, heartbeat: tuple[int, int] | None = None) -> optuna.s
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     for attempt in itertools.count():
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url), **beats)
+            return _patient_storage_class()(url, engine_kwargs=_engine_kwargs(url), **beats)
         except Exception as exc:  # SQLAlchemy raises many types for a bad URL/server
             if attempt < 5 and _lost_schema_race(exc):
                 time.sleep(0.5 * (attempt + 1))
                 continue
             text = str(exc).strip()
             reason = text.splitlines()[0] if text else type(exc).__name__
-            raise ConvspaceError(f"storage: cannot open {display_url(url)!r} ({hide_password(reason, url)})") from None
+            damaged = any(words in reason for words in DAMAGED)
+            raise ConvspaceError(f"storage: cannot open {display_url(url)!r} ({hide_password(reason, url)})"
+                                 + ("; the file is damaged: restore it from a copy, or salvage it with `sqlite3 FILE .recover`" if damaged else "")) from None
 
 
 # `scheme://user:` at the start of a URL: the password follows, up to the URL's last `@` (see _password_span).
@@ -207,9 +208,84 @@ def _lost_schema_race(exc: Exception) -> bool:
     return isinstance(exc, (OperationalError, ProgrammingError)) and "already exists" in str(exc)
 
 
+# How long a driver keeps retrying a storage that is locked by another process, full, or (PostgreSQL) gone away, before it
+# stops with one line (its trials keep training meanwhile; the study stays resumable). README: "Faults".
+STORAGE_PATIENCE = 300.0
+_TRANSIENT = ("database is locked", "database or disk is full", "disk i/o error", "could not connect", "connection refused",
+              "server closed the connection", "terminating connection", "connection reset", "connection timed out",
+              "the database system is starting up", "the database system is shutting down", "ssl syscall error",
+              "could not receive data", "no route to host", "connection to server")
+
+
+DAMAGED = ("malformed", "not a database")  # SQLite's words for a file that is no (longer a) database
+
+
+class StorageUnavailable(ConvspaceError):
+    """The storage stayed locked, full or unreachable past STORAGE_PATIENCE (a user-facing fault, told in one line)."""
+
+
+def storage_fault(exc: BaseException) -> str | None:
+    """The storage's own words for a fault (the first line of the driver's message), or None for other errors."""
+    seen = exc
+    while seen is not None:
+        if type(seen).__module__.split(".")[0] in ("sqlite3", "sqlalchemy", "psycopg2", "psycopg") and "Integrity" not in type(seen).__name__:
+            text = str(getattr(seen, "orig", None) or seen).strip().splitlines()
+            return mask_passwords(text[0] if text else type(seen).__name__)
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _transient(exc: BaseException) -> bool:
+    """A fault that may pass (a lock released, space freed, a server back), as opposed to a damaged file or a bad query."""
+    fault = storage_fault(exc)
+    return fault is not None and any(words in fault.lower() for words in _TRANSIENT)
+
+
+def _patient(method: Any) -> Any:
+    """Retry one storage operation (one SQL session: rolled back when it fails) on transient faults for STORAGE_PATIENCE."""
+    import functools
+
+    @functools.wraps(method)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        deadline, pause = None, 0.5
+        while True:
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as exc:
+                if not _transient(exc):
+                    raise
+                deadline = deadline or time.monotonic() + STORAGE_PATIENCE
+                if time.monotonic() >= deadline:
+                    raise StorageUnavailable(f"storage: {storage_fault(exc)} for {STORAGE_PATIENCE:.0f} s; the study is intact: "
+                                             "rerun the same command to resume it once the storage is back") from None
+                time.sleep(pause)
+                pause = min(pause * 2, 10.0)
+
+    return wrapper
+
+
+_PATIENT_CLASS: Any = None
+
+
+def _patient_storage_class() -> Any:
+    """Optuna's RDBStorage whose every operation waits out transient faults (built once, Optuna imported lazily).
+
+    Written here because neither Optuna nor SQLAlchemy retries a whole operation: SQLite's busy timeout covers a lock
+    only, and pool_pre_ping a connection dropped between operations, not a server down for 40 s."""
+    global _PATIENT_CLASS
+    if _PATIENT_CLASS is None:
+        import optuna
+
+        base = optuna.storages.RDBStorage
+        names = [n for n, v in vars(base).items() if callable(v) and (not n.startswith("_") or n in ("_get_trials", "_get_stale_trial_ids"))
+                 and n not in ("__init__", "get_heartbeat_interval", "get_failed_trial_callback")]
+        _PATIENT_CLASS = type("PatientRDBStorage", (base,), {n: _patient(getattr(base, n)) for n in names})
+    return _PATIENT_CLASS
+
+
 def _engine_kwargs(url: str) -> dict[str, Any]:
-    # SQLite: wait for a lock instead of failing at once ("database is locked").
-    return {"connect_args": {"timeout": 30}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    # SQLite: wait for a lock instead of failing at once ("database is locked"), as long as any fault is waited out.
+    return {"connect_args": {"timeout": STORAGE_PATIENCE}} if url.startswith("sqlite") else {"pool_pre_ping": True}
 
 
 def is_sqlite(url: str) -> bool:
@@ -222,7 +298,9 @@ class SqliteDriverLock:
     "database is locked"). An flock on <db>.lock; the kernel drops it when the driver dies, even by kill -9."""
 
     def __init__(self, url: str) -> None:
-        self.path = Path(str(make_url_or_none(url).database) + ".lock")
+        # Keyed on the file itself: the same study reached through a symlink or another spelling is the same lock.
+        real = Path(str(make_url_or_none(url).database)).resolve()
+        self.path = real.with_name(real.name + ".lock")
         self.handle: Any = None
 
     def acquire(self) -> None:

@@ -186,7 +186,7 @@ def test_a_fitted_search_trains_the_warm_start_then_its_samplers_own_fitted_prop
     trained = []
     try:
         for i in range(16):
-            suggestion = bridge.suggest(f"t{i}")
+            bridge.suggest(f"t{i}")
             trial = bridge.live[f"t{i}"]
             trained.append(dict(trial.user_attrs, params_=dict(trial.params)))
             # a stand-in accuracy that depends on the architecture: wider, deeper networks score higher

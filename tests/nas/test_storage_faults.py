@@ -1,0 +1,94 @@
+"""Storage faults (issue 23): a damaged SQLite file, a lock held by another process, the same file through a symlink."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from nas import storage as storage_module
+from nas.storage import SqliteDriverLock, StorageUnavailable, open_storage
+from space.errors import ConvspaceError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def small_study(path: Path, trials: int = 40) -> None:
+    """A study with enough trials (and attributes) to fill many pages of the file."""
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{path}", directions=["maximize", "minimize"])
+    for i in range(trials):
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
+        trial.set_user_attr("pad", "x" * 2000)
+        study.tell(trial, [0.5, float(i)])
+
+
+def test_a_damaged_sqlite_file_is_one_line_and_exit_2(tmp_path):
+    db = tmp_path / "s.db"
+    small_study(db)
+    data = bytearray(db.read_bytes())
+    start, end = len(data) // 4 // 4096 * 4096, len(data) * 3 // 4 // 4096 * 4096  # pages in the middle; the header stays intact
+    data[start:end] = b"\xff" * (end - start)
+    db.write_bytes(bytes(data))
+    result = subprocess.run([sys.executable, str(ROOT / "cli.py"), "pareto", "--study", "s", "--storage", f"sqlite:///{db}"],
+                            capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: storage: ") and "damaged" in lines[0], result.stderr[-3000:]
+
+
+def hold_write_lock(db: Path, seconds: float, started: threading.Event) -> None:
+    connection = sqlite3.connect(db, timeout=0, isolation_level=None)
+    connection.execute("BEGIN EXCLUSIVE")
+    started.set()
+    time.sleep(seconds)
+    connection.execute("ROLLBACK")
+    connection.close()
+
+
+def test_a_lock_held_by_another_process_is_waited_out_then_told_in_one_line(tmp_path, monkeypatch):
+    db = tmp_path / "s.db"
+    small_study(db, trials=2)
+    monkeypatch.setattr(storage_module, "STORAGE_PATIENCE", 8.0)
+    storage = open_storage(f"sqlite:///{db}")
+    study_id = storage.get_study_id_from_name("s")
+    started = threading.Event()
+    holder = threading.Thread(target=hold_write_lock, args=(db, 2.0, started))
+    holder.start()
+    started.wait(10)
+    began = time.monotonic()
+    storage.set_study_user_attr(study_id, "k", 1)  # waits for the lock, then writes
+    assert time.monotonic() - began >= 1.0 and storage.get_study_user_attrs(study_id)["k"] == 1
+    holder.join()
+
+    monkeypatch.setattr(storage_module, "STORAGE_PATIENCE", 1.0)
+    impatient = open_storage(f"sqlite:///{db}")
+    started.clear()
+    holder = threading.Thread(target=hold_write_lock, args=(db, 6.0, started))
+    holder.start()
+    started.wait(10)
+    with pytest.raises(StorageUnavailable) as refused:
+        impatient.set_study_user_attr(study_id, "k", 2)
+    holder.join()
+    assert str(refused.value).startswith("storage: database is locked for 1 s; the study is intact: rerun the same command")
+    assert storage.get_study_user_attrs(study_id)["k"] == 1  # nothing half-written
+
+
+def test_the_single_driver_lock_is_keyed_on_the_file_not_the_spelling(tmp_path):
+    db = tmp_path / "s.db"
+    small_study(db, trials=1)
+    (tmp_path / "link.db").symlink_to(db)
+    first = SqliteDriverLock(f"sqlite:///{db}")
+    first.acquire()
+    try:
+        with pytest.raises(ConvspaceError, match="another driver is running"):
+            SqliteDriverLock(f"sqlite:///{tmp_path / 'link.db'}").acquire()
+        with pytest.raises(ConvspaceError, match="another driver is running"):
+            SqliteDriverLock(f"sqlite:///{tmp_path}/./sub/../s.db").acquire()
+    finally:
+        first.release()
