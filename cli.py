@@ -311,7 +311,7 @@ def search(
     from nas.live import SearchView, ended_words, proposed_words, rejected_words
     from nas.search import run_search
 
-    with SearchView(console, study=study, epochs=epochs, live=console.is_terminal) as view:
+    with SearchView(console, study=study, epochs=settings.proxy.epochs, live=console.is_terminal, time_budget=settings.time_budget) as view:
 
         def progress(event: str, info: dict[str, Any]) -> None:
             if event == "start":  # the study is open

@@ -62,8 +62,8 @@ class Running:
 class SearchView:
     """Receives the search's progress events; `live=True` draws a rich panel, else one plain line per event."""
 
-    def __init__(self, console: Console, *, study: str, epochs: int, live: bool) -> None:
-        self.console, self.study, self.epochs = console, study, epochs
+    def __init__(self, console: Console, *, study: str, epochs: int, live: bool, time_budget: float | None = None) -> None:
+        self.console, self.study, self.epochs, self.time_budget = console, study, epochs, time_budget
         self.started_at = time.monotonic()
         self.wanted = 0  # trials this run trains (the study may already hold some)
         self.running: dict[int, Running] = {}
@@ -126,12 +126,15 @@ class SearchView:
         return sum(self.ended.values())
 
     def eta(self) -> str:
-        """Time left at the pace so far (trials finish in parallel, so the pace already counts that)."""
+        """Time left: what remains of --time-budget when one is set (the search ends then, whatever the pace), else an
+        estimate at the pace so far (trials finish in parallel, so the pace already counts that), labelled as one."""
         if self.finished >= self.wanted:
             return "all finished"
+        if self.time_budget:
+            return f"{clock(max(0.0, self.time_budget - self.elapsed))} left of the {clock(self.time_budget)} time budget"
         if not self.finished:
-            return "ETA after the first trial ends"
-        return f"about {clock(self.elapsed / self.finished * (self.wanted - self.finished))} left"
+            return "an estimate of the time left after the first trial ends"
+        return f"about {clock(self.elapsed / self.finished * (self.wanted - self.finished))} left (estimate at the pace so far)"
 
     def __rich__(self) -> Group | Text:
         if not self.wanted:

@@ -69,6 +69,7 @@ def run_search(s: SearchSettings, progress: Progress | None = None, *, checked: 
     """Run (or resume) a study until it holds `s.trials` trials (from every driver), or the time budget ends.
 
     `checked`: the caller ran `check_search(s)` already (the command line does, before it imports torch and Ray)."""
+    started = time.time()  # --time-budget counts from here: data, study and Ray's start are part of the search's time
     # What the settings alone cannot tell fails here, before any file is written or Ray starts.
     if not checked:
         check_search(s)
@@ -89,7 +90,7 @@ def run_search(s: SearchSettings, progress: Progress | None = None, *, checked: 
         if remaining <= 0:
             return SearchOutcome(study, recovered=recovered)
         with results_folder(s.storage, s.results_dir) as results:
-            outcome = _tune(s, study, storage, remaining, progress=progress, results=results)
+            outcome = _tune(s, study, storage, remaining, progress=progress, results=results, started=started)
         return dataclasses.replace(outcome, recovered=recovered, warm_started=warm)
     finally:
         if lock:
@@ -118,9 +119,8 @@ def make_scheduler(s: SearchSettings) -> TrialScheduler | None:
 
 
 def _tune(s: SearchSettings, study: optuna.Study, storage: RDBStorage, remaining: int, *, progress: Progress | None,
-          results: Path) -> SearchOutcome:
+          results: Path, started: float) -> SearchOutcome:
     """Ray Tune runs the proxy trainings the bridge hands out; the scheduler (ParetoASHA, ASHA or none) stops the weak ones."""
-    started = time.time()
     init_ray(s.address)
     check_cluster_fits(s.cpus_per_trial, s.gpus_per_trial)
     parallel = concurrency(s.cpus_per_trial, s.gpus_per_trial)
@@ -128,7 +128,9 @@ def _tune(s: SearchSettings, study: optuna.Study, storage: RDBStorage, remaining
     scheduler = make_scheduler(s)
     searcher = ConcurrencyLimiter(BridgeSearcher(s.study), max_concurrent=parallel)
     tuner = build_tuner(s.study, s.proxy, results, cpus=s.cpus_per_trial, gpus=s.gpus_per_trial, time_limit=s.trial_time_limit,
-                        search_alg=searcher, scheduler=scheduler, num_samples=remaining, time_budget_s=s.time_budget)
+                        search_alg=searcher, scheduler=scheduler, num_samples=remaining,
+                        # what is left of --time-budget once Ray is up (Tune's clock starts at fit, not at the command)
+                        time_budget_s=max(1.0, s.time_budget - (time.time() - started)) if s.time_budget else None)
     try:
         with connect(s.study, Driver(bridge, progress)):
             tuner.fit()
