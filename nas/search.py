@@ -13,23 +13,24 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.storages import RDBStorage
-from ray.tune.schedulers import ASHAScheduler, TrialScheduler
-from ray.tune.search import ConcurrencyLimiter
 
 from nas.bridge import BudgetedOptunaSearcher, Progress, make_sampler
 from nas.record import ACC, FLOPS
-from nas.schedulers import ParetoASHA
 from nas.settings import SearchSettings, check_search
 from nas.storage import SqliteDriverLock, is_sqlite, results_folder
 from nas.study import open_study, recover, trained_count
-from nas.tune import BridgeSearcher, Driver, build_tuner, concurrency, connect, init_ray
 from nas.warm_start import enqueue_warm_start
 from space.errors import ConvspaceError
-from trainers.data import load_data
+
+if TYPE_CHECKING:
+    from ray.tune.schedulers import TrialScheduler
+
+# Ray, Tune and torch (trainers.data) are imported where a search trains: rerunning a study that already holds its trials
+# prints its front without them (in about a second instead of ten).
 
 
 @dataclass
@@ -73,9 +74,6 @@ def run_search(s: SearchSettings, progress: Progress | None = None, *, checked: 
     # What the settings alone cannot tell fails here, before any file is written or Ray starts.
     if not checked:
         check_search(s)
-    # Files that exist but do not load fail here; CIFAR or an ImageFolder is decoded into the cache now, once, by this
-    # driver, so that the trials only open it.
-    load_data(s.proxy.data, s.proxy.resolution, s.proxy.seed, s.proxy.data_dir, s.proxy.cache_dir)
     lock = SqliteDriverLock(s.storage) if is_sqlite(s.storage) else None
     if lock:
         lock.acquire()
@@ -89,6 +87,11 @@ def run_search(s: SearchSettings, progress: Progress | None = None, *, checked: 
             progress("start", {"remaining": max(remaining, 0), "trials": s.trials, "warm_started": warm})
         if remaining <= 0:
             return SearchOutcome(study, recovered=recovered)
+        from trainers.data import load_data
+
+        # Files that exist but do not load fail here; CIFAR or an ImageFolder is decoded into the cache now, once, by this
+        # driver, so that the trials only open it.
+        load_data(s.proxy.data, s.proxy.resolution, s.proxy.seed, s.proxy.data_dir, s.proxy.cache_dir)
         with results_folder(s.storage, s.results_dir) as results:
             outcome = _tune(s, study, storage, remaining, progress=progress, results=results, started=started)
         return dataclasses.replace(outcome, recovered=recovered, warm_started=warm)
@@ -110,6 +113,10 @@ def check_cluster_fits(cpus: float, gpus: float) -> None:
 
 def make_scheduler(s: SearchSettings) -> TrialScheduler | None:
     """The early stopping of --scheduler: ParetoASHA on (accuracy, FLOPs), Ray's ASHA on accuracy, or none (FIFO)."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    from nas.schedulers import ParetoASHA
+
     rungs = dict(time_attr="epoch", max_t=s.proxy.epochs, grace_period=min(s.grace_period, s.proxy.epochs), reduction_factor=s.reduction_factor)
     if s.scheduler == "pareto-asha":
         return ParetoASHA(metrics=(ACC, FLOPS), modes=("max", "min"), **rungs)
@@ -121,6 +128,10 @@ def make_scheduler(s: SearchSettings) -> TrialScheduler | None:
 def _tune(s: SearchSettings, study: optuna.Study, storage: RDBStorage, remaining: int, *, progress: Progress | None,
           results: Path, started: float) -> SearchOutcome:
     """Ray Tune runs the proxy trainings the bridge hands out; the scheduler (ParetoASHA, ASHA or none) stops the weak ones."""
+    from ray.tune.search import ConcurrencyLimiter
+
+    from nas.tune import BridgeSearcher, Driver, build_tuner, concurrency, connect, init_ray
+
     init_ray(s.address)
     check_cluster_fits(s.cpus_per_trial, s.gpus_per_trial)
     parallel = concurrency(s.cpus_per_trial, s.gpus_per_trial)
