@@ -220,9 +220,11 @@ def print_front(study: Any) -> None:
     tally = counts(study)
     rejected = {str(k): tally.pop(k) for k in NEVER_TRAINED if k in tally}
     running = f", {tally.pop('running')} training now" if "running" in tally else ""
-    if tally.get("interrupted"):  # each has a waiting copy: say it once
-        running += f", {tally.pop('interrupted')} cut short by a stopped search (queued to train first on the next run)"
-        tally.pop("waiting", None)
+    if tally.get("interrupted"):  # each was queued again: retried since, or still waiting for the next run
+        cut, waiting = tally.pop("interrupted"), tally.pop("waiting", 0)
+        running += f", {cut} cut short by a stopped search or a lost driver"
+        running += (f" ({cut - waiting} retried as new trials" if cut > waiting else " (") + (
+            f"{', ' if cut > waiting else ''}{waiting} queued to train first on the next run)" if waiting else ")")
     if tally.get("repeat"):
         running += f", {tally.pop('repeat')} repeated trainings with other seeds (confirm)"
     others = {k: v for k, v in tally.items() if k not in ("trained", "stopped", "failed")}
