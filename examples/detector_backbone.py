@@ -46,18 +46,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--smoke", action="store_true", help="small and fast: 64 px, 3 steps of 4 images, a 30 MFLOPs network")
+    parser.add_argument("--max-blocks", type=int, help="export only a network of at most this many blocks (default: any)")
+    parser.add_argument("--smoke", action="store_true", help="small and fast: 64 px, 3 steps of 4 images, a 30 MFLOPs network "
+                                                             "of at most 12 blocks")
     args = parser.parse_args(argv)
     if args.smoke:
         args.image_size, args.steps, args.batch_size, args.fpn_channels = 64, 3, 4, 32
         args.budget = "30M" if args.model is None else args.budget
+        args.max_blocks = args.max_blocks or 12  # on a CPU a step costs per layer more than per FLOP at this size
     args.out_indices = tuple(int(i) for i in args.out_indices.split(","))
     return args
 
 
-def export_fitted_network(budget: str, resolution: int, seed: int, folder: Path) -> tuple[str, Any]:
+def export_fitted_network(budget: str, resolution: int, seed: int, folder: Path, max_blocks: int | None = None) -> tuple[str, Any]:
     """Draw shapes of the default space until the budget solver fits one to `budget` at `resolution` (the search's
-    proposals, without the training), write it as a model-factory entry into `folder` and register it with timm."""
+    proposals, without the training; with at most `max_blocks` blocks where given), write it as a model-factory entry
+    into `folder` and register it with timm."""
     from nas.zoo import import_entry, write_entry
     from space.choices import SeededSuggester, Space
     from space.cost import parse_flops
@@ -67,10 +71,11 @@ def export_fitted_network(budget: str, resolution: int, seed: int, folder: Path)
     band = Band(parse_flops(budget), resolution=resolution, classes=1000)
     for _ in range(1000):
         proposal = propose(space, SeededSuggester(rng), band)
-        if proposal.refusal is None:
+        if proposal.refusal is None and (max_blocks is None or sum(s.depth for s in proposal.config.stages) <= max_blocks):
             break
     else:
-        raise SystemExit(f"error: no shape of the default space fits {budget} at {resolution} px")
+        raise SystemExit(f"error: no shape of the default space fits {budget} at {resolution} px"
+                         + (f" in at most {max_blocks} blocks" if max_blocks else ""))
     name = "detector_backbone_example"
     record = {"study": "examples/detector_backbone.py", "trial": f"seed {seed}", "resolution": resolution,
               "flops": proposal.cost.flops, "params": proposal.cost.params}
@@ -181,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.model:
             name, cfg = args.model, registered_config(args.model)
         else:
-            name, cfg = export_fitted_network(args.budget, args.image_size, args.seed, Path(zoo))
+            name, cfg = export_fitted_network(args.budget, args.image_size, args.seed, Path(zoo), args.max_blocks)
         detector, backbone = build_detector(name, args.out_indices, args.fpn_channels, args.image_size)
 
     cost = arch_cost(dataclasses.replace(cfg, num_classes=1000), args.image_size)
