@@ -165,13 +165,13 @@ def is_loopback(host: str) -> bool:
 
 
 def check_host(host: str, allow_remote: bool) -> bool:
-    """Whether the dashboard would be reachable from other machines; without --allow-remote that is refused, because
-    optuna-dashboard has no authentication (whoever reaches the port reads the study and can change it)."""
+    """Whether the dashboard would be reachable from other machines; without --allow-remote that is refused: its token
+    (nas.dashboard) travels in plain HTTP, so anyone on the path could read it and then change or delete the study."""
     if is_loopback(host):
         return False
     if not allow_remote:
-        raise ConvspaceError(f"host: {host} is not a loopback address: other machines could reach the dashboard, and optuna-dashboard "
-                             "has no authentication (anyone who reaches the port can read and change the study); keep 127.0.0.1 and "
+        raise ConvspaceError(f"host: {host} is not a loopback address: other machines could reach the dashboard, and its token "
+                             "travels in plain HTTP (whoever reads it on the way can change or delete the study); keep 127.0.0.1 and "
                              "use an SSH tunnel (ssh -L 8080:127.0.0.1:8080 HOST), or pass --allow-remote")
     return True
 
