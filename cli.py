@@ -17,6 +17,7 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from nas.settings import SAMPLERS, SCHEDULERS, SearchSettings
 from nas.storage import DAMAGED, STORAGE_ENV, display_url, has_password, mask_passwords, resolve_storage, storage_fault
@@ -187,19 +188,27 @@ def sample(
         print_costs(rows, f"{design.name}: {n} points" + (f" within {budget} ({drawn} drawn)" if limit else ""))
 
 
-def print_front(study: Any) -> None:
-    """The Pareto table of a study, whole at 100 columns: the architecture folds onto a second line, never cut.
-    Accuracies are means over seeds (`confirm`); a point whose gain over the cheaper one is within noise is marked."""
-    from nas.live import ended_words, proposed_words, rejected_words
-    from nas.pareto import counts, front_rows, proposers, study_hypervolume
-    from nas.record import NEVER_TRAINED
+def coloured(parts: list[tuple[str, str | None]]) -> Text:
+    """A summary of nas.record (text, ending key) in the ending's colour, as the plots and the dashboard draw it."""
+    from nas.record import ENDINGS
 
-    rows, noise = front_rows(study)  # first: a trial without a config is a one-line error
+    return Text.assemble(*((text, ENDINGS[key].colour if key else "") for text, key in parts))
+
+
+def print_front(study: Any, report: Any = None) -> Any:
+    """The Pareto table of a study, whole at 100 columns: the architecture folds onto a second line, never cut.
+    Accuracies are means over seeds (`confirm`); a point whose gain over the cheaper one is within noise is marked.
+    Then the noise floor, the hypervolume, the trials by how they ended and who chose them. Returns the report."""
+    from nas.commands import command
+    from nas.pareto import front_report
+    from nas.record import proposed_words, refused_words, study_parts
+
+    report = report or front_report(study)  # first: a trial without a config is a one-line error
     table = Table(title=f"Pareto front of {study.study_name}: proxy accuracy up, FLOPs down", title_justify="left")
     for column in ("trial", "accuracy", "seeds", "GFLOPs", "params M"):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("architecture", overflow="fold", ratio=1)
-    for row in rows:
+    for row in report.rows:
         accuracy = f"{row['accuracy']:.4f}" + (f" ± {row['accuracy_std']:.4f}" if row["accuracy_std"] is not None else "")
         table.add_row(str(row["trial"]), accuracy + (" ≈" if row["within_noise"] else ""), str(row["seeds"]),
                       f"{row['flops'] / 1e9:.3f}", f"{row['params'] / 1e6:.2f}", row["summary"])
@@ -207,31 +216,47 @@ def print_front(study: Any) -> None:
         console.print(table)
     else:
         console.print(f"Pareto front of {study.study_name}: none yet (no trial trained to the end)")
-    if noise:
-        marked = sum(row["within_noise"] for row in rows)
-        console.print(f"noise floor ± {noise['std']:.4f} (pooled std over seeds of {noise['trials']} networks)"
+    if report.noise:
+        marked = sum(row["within_noise"] for row in report.rows)
+        console.print(f"noise floor ± {report.noise['std']:.4f} (pooled std over seeds of {report.noise['trials']} networks)"
                       + (f"; ≈ marks {marked} point(s) whose gain over the next cheaper one is within noise" if marked else ""))
-    elif rows:
-        console.print("noise floor unknown: one seed per network; measure it with: python cli.py confirm --seeds 3"
-                      + ("" if study.study_name == STUDY else f" --study {study.study_name}"))
-    volume = study_hypervolume(study)
-    if volume is not None:
-        console.print(f"hypervolume {volume:.4f} (area the front dominates in (FLOPs / budget, accuracy), reference point (1, 0))")
-    tally = counts(study)
-    rejected = {str(k): tally.pop(k) for k in NEVER_TRAINED if k in tally}
-    running = f", {tally.pop('running')} training now" if "running" in tally else ""
-    if tally.get("interrupted"):  # each was queued again: retried since, or still waiting for the next run
-        cut, waiting = tally.pop("interrupted"), tally.pop("waiting", 0)
-        running += f", {cut} cut short by a stopped search or a lost driver"
-        running += (f" ({cut - waiting} retried as new trials" if cut > waiting else " (") + (
-            f"{', ' if cut > waiting else ''}{waiting} queued to train first on the next run)" if waiting else ")")
-    if tally.get("repeat"):
-        running += f", {tally.pop('repeat')} repeated trainings with other seeds (confirm)"
-    others = {k: v for k, v in tally.items() if k not in ("trained", "stopped", "failed")}
-    console.print(f"trials in the study: {ended_words(tally)}{running}"
-                  + "".join(f", {v} {k}" for k, v in sorted(others.items()))
-                  + f"; proposals refused before training: {rejected_words(rejected)}")
-    console.print(f"networks trained, chosen {proposed_words(proposers(study))}")
+    elif report.rows:
+        console.print("noise floor unknown: one seed per network; measure it with: "
+                      + command(["confirm", "--seeds", "3", *([] if study.study_name == STUDY else ["--study", study.study_name])]),
+                      markup=False, highlight=False)
+    if report.hypervolume is not None:
+        console.print(f"hypervolume {report.hypervolume:.4f} (area the front dominates in (FLOPs / budget, accuracy), reference point (1, 0))")
+    console.print(Text.assemble("trials in the study: ", coloured(study_parts(report.endings)),
+                                f"; refused before training: {refused_words(report.endings.refused)}"))
+    console.print(f"networks trained, chosen {proposed_words(report.proposed_by)}", markup=False, highlight=False)
+    return report
+
+
+def notice(line: str) -> None:
+    """One line on stderr about something beside the command's result that did not happen (stdout may be JSON)."""
+    print(f"note: {mask_passwords(line)}", file=sys.stderr)
+
+
+def publish_front(study: Any, url: str, by: str, *, plot: Path | None = None) -> None:
+    """Rewrite the study's notes in the dashboard (and upload `plot`, the front PNG); a study that cannot be written here
+    (read-only, a storage fault) keeps its old notes, said in one line: what the command printed stands."""
+    from nas.dashboard import publish
+
+    why = publish(study, url, by, [plot] if plot else [])
+    if why:
+        notice(f"the dashboard's notes of {study.study_name} were not updated: {why}")
+
+
+def write_front_png(study: Any, path: Path) -> Path | None:
+    """The front PNG at `path`, or None (said in one line) where it cannot be written: the search's trials stand."""
+    from nas.pareto import plot as plot_front
+
+    try:
+        plot_front(study, str(path), study.user_attrs.get("budget"))
+    except ConvspaceError as exc:
+        notice(f"the front PNG was not written: {exc}")
+        return None
+    return path
 
 
 def flops_option(name: str, text: str | None) -> int:
@@ -310,7 +335,8 @@ def search(
         scheduler=scheduler, reduction_factor=reduction_factor, seed=seed, heartbeat_interval=heartbeat_interval, heartbeat_grace=heartbeat_grace,
     )
     check_search(settings)
-    from nas.live import SearchView, ended_words, proposed_words, rejected_words
+    from nas.live import SearchView
+    from nas.record import ended_words, proposed_words, refused_words
     from nas.search import run_search
 
     with SearchView(console, study=study, epochs=settings.proxy.epochs, live=console.is_terminal, time_budget=settings.time_budget) as view:
@@ -328,14 +354,25 @@ def search(
 
         outcome = run_search(settings, progress, checked=True)
     if outcome.recovered:
-        console.print(f"{outcome.recovered} trial(s) left running by an earlier driver were marked failed and queued again")
+        console.print(f"{outcome.recovered} trial(s) left running by an earlier driver: cut short, their networks queued to train again")
     state = "interrupted" if outcome.interrupted else f"time budget of {time_budget:g} s spent" if outcome.out_of_time else "done"
-    console.print(f"{state} ({outcome.seconds:.0f} s): {ended_words(outcome.ended)}; networks chosen {proposed_words(outcome.proposed)}; "
-                  f"proposals refused before training: {rejected_words(outcome.rejected)}")
+    console.print(f"{state} ({outcome.seconds:.0f} s), this run: {ended_words(view.ended)}; networks chosen {proposed_words(outcome.proposed)}; "
+                  f"refused before training: {refused_words(outcome.rejected)}", markup=False, highlight=False)
     print_front(outcome.study)
-    console.print(f"stored in {display_url(url)}; look at it with: python cli.py dashboard"
-                  + ("" if study == STUDY else f" --study {study}") + (f" --storage {display_url(storage)}" if storage else "")
-                  + (" (*** stands for the password)" if storage and has_password(storage) else ""))
+    from nas.commands import command
+    from nas.dashboard import front_png
+
+    png = front_png(url, study)
+    if view.finished or not png.exists():  # a rerun that trained nothing keeps the picture it left (no matplotlib: fast)
+        png = write_front_png(outcome.study, png)
+        if png:
+            console.print(f"front PNG: {png}", markup=False, highlight=False)
+    else:
+        png = None
+    publish_front(outcome.study, url, "search", plot=png)
+    console.print(f"stored in {display_url(url)}; look at it with: "
+                  + command(["dashboard", *([] if study == STUDY else ["--study", study]), *(["--storage", display_url(storage)] if storage else [])])
+                  + (" (*** stands for the password)" if storage and has_password(storage) else ""), markup=False, highlight=False)
     if outcome.interrupted:
         raise typer.Exit(130)
     if outcome.failures and not outcome.ended.get("trained") and not outcome.ended.get("stopped"):
@@ -352,30 +389,27 @@ def pareto(
     storage: str = typer.Option(None, help=STORAGE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object: study, budget, flops_min, front (rows with accuracy = mean over seeds, "
                               "accuracy_std, seeds, within_noise), hypervolume, noise (pooled std over seeds, or null)."),
-    plot: str = typer.Option(None, help="Also write a PNG of every trial with the front and the budget."),
+    plot: str = typer.Option(None, help="Also write a PNG of every trial with the front and the budget to this path (`search` "
+                                        "leaves one beside the study: studies/<study>-front.png)."),
 ) -> None:
-    """The Pareto front of feasible, fully trained trials (table, JSON, PNG)."""
-    from nas.pareto import front_rows, load_study, proposers, study_hypervolume
+    """The Pareto front of feasible, fully trained trials (table, JSON, PNG); also rewrites the study's dashboard notes."""
+    from nas.pareto import front_report, load_study
     from nas.pareto import plot as plot_front
 
     if plot and not plot.lower().endswith(".png"):
         raise ConvspaceError(f"plot: must be a .png file name, got {plot!r}")
     url = resolve_storage(study, storage)
     loaded = load_study(study, url)
-    if plot:
-        try:
-            Path(plot).parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConvspaceError(f"plot: cannot create the folder {str(Path(plot).parent)!r} ({exc.strerror})") from None
+    report = front_report(loaded)  # first: a trial without a config is a one-line error, before any file is written
+    if plot:  # a folder that cannot be made or written is one line (nas.pareto.save_figure)
         plot_front(loaded, plot, loaded.user_attrs.get("budget"))
     if as_json:
-        rows, noise = front_rows(loaded)
-        print(json.dumps({"study": study, "budget": loaded.user_attrs.get("budget"), "flops_min": loaded.user_attrs.get("flops_min") or None,
-                          "front": rows, "hypervolume": study_hypervolume(loaded), "noise": noise, "proposed_by": proposers(loaded)}))
+        print(json.dumps(report.to_json()))
     else:
-        print_front(loaded)
+        print_front(loaded, report)
         if plot:
-            console.print(f"plot written to {plot}")
+            console.print(f"plot written to {plot}", markup=False, highlight=False)
+    publish_front(loaded, url, "pareto", plot=Path(plot) if plot else None)
 
 
 @app.command()
@@ -401,14 +435,18 @@ def confirm(
             what = f"the {len(info['targets'])} most accurate networks" if top else f"the {len(info['targets'])} front networks"
             console.print(f"confirming {what} of {study} with {seeds} seeds each: {info['runs']} trainings to run"
                           + ("" if info["runs"] else " (every seed is in the study already)"), markup=False, highlight=False)
-        elif event == "done":
+        elif event == "done":  # in the words of nas.record: a repeat, or how a training that did not end as one went
             score = f"accuracy {info['acc']:.4f}" if info.get("acc") is not None else f"{info.get('status')}"
-            console.print(f"  trial {info['number']}, seed {info['seed']}: {score} ({info.get('train_seconds', 0):.0f} s)",
+            console.print(f"  repeat of trial {info['number']} with seed {info['seed']}: {score} ({info.get('train_seconds', 0):.0f} s)",
                           markup=False, highlight=False)
 
     outcome = run_confirm(study, url, seeds=seeds, top=top, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
                           address=address, progress=progress, checked=True)
     print_front(outcome.study)
+    from nas.dashboard import front_png
+
+    png = write_front_png(outcome.study, front_png(url, study)) if outcome.trained else None  # the means moved: a new picture
+    publish_front(outcome.study, url, "confirm", plot=png)
     if outcome.failed:
         console.print(f"{len(outcome.failed)} training(s) failed and were not stored (rerun confirm to retry): "
                       + "; ".join(outcome.failed), markup=False, highlight=False)
@@ -426,30 +464,39 @@ def analyze(
     # NDS uses 40 bins with ~1,000 models, 10 in some figures; a study of tens of models fills few
     bins: int = typer.Option(10, help="FLOPs bins of the complexity-normalised EDF (log-spaced; each must hold a trained model)."),
     as_json: bool = typer.Option(False, "--json", help="Print the analysis as one JSON object."),
-    out: str = typer.Option(None, help="Folder for the PNGs and analysis.html (every picture embedded, readable offline)."),
+    out: str = typer.Option(None, help="Folder for the PNGs and analysis.html (every picture embedded, readable offline); default "
+                                      "beside the study: studies/<study>-analysis (with --json: none unless given)."),
 ) -> None:
     """Design-space analysis of the trained trials: error EDFs, good values and importance per dimension, KS against --against."""
     from nas.analysis import analyze as analyze_study
     from nas.analysis_report import summary, write_report
+    from nas.dashboard import analysis_folder, publish
     from nas.pareto import load_study
 
     if bins < 1:
         raise ConvspaceError(f"bins: must be >= 1, got {bins}")
+    url = resolve_storage(study, storage)
     other = load_study(against, resolve_storage(against, storage)) if against else None
-    report, samples = analyze_study(load_study(study, resolve_storage(study, storage)), other, bins=bins)
+    loaded = load_study(study, url)
+    report, samples = analyze_study(loaded, other, bins=bins)
+    folder = Path(out) if out else None if as_json else analysis_folder(url, study)
     written = []
-    if out:
+    if folder:
         try:
-            written = write_report(report, samples, Path(out))
+            written = write_report(report, samples, folder)
         except OSError as exc:
-            raise ConvspaceError(f"out: cannot write into {out!r} ({exc.strerror})") from None
+            raise ConvspaceError(f"out: cannot write into {str(folder)!r} ({exc.strerror or type(exc).__name__})") from None
     if as_json:
         print(json.dumps(report))
     else:
         for line in summary(report):
             console.print(line, markup=False, highlight=False)
         if written:
-            console.print(f"{len(written) - 1} pictures and {written[-1].name} written to {out}", markup=False, highlight=False)
+            console.print(f"{len(written) - 1} pictures and {written[-1].name} written to {folder}", markup=False, highlight=False)
+    if written:  # the report in the dashboard: a study artifact beside the front PNG
+        why = publish(loaded, url, "analyze", [written[-1]], notes=False)
+        if why:
+            notice(f"the report was not attached to the study in the dashboard: {why}")
 
 
 @app.command()
@@ -483,34 +530,41 @@ def export(
     front: bool = typer.Option(False, "--front", help="Export every trial on the Pareto front."),
     name: str = typer.Option(None, help="Model name for timm.create_model (one trial only; default <study>_trial<N>)."),
     out: str = typer.Option("studies/exports", help="Zoo folder to write the entries into."),
+    force: bool = typer.Option(False, "--force", help="Replace an entry of the same name already in --out."),
     storage: str = typer.Option(None, help=STORAGE_HELP),
 ) -> None:
-    """Turn trials into timm model-factory entries (YAML config + @register_model module)."""
+    """Turn trials into timm model-factory entries (YAML config + @register_model module); builds each to check its cost."""
     trial = trial or []  # typer gives None when --trial is absent
     if sum((bool(trial), best, front)) != 1:
         raise ConvspaceError("export: give exactly one of --trial N (repeatable), --best and --front")
     if name and (front or len(trial) > 1):
         raise ConvspaceError("name: names one entry; with several trials each is named <study>_trial<N>")
-    if name:
-        from nas.entries import check_entry_name
+    from nas.entries import check_entry_name, pick_trial, plan_export
 
-        check_entry_name(name)  # at once, before torch is imported and the study opened
+    if name:
+        check_entry_name(name)  # at once, before the study is opened
     from nas.pareto import front as pareto_front
     from nas.pareto import load_study
-    from nas.zoo import export as export_trial
-    from nas.zoo import pick_trial
 
     loaded = load_study(study, resolve_storage(study, storage))
     chosen = pareto_front(loaded) if front else [pick_trial(loaded, n) for n in trial or [None]]  # None: the best
     if not chosen:
         raise ConvspaceError(f"front: study {study!r} has no fully trained trial yet")
-    for picked in chosen:  # every trial is checked above before the first entry is written
-        entry = export_trial(loaded, picked, name, Path(out))
-        console.print(f"exported trial {entry['trial']} as [bold]{entry['name']}[/]: {entry['params'] / 1e6:.2f}M params, "
-                      f"{entry['flops'] / 1e9:.3f} GFLOPs (checked against the rebuilt model)")
-        console.print(f"  {entry['config']}\n  {entry['module']}")
-    console.print("use: import nas.zoo; timm.create_model(<name>, num_classes=..., drop_path_rate=...)"
-                  + ("" if Path(out) == Path("studies/exports") else f"  (with CONVSPACE_ZOO={out})"))
+    # Every trial and every target is checked before torch is imported and before the first entry is written.
+    plans = [plan_export(loaded, picked, name, Path(out), force=force) for picked in chosen]
+    from nas.zoo import export as export_trial  # torch and timm: each entry is built once to check its cost
+
+    for picked, plan in zip(chosen, plans, strict=True):
+        entry = export_trial(loaded, picked, name, Path(out), plan=plan)
+        said = {"unchanged": f"trial {entry['trial']} is already exported as [bold]{entry['name']}[/] (unchanged)",
+                "replaced": f"exported trial {entry['trial']} as [bold]{entry['name']}[/], replacing the entry of that name"}
+        console.print(said.get(entry["state"], f"exported trial {entry['trial']} as [bold]{entry['name']}[/]")
+                      + f": {entry['params'] / 1e6:.2f}M params, {entry['flops'] / 1e9:.3f} GFLOPs (checked against the rebuilt model)")
+        console.print(f"  {entry['config']}\n  {entry['module']}", markup=False, highlight=False)
+    names = [plan["name"] for plan in plans]
+    zoo = "" if Path(out) == Path("studies/exports") else f"  (with CONVSPACE_ZOO={out})"
+    console.print(f"use: import nas.zoo; timm.create_model({names[0]!r}, num_classes=..., drop_path_rate=...)"
+                  + (f"; likewise {', '.join(map(repr, names[1:]))}" if len(names) > 1 else "") + zoo, markup=False, highlight=False)
 
 
 @app.command()

@@ -23,7 +23,7 @@ from nas.record import ACC, FLOPS
 from nas.settings import SearchSettings, check_search
 from nas.storage import SqliteDriverLock, is_sqlite, results_folder
 from nas.study import open_study, recover, trained_count
-from nas.warm_start import enqueue_warm_start
+from nas.warm_start import enqueue_warm_start, warm_start_size
 from space.errors import ConvspaceError
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def run_search(s: SearchSettings, progress: Progress | None = None, *, checked: 
         recovered = recover(study, storage, sole_driver=lock is not None)
         remaining = s.trials - trained_count(study)
         # A new study only: on a resume the sampler has trials of its own to breed from.
-        warm = enqueue_warm_start(study, s.space, s.band) if s.warm_start and remaining == s.trials else []
+        warm = enqueue_warm_start(study, s.space, s.band, warm_start_size(s.trials)) if s.warm_start and remaining == s.trials else []
         if progress:
             progress("start", {"remaining": max(remaining, 0), "trials": s.trials, "warm_started": warm})
         if remaining <= 0:
@@ -139,7 +139,9 @@ def _tune(s: SearchSettings, study: optuna.Study, storage: RDBStorage, remaining
     scheduler = make_scheduler(s)
     searcher = ConcurrencyLimiter(BridgeSearcher(s.study), max_concurrent=parallel)
     tuner = build_tuner(s.study, s.proxy, results, cpus=s.cpus_per_trial, gpus=s.gpus_per_trial, time_limit=s.trial_time_limit,
-                        search_alg=searcher, scheduler=scheduler, num_samples=remaining,
+                        search_alg=searcher, scheduler=scheduler,
+                        # twice: a trial whose worker died is queued once more; the bridge itself stops at --trials
+                        num_samples=2 * remaining,
                         # what is left of --time-budget once Ray is up (Tune's clock starts at fit, not at the command)
                         time_budget_s=max(1.0, s.time_budget - (time.time() - started)) if s.time_budget else None)
     try:

@@ -4,7 +4,7 @@ Why: a sampler's first generation is random, and random shapes of a wide space a
 works. The ConvNeXt roadmap and the published sizes are known good designs; those the space holds are fitted into the
 band by the same solver as every proposal (a larger one scaled down to the budget, a smaller one up to the lowest
 target) and enqueued, so the first generation holds ResNet-50 / ConvNeXt-T-class networks the sampler breeds from.
-They take at most half of NSGA-II's first population, so the sampler's own first draws still explore.
+They take at most half of NSGA-II's first population and a third of the trials, so the sampler's own draws still explore.
 """
 
 from __future__ import annotations
@@ -41,13 +41,19 @@ def warm_start_points(space: Space, band: Band, limit: int = POPULATION // 2) ->
     return points
 
 
-def enqueue_warm_start(study: optuna.Study, space: Space, band: Band) -> list[str]:
+def warm_start_size(trials: int) -> int:
+    """How many published networks a search of `trials` trials starts with: half of NSGA-II's first population, and no
+    more than a third of the trials, so that a short search is still mostly the sampler's."""
+    return max(1, min(POPULATION // 2, trials // 3))
+
+
+def enqueue_warm_start(study: optuna.Study, space: Space, band: Band, limit: int = POPULATION // 2) -> list[str]:
     """Enqueue the warm start once per study (never on a resume); the names enqueued."""
     if WARM_STARTED in study.user_attrs:
         return []
     trained = {t.user_attrs.get("hash") for t in study.get_trials(deepcopy=False) if holds_config(t)}
     names = []
-    for name, params in warm_start_points(space, band):
+    for name, params in warm_start_points(space, band, limit):
         proposal = propose(space, Replay(params), band)
         if proposal.config.hash in trained:
             continue

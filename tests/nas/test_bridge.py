@@ -182,6 +182,9 @@ def test_a_fitted_search_trains_the_warm_start_then_its_samplers_own_fitted_prop
     warm = enqueue_warm_start(study, settings.space, settings.band)
     assert warm[:2] == ["convnext_tiny", "resnet50"] and len(warm) == 4
     assert enqueue_warm_start(study, settings.space, settings.band) == []  # once per study
+    from nas.warm_start import warm_start_size
+
+    assert [warm_start_size(n) for n in (3, 12, 16, 100)] == [1, 4, 4, 4]  # a short search stays mostly the sampler's
     bridge = BudgetedOptunaSearcher(study, storage, settings)
     trained = []
     try:
