@@ -135,6 +135,11 @@ class BudgetedOptunaSearcher:
             return None
         for _ in range(MAX_PROPOSALS):  # refused points do not change the count; races are settled after acceptance
             trial = self.study.ask()  # a waiting trial first (a retry, the warm start), else the sampler's proposal
+            if PROPOSED_BY in trial.user_attrs or "retry_of" in trial.user_attrs:
+                # An enqueued trial (warm start, retry) has every param fixed, so the sampler never samples it, and Optuna's
+                # NSGA-II files a trial under a generation only when it samples (sample_relative): measured, it left the warm
+                # start out of every population. Asking for the relative sample once files it; the fixed params still win.
+                _ = trial.relative_params
             if self.storage.get_heartbeat_interval():
                 self._beat_for(trial)
             proposal = propose(self.settings.space, trial, self.band)

@@ -204,6 +204,8 @@ def test_a_fitted_search_trains_the_warm_start_then_its_samplers_own_fitted_prop
     assert trained[0]["config"] == __import__("space.presets", fromlist=["PRESETS"]).PRESETS["convnext_tiny"].to_json()
     study = optuna.load_study(study_name="fit", storage=settings.storage)
     assert study.user_attrs[WARM_STARTED] == warm
+    if sampler == "nsga2":  # the warm start is part of NSGA-II's first population (Optuna files only what it samples)
+        assert [t.system_attrs.get("NSGAIISampler:generation") for t in study.trials[:8]] == [0] * 8
     never_trained = [t for t in study.trials if t.user_attrs.get("status") in ("infeasible", "duplicate", "unfit")]
     assert len(never_trained) <= 0.5 * len(trained)
     for t in never_trained:
