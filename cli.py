@@ -512,6 +512,8 @@ def dashboard(
     """Serve the study in optuna-dashboard behind a token made for this launch (on this machine only, unless --allow-remote)."""
     from nas.settings import check_host
 
+    if not 0 <= port <= 65535:  # before anything is opened; else a traceback from deep in the socket module
+        raise ConvspaceError(f"port: must be in 1..65535 (or 0: a free port the system picks), got {port}")
     if check_host(host, allow_remote):  # before anything is opened or served
         print(f"warning: the dashboard on {host}:{port} can be reached from other machines: it still asks for its token, but plain HTTP "
               "carries the token and the study unencrypted to whoever can watch the network; an SSH tunnel "
@@ -552,8 +554,11 @@ def export(
         raise ConvspaceError(f"front: study {study!r} has no fully trained trial yet")
     # Every trial and every target is checked before torch is imported and before the first entry is written.
     plans = [plan_export(loaded, picked, name, Path(out), force=force) for picked in chosen]
-    from nas.zoo import export as export_trial  # torch and timm: each entry is built once to check its cost
+    from nas.zoo import check_name  # torch and timm: each entry is built once to check its cost
+    from nas.zoo import export as export_trial
 
+    for plan in plans:
+        check_name(plan["name"])  # no timm model or preset has it: checked for all before the first is written
     for picked, plan in zip(chosen, plans, strict=True):
         entry = export_trial(loaded, picked, name, Path(out), plan=plan)
         said = {"unchanged": f"trial {entry['trial']} is already exported as [bold]{entry['name']}[/] (unchanged)",

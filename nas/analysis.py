@@ -56,13 +56,33 @@ def sampler_of(study: optuna.Study) -> str | None:
     return None
 
 
+def more_trials(study: optuna.Study, needed: int) -> str:
+    """`: train 6 more to the end with: convspace search ... --trials 18 --scheduler none`: the exact command that gets a
+    search study there (its identity as options; no early stopping, so each new trial trains to the end), or ''."""
+    from nas.commands import command, search_args
+    from nas.storage import default_storage, display_url
+    from nas.study import trained_count, upgraded
+
+    identity = upgraded(study.user_attrs.get("identity"))
+    if not identity or not identity.get("budget") or identity.get("kind"):  # not a search's study (an ablation's list)
+        return ""
+    url = str(getattr(study._storage, "url", "") or "")
+    named = display_url(url) if url and url != default_storage(study.study_name) else None  # the default needs no --storage
+    args, unset = search_args(study.study_name, identity, storage=named, trials=trained_count(study) + needed, scheduler="none")
+    seconds = [float(t.user_attrs["train_seconds"]) for t in study.get_trials(deepcopy=False)
+               if status(t) == Status.TRAINED and isinstance(t.user_attrs.get("train_seconds"), int | float)]
+    pace = f" (a trial trained to the end took {sum(seconds) / len(seconds):.0f} s here on average)" if seconds else ""
+    return (f"; train {needed} more to the end with: {command(args)}" + (f" ({'; '.join(unset)})" if unset else "")
+            + pace)
+
+
 def load_trained(study: optuna.Study) -> Trained:
     """The study's fully trained trials (refused when fewer than MIN_TRIALS: an EDF of a handful means nothing)."""
     everything = study.get_trials(deepcopy=False)
     trials = [t for t in everything if t.state == TrialState.COMPLETE and status(t) == Status.TRAINED]
     if len(trials) < MIN_TRIALS:
         raise ConvspaceError(f"study: {study.study_name!r} holds {len(trials)} trained trials; the analysis needs at least {MIN_TRIALS} "
-                             "(a random sweep of a few hundred tells two spaces apart)")
+                             f"(a random sweep of a few hundred tells two spaces apart){more_trials(study, MIN_TRIALS - len(trials))}")
     scores = seed_scores(study)  # the mean over seeds where `confirm` added some
     errors = np.array([1.0 - scores[t.number].mean for t in trials])
     flops = np.array([float(t.values[1]) for t in trials])

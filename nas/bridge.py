@@ -173,7 +173,8 @@ class BudgetedOptunaSearcher:
             trial.set_user_attr("scheduler", self.settings.scheduler)  # not the study's identity: it may change on resume
             trial.set_user_attr("driver", self.driver)
             self.proposed[who] = self.proposed.get(who, 0) + 1
-            self.progress("started", {"number": trial.number, "config": cfg, FLOPS: cost.flops, PROPOSED_BY: who})
+            self.progress("started", {"number": trial.number, "config": cfg, FLOPS: cost.flops, PROPOSED_BY: who,
+                                      "retry_of": trial.user_attrs.get("retry_of")})  # the live view says which trial a retry retries
             return {"config": cfg.to_json(), "number": trial.number, FLOPS: cost.flops}  # FLOPs: ParetoASHA's second objective
         raise ConvspaceError(f"budget: {MAX_PROPOSALS} proposals in a row could not be fitted into the band, were too dilated for the proxy "
                              "resolution, or were duplicates; widen the band (--budget, --flops-min) or the space")

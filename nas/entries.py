@@ -110,7 +110,91 @@ def write_atomically(path: Path, text: str) -> None:
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             out.write(text)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; an entry is for whoever may read the zoo folder
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def pick_trial(study: Any, number: int | None) -> Any:
+    """`--trial N` (a trial that trained, to the end or stopped early, and scored) or the best: most accurate fully trained,
+    ties fewer FLOPs. A trial with no accuracy is refused in one line saying how it ended (nas.record's words)."""
+    from optuna.trial import TrialState
+
+    from nas.record import ending, endings, how_it_ended  # here: `import nas.entries` stays free of Optuna
+
+    if number is None:
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not done:
+            raise ConvspaceError(f"trial: study {study.study_name!r} has no fully trained trial yet")
+        from nas.seeds import seed_scores
+
+        scores = seed_scores(study)  # the mean over seeds where `confirm` added some
+        return max(done, key=lambda t: (scores[t.number].mean, -t.values[1]))
+    everything = study.get_trials(deepcopy=False)
+    trials = {t.number: t for t in everything}
+    if number not in trials:
+        raise ConvspaceError(f"trial: study {study.study_name!r} has no trial {number} (trials 0..{len(trials) - 1})")
+    trial = trials[number]
+    key = ending(trial)
+    scored = isinstance(trial.user_attrs.get("proxy_accuracy"), int | float) or bool(trial.values)
+    if key in ("trained", "stopped_scheduler", "stopped_time") and scored and "config" in trial.user_attrs:
+        return trial
+    found = endings(everything, study.user_attrs)
+    hint = ""
+    if key == "cut_short" and number in found.retried_as:
+        hint = f"; its network is trial {found.retried_as[number]}'s: export --trial {found.retried_as[number]}"
+    elif key == "repeat" and trial.user_attrs.get("repeat_of") is not None:
+        hint = f"; export --trial {trial.user_attrs['repeat_of']}, the trial it repeats"
+    raise ConvspaceError(f"trial: {number} has no accuracy to export: {how_it_ended(trial, found)}{hint}"[:400])
+
+
+def default_entry_name(study: str, number: int) -> str:
+    """`<study>_trial<N>` made a valid entry name: lowercase, other characters as `_`, never a leading digit, the
+    study's part cut so that the whole fits in 64 characters."""
+    suffix = f"_trial{number}"
+    name = re.sub(r"\W", "_", study.lower(), flags=re.ASCII)
+    name = f"study_{name}" if name[:1].isdigit() else name
+    return name[:MAX_NAME - len(suffix)] + suffix
+
+
+def _seed_record(scores: Any) -> dict[str, Any]:
+    """What an entry records of a network trained with several seeds (`confirm`): their mean, std and count."""
+    if scores is None or len(scores.accuracies) < 2:
+        return {}
+    return {"proxy_accuracy_mean": scores.mean, "proxy_accuracy_std": scores.std, "seeds": len(scores.accuracies)}
+
+
+def plan_export(study: Any, trial: Any, name: str | None, out: Path, *, force: bool = False) -> dict[str, Any]:
+    """What exporting `trial` as `name` into `out` writes (the entry's data), checked before anything is: a valid free name,
+    and no other entry of that name there unless `force` (the same entry again is `unchanged`, not a conflict)."""
+    import yaml
+
+    from nas.pareto import trial_config  # here, not at the top: `import nas.entries` stays free of Optuna
+    from nas.seeds import seed_scores
+
+    name = name or default_entry_name(study.study_name, trial.number)
+    check_entry_name(name)  # and nas.zoo.export checks that no timm model or preset has it (that needs timm)
+    cfg = trial_config(trial)
+    resolution = study.user_attrs.get("identity", {}).get("cost_resolution", 224)
+    record = {"study": study.study_name, "trial": trial.number, "resolution": resolution,
+              "proxy_accuracy": trial.user_attrs.get("proxy_accuracy"), "params": trial.user_attrs["params"],
+              **_seed_record(seed_scores(study).get(trial.number)),
+              "flops": trial.user_attrs["flops"]}
+    data = yaml.safe_load(yaml.safe_dump({"name": name, **record, "config_hash": cfg.hash, "config": cfg.to_dict()}))  # as read back
+    target = out / f"{name}.yaml"
+    state = "new"
+    if target.exists() or target.with_suffix(".py").exists():
+        try:
+            existing = read_entry(target)
+        except (ConvspaceError, OSError):
+            existing = None  # a broken or half entry (a .py without its YAML): replaced only with --force too
+        if existing == data:
+            state = "unchanged"
+        elif not force:
+            was = (f" (study {existing.get('study')}, trial {existing.get('trial')})" if existing else "")
+            raise ConvspaceError(f"name: {target} already holds an entry{was}; pass --force to replace it, or pick another --name")
+        else:
+            state = "replaced"
+    return {"name": name, "state": state, "data": data, "record": record, "cfg": cfg, "out": out}

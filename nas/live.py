@@ -18,26 +18,30 @@ from rich.table import Table
 from rich.text import Text
 
 from nas.pareto import summary
+from nas.record import ENDINGS, ended_words, proposed_words, refused_words
 
-ENDED = (("trained", "trained to the end"), ("stopped", "stopped early"), ("failed", "failed"))
-REJECTED = {"over_budget": "over budget", "under_band": "under --flops-min", "infeasible": "no scale fits the band",
-            "unfit": "too dilated for the proxy resolution", "duplicate": "already evaluated", "surplus": "taken by another driver"}
-PROPOSERS = {"sampler": "by the sampler", "warm_start": "warm start", "random": "by random search", "retry": "retries"}
-
-
-def ended_words(ended: dict[str, int]) -> str:
-    """`9 trained to the end, 3 stopped early, 0 failed`: how this run's trials ended."""
-    return ", ".join(f"{ended.get(key, 0)} {words}" for key, words in ENDED)
+# the words of nas.record.ENDINGS, kept importable here for code written against this module
+rejected_words = refused_words
+__all__ = ["SearchView", "clock", "ended_words", "proposed_words", "refused_words", "rejected_words", "finished_key"]
 
 
-def rejected_words(rejected: dict[str, int]) -> str:
-    """`143 over budget, 2 already evaluated` (or `none`): sampled points that were not trained."""
-    return ", ".join(f"{n} {REJECTED.get(reason, reason)}" for reason, n in sorted(rejected.items()) if n) or "none"
+def finished_key(status: str, reason: str | None) -> str:
+    """The ENDINGS key of a trial the search told finished: its status, and for a stopped one who stopped it."""
+    if status == "stopped":
+        return "stopped_time" if reason == "time limit" else "stopped_scheduler"
+    return status if status in ENDINGS else "failed"
 
 
-def proposed_words(proposed: dict[str, int]) -> str:
-    """`10 by the sampler, 2 warm start` (or `none`): who chose the networks trained."""
-    return ", ".join(f"{n} {PROPOSERS.get(who, who)}" for who, n in sorted(proposed.items(), key=lambda kv: -kv[1]) if n) or "none"
+def finished_words(key: str, info: dict[str, Any], epochs: int) -> str:
+    """`stopped early by the scheduler (pareto-asha) after epoch 1 of 3, accuracy 0.9123`: one trial as it ended."""
+    acc = f", accuracy {info['acc']:.4f}" if info.get("acc") is not None else ""
+    if key == "failed":
+        return f"{ENDINGS[key].words}: {info.get('reason')}"
+    if key == "trained":
+        return ENDINGS[key].words + acc
+    by = f" ({info['reason']})" if key == "stopped_scheduler" and info.get("reason") else ""
+    when = f" after epoch {info['epoch']} of {epochs}{acc}" if info.get("epoch") and acc else " before its first epoch ended (no accuracy)"
+    return ENDINGS[key].words + by + when
 
 
 def clock(seconds: float) -> str:
@@ -57,6 +61,7 @@ class Running:
     gflops: float
     epoch: int = 0
     accuracy: float | None = None
+    retry_of: int | None = None  # the trial cut short whose network this one trains again
 
 
 class SearchView:
@@ -93,12 +98,17 @@ class SearchView:
         elif event == "rejected":
             self.rejected[info["reason"]] = self.rejected.get(info["reason"], 0) + 1
         elif event == "started":
-            self.running[info["number"]] = Running(info["number"], summary(info["config"]), info["flops"] / 1e9)
+            running = Running(info["number"], summary(info["config"]), info["flops"] / 1e9, retry_of=info.get("retry_of"))
+            self.running[info["number"]] = running
             who = info.get("proposed_by", "sampler")
             self.proposed[who] = self.proposed.get(who, 0) + 1
             if not self._live:
-                self._line(f"  trial {info['number']:>3} started: {self.running[info['number']].summary}, "
-                           f"{info['flops'] / 1e9:.2f} GFLOPs ({rejected_words(self.rejected)} rejected so far)")
+                self._line(f"  trial {info['number']:>3} started{self._retry(running)}: {running.summary}, {info['flops'] / 1e9:.2f} GFLOPs "
+                           f"(refused before training so far: {refused_words(self.rejected)})")
+        elif event == "requeued":  # its Ray worker died: its network trains again (nas.bridge)
+            self.running.pop(info["number"], None)
+            self._line(f"trial {info['number']:>3} {ENDINGS['cut_short'].words} ({info['reason']}): its network is queued to train again"
+                       + (f"; Ray's report: {info['ray_log']}" if info.get("ray_log") else ""))
         elif event == "storage_fault":
             self._line(f"storage: {info['reason']} (heartbeats retried each interval; trials keep training)")
         elif event == "epoch" and info.get("acc") is not None:
@@ -110,12 +120,18 @@ class SearchView:
                 self._line(f"  trial {info['number']:>3}  epoch {info['epoch']}/{self.epochs}  acc {info['acc']:.4f}"
                            f"  (best so far {self.best:.4f})")
         elif event == "finished":
-            self.running.pop(info["number"], None)
-            self.ended[info["status"]] = self.ended.get(info["status"], 0) + 1
-            how = {"trained": "trained to the end", "stopped": f"stopped early after epoch {info['epoch']} ({info['reason']})"}.get(
-                info["status"], f"failed: {info['reason']}")
-            acc = f", accuracy {info['acc']:.4f}" if info.get("acc") is not None and info["status"] != "failed" else ""
-            self._line(f"trial {info['number']:>3} {how}{acc}  ({self.finished} of {self.wanted} finished, {clock(self.elapsed)})")
+            running = self.running.pop(info["number"], None)
+            key = finished_key(info["status"], info.get("reason"))
+            self.ended[key] = self.ended.get(key, 0) + 1
+            self._line(f"trial {info['number']:>3} {finished_words(key, info, self.epochs)}{self._retry(running, ';')}  "
+                       f"({self.finished} of {self.wanted} finished, {clock(self.elapsed)})")
+
+    @staticmethod
+    def _retry(running: Running | None, lead: str = "") -> str:
+        """` (a retry of trial 5)`: which trial a retry belongs to."""
+        if running is None or running.retry_of is None:
+            return ""
+        return f"{lead} a retry of trial {running.retry_of}" if lead else f" (a retry of trial {running.retry_of})"
 
     @property
     def elapsed(self) -> float:
@@ -143,8 +159,8 @@ class SearchView:
             (f"{self.study}: ", "bold"), f"{self.finished} of {self.wanted} trials finished ({ended_words(self.ended)}), ",
             f"{clock(self.elapsed)} elapsed, {self.eta()}",
         )
-        rejected = Text(f"networks chosen {proposed_words(self.proposed)}; proposals refused before training: "
-                        f"{rejected_words(self.rejected)}", style="dim")
+        rejected = Text(f"networks chosen {proposed_words(self.proposed)}; refused before training: "
+                        f"{refused_words(self.rejected)}", style="dim")
         if not self.running:
             return Group(head, rejected, Text("sampling the next points to train ...", style="dim"))
         table = Table(box=None, padding=(0, 1), expand=False)
@@ -155,5 +171,7 @@ class SearchView:
         table.add_column("architecture", overflow="fold")
         for t in sorted(self.running.values(), key=lambda r: r.number):
             accuracy = f"{t.accuracy:.4f}" if t.accuracy is not None else "-"
-            table.add_row(str(t.number), f"{t.gflops:.2f}", f"{t.epoch}/{self.epochs}", accuracy, t.summary)
+            retry = f"a retry of trial {t.retry_of}: " if t.retry_of is not None else ""
+            table.add_row(Text(str(t.number), style=ENDINGS["running"].colour), f"{t.gflops:.2f}", f"{t.epoch}/{self.epochs}", accuracy,
+                          retry + t.summary)
         return Group(head, rejected, table)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.record import counts_toward_total, proposed_by, screened_counts
+from nas.record import ENDINGS, REFUSALS, Endings, counts_toward_total, ending, endings, proposed_by, screened_counts
 from nas.seeds import Scores, noise_floor, seed_scores, within_noise
 from nas.storage import display_url, make_url_or_none, open_storage
 from space.config import ArchConfig
@@ -133,6 +134,35 @@ def counts(study: optuna.Study) -> dict[str, int]:
     return tally
 
 
+@dataclass
+class FrontReport:
+    """What `pareto` shows of a study, and the dashboard's study note with it: the front (mean, std and seeds per point),
+    the noise floor, the hypervolume, the trials by how they ended, and who chose the networks trained."""
+
+    study: str
+    budget: int | None
+    flops_min: int | None
+    rows: list[dict[str, Any]]
+    noise: dict[str, Any] | None
+    hypervolume: float | None
+    endings: Endings
+    proposed_by: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        """`pareto --json`: the study, its band, the front, the hypervolume, the noise floor, and the trials by how they ended
+        (`trials`: ENDINGS keys; `refused`: why, by status) and by who chose them (`proposed_by`)."""
+        return {"study": self.study, "budget": self.budget, "flops_min": self.flops_min, "front": self.rows, "hypervolume": self.hypervolume,
+                "noise": self.noise, "trials": self.endings.counts, "refused": {str(k): v for k, v in self.endings.refused.items()},
+                "proposed_by": self.proposed_by}
+
+
+def front_report(study: optuna.Study) -> FrontReport:
+    """The front and everything said beside it (a trial without a config is a one-line error, raised first)."""
+    rows, noise = front_rows(study)
+    return FrontReport(study.study_name, study.user_attrs.get("budget"), study.user_attrs.get("flops_min") or None, rows, noise,
+                       study_hypervolume(study), endings(study.get_trials(deepcopy=False), study.user_attrs), proposers(study))
+
+
 def proposers(study: optuna.Study) -> dict[str, int]:
     """The trials that trained (to the end, stopped early or failed by their own fault), by who chose their network:
     sampler, warm_start, random, retry (`nas.record.proposed_by`)."""
@@ -166,38 +196,39 @@ def plot(study: optuna.Study, path: str, budget: int | None) -> tuple[float, flo
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    groups: dict[str, tuple[list[float], list[float]]] = {"trained": ([], []), "stopped": ([], [])}
+    groups: dict[str, tuple[list[float], list[float]]] = {key: ([], []) for key in ("trained", "stopped_scheduler", "stopped_time")}
     over_budget: list[float] = []
     unscored = 0  # stopped by the time limit before their first epoch ended: no accuracy to draw
     scores = seed_scores(study)
     for t in study.get_trials(deepcopy=False):
-        status, flops = t.user_attrs.get("status"), t.user_attrs.get("flops")
+        status, flops, key = t.user_attrs.get("status"), t.user_attrs.get("flops"), ending(t)
         if flops is None:
             continue
         if status == "over_budget":
             over_budget.append(flops / 1e9)
-        elif status in groups:
+        elif key in groups:
             accuracy = scores[t.number].mean if t.number in scores else t.user_attrs.get("proxy_accuracy")
             if accuracy is None:
                 unscored += 1
                 continue
-            xs, ys = groups[status]
+            xs, ys = groups[key]
             xs.append(flops / 1e9)
             ys.append(accuracy)
     limit = budget / 1e9 if budget else None
-    lo, hi, log = plot_range(groups["trained"][0] + groups["stopped"][0], limit)
+    lo, hi, log = plot_range([x for xs, _ in groups.values() for x in xs], limit)
     history = hypervolume_history(study)
     if history:
         fig, (ax, hv_ax) = plt.subplots(1, 2, figsize=(11, 4.8), dpi=120, gridspec_kw={"width_ratios": [2.2, 1]})
         draw_hypervolume(hv_ax, history)
     else:
         fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
-    styles = {"trained": dict(c="tab:blue", marker="o", label=f"trained to the end ({len(groups['trained'][0])})"),
-              "stopped": dict(c="tab:gray", marker="s", alpha=0.6, label=f"stopped early: scheduler or time limit ({len(groups['stopped'][0])}"
-                                                                          + (f"; {unscored} more before a first score)" if unscored else ")"))}
-    for status, (xs, ys) in groups.items():
+    markers = {"trained": dict(marker="o"), "stopped_scheduler": dict(marker="s", alpha=0.6), "stopped_time": dict(marker="D", alpha=0.7)}
+    for key, (xs, ys) in groups.items():
         if xs:
-            ax.scatter(xs, ys, s=22, zorder=2, **styles[status])
+            label = f"{ENDINGS[key].words} ({len(xs)}" + (f"; {unscored} more before a first score)" if key == "stopped_time" and unscored else ")")
+            ax.scatter(xs, ys, s=22, zorder=2, c=ENDINGS[key].colour, label=label, **markers[key])
+    if unscored and not groups["stopped_time"][0]:
+        ax.scatter([], [], c=ENDINGS["stopped_time"].colour, marker="D", label=f"{unscored} {ENDINGS['stopped_time'].words} before a first score")
     best = front(study, scores)
     if best:
         xs, ys = [t.values[1] / 1e9 for t in best], [scores[t.number].mean for t in best]
@@ -211,8 +242,8 @@ def plot(study: optuna.Study, path: str, budget: int | None) -> tuple[float, flo
         ax.axvline(limit, ls="--", c="k", lw=1, label=f"budget {limit:g} GFLOPs")
     if over_budget and limit:  # summarised at the edge: their FLOPs would set the scale, and they have no accuracy
         over = len(over_budget) + screened_counts(study.user_attrs).get("over_budget", 0)  # with those refused unstored
-        ax.axvspan(limit, hi, color="tab:red", alpha=0.08, lw=0,
-                   label=f"{over} samples over budget (up to {max(over_budget):,.0f} GFLOPs), not trained")
+        ax.axvspan(limit, hi, color=ENDINGS["refused"].colour, alpha=0.08, lw=0,
+                   label=f"{over} {ENDINGS['refused'].words}: {REFUSALS['over_budget']} (up to {max(over_budget):,.0f} GFLOPs)")
     if log:
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # labelled ticks inside a decade or two
@@ -225,10 +256,34 @@ def plot(study: optuna.Study, path: str, budget: int | None) -> tuple[float, flo
     ax.grid(alpha=0.3, which="major")
     if ax.get_legend_handles_labels()[0]:  # below the axes: inside, it would hide points wherever it went
         ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
-    fig.savefig(path, bbox_inches="tight")
+    try:
+        save_figure(fig, Path(path))
+    finally:
+        plt.close(fig)
     lo, hi = ax.get_xlim()
-    plt.close(fig)
     return float(lo), float(hi)
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Write a matplotlib figure as a PNG atomically (a temporary file beside it, then renamed: a reader never sees half a
+    picture); a folder that cannot be made or written is one line naming it."""
+    import os
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ConvspaceError(f"plot: cannot write into the folder {str(path.parent)!r} ({exc.strerror or type(exc).__name__})") from None
+    try:
+        with os.fdopen(handle, "wb") as out:
+            fig.savefig(out, format="png", bbox_inches="tight")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a picture is for whoever may read the folder
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ConvspaceError(f"plot: cannot write {str(path)!r} ({exc.strerror or type(exc).__name__})") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def hypervolume_history(study: optuna.Study) -> list[float]:

@@ -12,7 +12,6 @@ before (which call `load_entry` and `create` under `@register_model`) keep worki
 from __future__ import annotations
 
 import logging
-import re
 import sys
 import types
 import warnings
@@ -25,7 +24,15 @@ import timm
 import yaml
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from nas.entries import MAX_NAME, check_entry_name, read_entry, write_atomically, zoo_folders
+from nas.entries import (  # noqa: F401  (pick_trial, plan_export, default_entry_name: their home was here)
+    check_entry_name,
+    default_entry_name,
+    pick_trial,
+    plan_export,
+    read_entry,
+    write_atomically,
+    zoo_folders,
+)
 from nas.storage import display_url
 from space.config import ArchConfig
 from space.errors import ConvspaceError
@@ -188,67 +195,24 @@ def write_entry(name: str, cfg: ArchConfig, out: Path, record: dict[str, Any]) -
     return module
 
 
-def pick_trial(study: Any, number: int | None) -> Any:
-    """`--trial N` (a trained or early-stopped trial) or the best: most accurate fully trained, ties fewer FLOPs."""
-    from optuna.trial import TrialState
-
-    if number is None:
-        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if not done:
-            raise ConvspaceError(f"trial: study {study.study_name!r} has no fully trained trial yet")
-        from nas.seeds import seed_scores  # here, as nas.pareto below: `import nas.zoo` stays free of Optuna
-
-        scores = seed_scores(study)  # the mean over seeds where `confirm` added some
-        return max(done, key=lambda t: (scores[t.number].mean, -t.values[1]))
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    if number not in trials:
-        raise ConvspaceError(f"trial: study {study.study_name!r} has no trial {number} (trials 0..{len(trials) - 1})")
-    trial = trials[number]
-    if trial.user_attrs.get("status") not in ("trained", "stopped"):
-        raise ConvspaceError(f"trial: {number} was not trained (status {trial.user_attrs.get('status', trial.state.name)})")
-    return trial
-
-
-def default_entry_name(study: str, number: int) -> str:
-    """`<study>_trial<N>` made a valid entry name: lowercase, other characters as `_`, never a leading digit, the
-    study's part cut so that the whole fits in 64 characters."""
-    suffix = f"_trial{number}"
-    name = re.sub(r"\W", "_", study.lower(), flags=re.ASCII)
-    name = f"study_{name}" if name[:1].isdigit() else name
-    return name[:MAX_NAME - len(suffix)] + suffix
-
-
-def _seed_record(scores: Any) -> dict[str, Any]:
-    """What an entry records of a network trained with several seeds (`confirm`): their mean, std and count."""
-    if scores is None or len(scores.accuracies) < 2:
-        return {}
-    return {"proxy_accuracy_mean": scores.mean, "proxy_accuracy_std": scores.std, "seeds": len(scores.accuracies)}
-
-
-def export(study: Any, trial: Any, name: str | None, out: Path) -> dict[str, Any]:
-    """Write a trial (from `pick_trial`) as a model-factory entry, register it, and check the rebuilt model against
-    the study's record."""
-    from nas.pareto import trial_config  # here, not at the top: `import nas.zoo` (timm users) stays free of Optuna
-    from nas.seeds import seed_scores
+def export(study: Any, trial: Any, name: str | None, out: Path, *, force: bool = False, plan: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write a trial (from `pick_trial`) as a model-factory entry and register it, after checking the model it builds
+    against the study's record (nothing is written when they differ). An entry of that name already in `out` is kept
+    unless `force` (nas.zoo.plan_export); `plan`: what plan_export returned for it (checked already)."""
     from space.verify import fvcore_flops
 
-    name = name or default_entry_name(study.study_name, trial.number)
-    check_name(name)
-    cfg = trial_config(trial)
-    resolution = study.user_attrs.get("identity", {}).get("cost_resolution", 224)
-    record = {"study": study.study_name, "trial": trial.number, "resolution": resolution,
-              "proxy_accuracy": trial.user_attrs.get("proxy_accuracy"), "params": trial.user_attrs["params"],
-              **_seed_record(seed_scores(study).get(trial.number)),
-              "flops": trial.user_attrs["flops"]}
-    module = write_entry(name, cfg, out, record)
-    import_entry(module)
+    plan = plan or plan_export(study, trial, name, out, force=force)
+    check_name(plan["name"])  # no timm model or preset of that name
+    name, record, resolution = plan["name"], plan["record"], plan["record"]["resolution"]
+    register_entry(plan["data"])  # from the data, before any file: a model that does not match leaves nothing behind
     model = timm.create_model(name)
     measured = {"params": sum(p.numel() for p in model.parameters()), "flops": fvcore_flops(model, resolution)}
     if measured != {"params": record["params"], "flops": record["flops"]}:
-        module.unlink()
-        module.with_suffix(".yaml").unlink()
         raise ConvspaceError(f"export: rebuilt {name} counts {measured}, the study recorded {record}; nothing exported")
-    return {"name": name, "module": str(module), "config": str(module.with_suffix(".yaml")), **record}
+    module = out / f"{name}.py"
+    if plan["state"] != "unchanged":
+        module = write_entry(name, plan["cfg"], out, record)
+    return {"name": name, "state": plan["state"], "module": str(module), "config": str(module.with_suffix(".yaml")), **record}
 
 
 _register_presets()

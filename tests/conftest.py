@@ -69,6 +69,8 @@ def write_study(root, name: str, extra_over_budget: int = 0):
         if status == "trained":
             study.tell(trial, [acc, cost.flops])
         else:
+            if status == "stopped":
+                trial.set_user_attr("proxy_accuracy", acc)  # its accuracy at its last epoch, as the search keeps it
             study.tell(trial, state=TrialState.PRUNED)
     return study
 

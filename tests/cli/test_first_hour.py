@@ -60,7 +60,7 @@ def test_pareto_defaults_to_the_search_study_and_reads_whole_at_100_columns(defa
     architecture = " ".join(line.split("│")[-2].strip() for line in lines if line.count("│") > 5)  # folded lines rejoined
     assert "bottleneck, patchify stem, depths 2-2-2-2, widths 8-16-32-64, k7, ln/gelu" in architecture
     words = " ".join(table.split())
-    assert "3 trained to the end, 1 stopped early, 0 failed; sampled points rejected before training: 1 over budget" in words
+    assert "3 trained to the end, 1 stopped early by the scheduler, 0 failed; refused before training: 1 over the budget" in words
 
 
 def test_pareto_plot_into_a_new_folder_creates_it(default_study):
@@ -127,17 +127,17 @@ def test_the_live_view_shows_progress_rejections_and_running_trials():
     view("epoch", {"number": 7, "epoch": 2, "acc": 0.9123})
     panel = Console(file=io.StringIO(), width=100, record=True)
     panel.print(view)
-    shown = panel.export_text()
-    assert "convspace: 0 of 12 trials finished (0 trained to the end, 0 stopped early, 0 failed)" in shown
-    assert "rejected before training: 1 already evaluated, 5 over budget" in shown
-    assert "7    2.50    2/3  0.9123  bottleneck, patchify stem" in shown
+    shown = " ".join(panel.export_text().split())  # the head wraps at 100 columns
+    assert "convspace: 0 of 12 trials finished (0 trained to the end, 0 stopped early by the scheduler, 0 failed)" in shown
+    assert "refused before training: 5 over the budget, 1 already evaluated" in shown
+    assert "7 2.50 2/3 0.9123 bottleneck, patchify stem" in shown
     view("finished", {"number": 7, "status": "stopped", "acc": 0.9123, "epoch": 2, "reason": "ASHA"})
     plain = out.getvalue()
-    assert "trial   7 started: bottleneck, patchify stem" in plain and "(1 already evaluated, 5 over budget rejected so far)" in plain
-    assert "trial   7 stopped early after epoch 2 (ASHA), accuracy 0.9123  (1 of 12 finished" in plain
+    assert "trial   7 started: bottleneck, patchify stem" in plain and "(refused before training so far: 5 over the budget, 1 already evaluated)" in plain
+    assert "trial   7 stopped early by the scheduler (ASHA) after epoch 2 of 3, accuracy 0.9123  (1 of 12 finished" in plain
     panel.print(view)
-    shown = panel.export_text()
-    assert "1 of 12 trials finished (0 trained to the end, 1 stopped early, 0 failed)" in shown and "left" in shown  # and an ETA
+    shown = " ".join(panel.export_text().split())
+    assert "1 of 12 trials finished (0 trained to the end, 1 stopped early by the scheduler, 0 failed)" in shown and "left" in shown  # an ETA
 
 
 def test_a_broken_zoo_entry_is_skipped_with_one_line_and_the_others_still_register(default_study, tmp_path):
@@ -152,7 +152,7 @@ def test_a_broken_zoo_entry_is_skipped_with_one_line_and_the_others_still_regist
                             env={**os.environ, "PYTHONPATH": str(ROOT), "CONVSPACE_ZOO": zoo})
     assert result.stdout.split() == ["True", "False"], result.stderr
     warned = [line for line in result.stderr.splitlines() if "zoo entry" in line or "Overwriting" in line]
-    assert len(warned) == 1 and warned[0].startswith(f"convspace: skipped zoo entry {tmp_path / 'bad_net.py'} (")
+    assert len(warned) == 1 and warned[0].startswith(f"convspace: skipped zoo entry {tmp_path / 'bad_net.yaml'} (")
 
 
 def test_inspect_refuses_a_dilated_network_at_a_resolution_where_its_convs_pad_past_their_maps(tmp_path):

@@ -68,14 +68,15 @@ def test_the_dashboard_lists_one_trial_per_training_with_one_state_per_outcome(u
     # numbers as in the study (export --trial N), refused samples left out: the chips no longer mix them with ASHA's
     assert {n: t["state"] for n, t in trials.items()} == {1: "Complete", 3: "Pruned", 5: "Fail", 6: "Complete"}
     assert detail["objective_names"] == ["proxy_accuracy", "GFLOPs"] and trials[1]["values"] == [0.8, 3.2]
-    assert [a["key"] for a in trials[3]["user_attrs"][:3]] == ["status", "gflops", "proxy_accuracy"]
+    assert [a["key"] for a in trials[3]["user_attrs"][:3]] == ["ended", "gflops", "status"]
+    assert trials[3]["user_attrs"][0]["value"] == "stopped early by the scheduler before its first epoch ended (no accuracy)"
     assert trials[3]["user_attrs"][1]["value"] == "1.1"
     assert sorted(t["number"] for t in detail["best_trials"]) == [1, 6]
     attrs = {a["key"]: a["value"] for a in detail["user_attrs"][:2]}
     # trial 7 repeats trial 1 with another seed (confirm): a seed of a listed network, counted but not a point
-    assert attrs == {"trials": "2 trained to the end (Complete), 1 stopped early (Pruned), 1 failed (Fail); 1 training(s) with other "
-                               "seeds (confirm; not listed: `pareto` shows the means)",
-                     "samples never trained (not listed)": "2 over the budget of 4.5 GFLOPs, 1 duplicates of an evaluated network"}
+    assert attrs == {"trials": "2 trained to the end, 1 stopped early by the scheduler, 1 failed, 1 trained again with another seed (confirm)",
+                     "not listed": "1 trained again with another seed (a listed trial's objective is the mean over its seeds); 3 refused "
+                                   "before training: 2 over the budget, 1 already evaluated (budget 4.5 GFLOPs)"}
     other = optuna.create_study(study_name="other", storage=url, directions=["maximize", "minimize"])
     other.add_trial(optuna.trial.create_trial(values=[1.0, 2e9]))  # a study the search did not write: shown as it is
     summaries = {s["study_name"]: s for s in served(url, "/api/studies")["study_summaries"]}

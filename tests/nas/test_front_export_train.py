@@ -68,7 +68,7 @@ def test_export_front_and_several_trials_write_one_checked_entry_each(study_dir,
     cli(study_dir, "export", "--study", "s", "--trial", "2", "--trial", "3", "--out", str(out))  # 3 was stopped early: allowed
     assert sorted(p.stem for p in out.glob("*.yaml")) == ["s_trial0", "s_trial1", "s_trial2", "s_trial3"]
     refused = cli(study_dir, "export", "--study", "s", "--trial", "2", "--trial", "4", "--out", str(tmp_path / "none"), check=False)
-    assert refused.returncode == 2 and refused.stderr.startswith("error: trial: 4 was not trained")
+    assert refused.returncode == 2 and refused.stderr.startswith("error: trial: 4 has no accuracy to export: refused before training")
     assert not (tmp_path / "none").exists()  # nothing written when one of the trials cannot be exported
 
 
@@ -87,7 +87,7 @@ def test_default_entry_names_are_valid_whatever_the_study_is_called(study, name)
     [
         (["export", "--study", "nope", "--best"], "error: study: no study 'nope'"),
         (["export", "--study", "s", "--trial", "42"], "error: trial: study 's' has no trial 42"),
-        (["export", "--study", "s", "--trial", "4"], "error: trial: 4 was not trained (status over_budget)"),
+        (["export", "--study", "s", "--trial", "4"], "error: trial: 4 has no accuracy to export: refused before training: over the budget"),
         (["export", "--study", "s", "--best", "--name", "resnet50"], "error: name: 'resnet50' is already a timm model"),
         (["export", "--study", "s", "--best", "--name", "Bad-Name"], "error: name: must be a lowercase Python identifier"),
         (["export", "--study", "s"], "error: export: give exactly one of --trial N (repeatable), --best and --front"),
