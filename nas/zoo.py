@@ -24,7 +24,8 @@ import timm
 import yaml
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from nas.entries import (  # noqa: F401  (pick_trial, plan_export, default_entry_name: their home was here)
+from nas.entries import (  # noqa: F401  (pick_trial, plan_export, default_entry_name, _seed_record: their home was here)
+    _seed_record,
     check_entry_name,
     default_entry_name,
     pick_trial,
