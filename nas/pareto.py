@@ -242,8 +242,10 @@ def plot(study: optuna.Study, path: str, budget: int | None) -> tuple[float, flo
         ax.axvline(limit, ls="--", c="k", lw=1, label=f"budget {limit:g} GFLOPs")
     if over_budget and limit:  # summarised at the edge: their FLOPs would set the scale, and they have no accuracy
         over = len(over_budget) + screened_counts(study.user_attrs).get("over_budget", 0)  # with those refused unstored
+        most = max(over_budget)
         ax.axvspan(limit, hi, color=ENDINGS["refused"].colour, alpha=0.08, lw=0,
-                   label=f"{over} {ENDINGS['refused'].words}: {REFUSALS['over_budget']} (up to {max(over_budget):,.0f} GFLOPs)")
+                   label=f"{over} {ENDINGS['refused'].words}: {REFUSALS['over_budget']} (up to {most:,.0f} GFLOPs)" if most >= 10
+                   else f"{over} {ENDINGS['refused'].words}: {REFUSALS['over_budget']} (up to {most:.3g} GFLOPs)")
     if log:
         ax.set_xscale("log")
         ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # labelled ticks inside a decade or two

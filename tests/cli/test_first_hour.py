@@ -132,9 +132,9 @@ def test_the_live_view_shows_progress_rejections_and_running_trials():
     assert "refused before training: 5 over the budget, 1 already evaluated" in shown
     assert "7 2.50 2/3 0.9123 bottleneck, patchify stem" in shown
     view("finished", {"number": 7, "status": "stopped", "acc": 0.9123, "epoch": 2, "reason": "ASHA"})
-    plain = out.getvalue()
-    assert "trial   7 started: bottleneck, patchify stem" in plain and "(refused before training so far: 5 over the budget, 1 already evaluated)" in plain
-    assert "trial   7 stopped early by the scheduler (ASHA) after epoch 2 of 3, accuracy 0.9123  (1 of 12 finished" in plain
+    plain = " ".join(out.getvalue().split())  # lines wrap at 100 columns
+    assert "trial 7 started: bottleneck, patchify stem" in plain and "(refused before training so far: 5 over the budget, 1 already evaluated)" in plain
+    assert "trial 7 stopped early by the scheduler (ASHA) after epoch 2 of 3, accuracy 0.9123 (1 of 12 finished" in plain
     panel.print(view)
     shown = " ".join(panel.export_text().split())
     assert "1 of 12 trials finished (0 trained to the end, 1 stopped early by the scheduler, 0 failed)" in shown and "left" in shown  # an ETA

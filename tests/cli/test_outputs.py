@@ -4,6 +4,7 @@ README commands that run as written, and reading a study without torch or Ray.""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -167,7 +168,7 @@ def test_analyze_refusal_gives_the_exact_command_that_trains_what_it_needs(tmp_p
     monkeypatch.setattr(nas.search, "run_search", run_search)
     CliRunner().invoke(cli.app, shlex.split(line))
     asked = captured["settings"]
-    assert study_identity(asked) == study.user_attrs["identity"]  # it resumes this study, not a new one
+    assert json.loads(json.dumps(study_identity(asked))) == study.user_attrs["identity"]  # it resumes this study, not a new one
     assert asked.trials == trained_count(study) + MIN_TRIALS - 1 and asked.scheduler == "none" and asked.study == "few"
 
 
@@ -177,7 +178,16 @@ def test_the_readme_commands_run_as_written():
     assert 'convspace = "cli:main"' in (ROOT / "pyproject.toml").read_text()
     readme = (ROOT / "README.md").read_text()
     blocks = re.findall(r"```bash\n(.*?)```", readme, re.S)
-    lines = [line.split("  #")[0].strip() for block in blocks for line in block.replace("\\\n", " ").splitlines() if line.strip()]
+    lines: list[str] = []
+    for block in blocks:
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split("  #")[0].strip()
+            if line.startswith("#"):  # a comment line
+                continue
+            if line.startswith(("[", "--")) and lines:  # a synopsis continued on the next line
+                lines[-1] += " " + line
+            elif line:
+                lines.append(line)
     commands = {c.name or c.callback.__name__: c for c in cli.app.registered_commands}
     seen = set()
     for line in lines:
