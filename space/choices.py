@@ -31,33 +31,24 @@ import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from space.config import (
-    ARCH_RULES,
-    DEFAULT_COMPRESSION,
-    DEFAULT_RADIX,
-    GROUPED_CONVS,
-    MAX_STAGES,
-    STAGE_RULES,
-    STEM_RULES,
-    ArchConfig,
-    Rule,
-    StageConfig,
-    StemConfig,
-    check_keys,
-    grouped_channels,
+from space.config import DEFAULT_COMPRESSION, DEFAULT_RADIX, GROUPED_CONVS, ArchConfig, StageConfig, StemConfig, grouped_channels
+from space.dimensions import (  # re-exported: the suggesters are part of what a space is sampled with
+    FINITE_DIMS,
+    NETWORK_DIMS,
+    STAGE_DIMS,
+    Dimension,
+    Replay,
+    SeededSuggester,
+    Suggester,
+    encode_choice,
 )
-from space.errors import ConvspaceError, refuse
-from space.files import read_yaml
+from space.errors import ConvspaceError
 from space.widths import inner_width, splat_attention_channels, transition_width
 
-NETWORK_DIMS = (
-    "stem", "stem_ratio", "stem_norm", "depth_pattern", "depth_scale", "base_width", "width_multipliers",
-    "downsample", "norm", "act", "norms_per_block", "acts_per_block", "dw_position", "conv_bias",
-    "layer_scale_init", "head_width", "head_norm", "drop_path_rate", "num_classes", "in_chans",
-)
-STAGE_DIMS = ("block", "kernel", "dense_kernel", "expansion", "conv", "groups", "attention", "dilation", "radix", "compression")
+__all__ = ["Space", "Dimension", "Replay", "SeededSuggester", "Suggester", "NETWORK_DIMS", "STAGE_DIMS", "FINITE_DIMS"]
+
 # Dimensions added after spaces were first written, and what a space without them means.
 ADDED_DIMS = {"dilation": {"value": 1}, "radix": {"value": DEFAULT_RADIX}, "compression": {"value": DEFAULT_COMPRESSION}}
 # `dense_kernel`, where a space has it, is the kernel of the convs whose cost grows with in x out channels x k^2
@@ -65,147 +56,6 @@ ADDED_DIMS = {"dilation": {"value": 1}, "radix": {"value": DEFAULT_RADIX}, "comp
 # the papers enlarge only depthwise kernels (ConvNeXt 7x7, RepLKNet 31x31, Conv2Former 11x11), and a dense 21x21 conv
 # costs 49x a 3x3 one. A space without it samples one `kernel` for both, as before.
 DENSE_KERNEL_CONVS = ("dense", "grouped", "shuffle", "splat", "separable")
-OPTIONAL_DIMS = (*ADDED_DIMS, "dense_kernel")
-SCALES = ("absolute", "fitted")  # how a space sets a network's scale: sampled widths, or fitted to a FLOPs target
-FINITE_DIMS = ("stem_ratio", "depth_pattern", "depth_scale", "base_width", "width_multipliers")
-_SPEC_KEYS = {"choice", "int", "float", "value", "step", "log", "per_stage"}
-_KINDS = ("choice", "int", "float", "value")
-SPACES_DIR = Path(__file__).parent / "spaces"
-
-
-class Suggester(Protocol):
-    """What sampling needs from an Optuna trial (or from the seeded stand-in below)."""
-
-    def suggest_categorical(self, name: str, choices: Any) -> Any: ...
-    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int: ...
-    def suggest_float(self, name: str, low: float, high: float, step: float | None = None, log: bool = False) -> float: ...
-
-
-class SeededSuggester:
-    """Plain seeded random sampling with the trial interface; hand-written because Optuna's RandomSampler
-    needs a Study per draw, and screening thousands of points must stay in microseconds."""
-
-    def __init__(self, rng: random.Random) -> None:
-        self.rng = rng
-
-    def suggest_categorical(self, name: str, choices: Any) -> Any:
-        return self.rng.choice(list(choices))
-
-    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int:
-        if log:
-            return min(high, max(low, round(math.exp(self.rng.uniform(math.log(low), math.log(high))))))
-        return self.rng.randrange(low, high + 1, step)
-
-    def suggest_float(self, name: str, low: float, high: float, step: float | None = None, log: bool = False) -> float:
-        if step:
-            return low + step * self.rng.randint(0, int(round((high - low) / step)))
-        if log:
-            return math.exp(self.rng.uniform(math.log(low), math.log(high)))
-        return self.rng.uniform(low, high)
-
-
-def _encode(value: Any) -> Any:
-    """Optuna choices must be scalars: lists (depth patterns, multipliers) travel as '3,3,9,3'."""
-    return ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else value
-
-
-def _decode(value: Any) -> Any:
-    if isinstance(value, str) and "," in value:
-        return tuple(float(v) if "." in v else int(v) for v in value.split(","))
-    return value
-
-
-@dataclass(frozen=True)
-class Dimension:
-    """One named dimension: a finite choice, an int/float range, or a fixed value."""
-
-    name: str
-    kind: str
-    values: tuple[Any, ...] = ()
-    low: float = 0
-    high: float = 0
-    step: float | None = None
-    log: bool = False
-    per_stage: bool = False
-
-    @classmethod
-    def from_spec(cls, name: str, spec: Any) -> Dimension:
-        """Validate one YAML entry; every error names the dimension."""
-        if not isinstance(spec, dict):
-            raise ConvspaceError(f"{name}: must be a mapping like {{choice: [...]}}, got {spec!r}")
-        unknown = set(spec) - _SPEC_KEYS
-        if unknown:
-            raise ConvspaceError(f"{name}.{sorted(unknown)[0]}: unknown key; allowed: {', '.join(sorted(_SPEC_KEYS))}")
-        kinds = [k for k in _KINDS if k in spec]
-        if len(kinds) != 1:
-            raise ConvspaceError(f"{name}: give exactly one of choice, int, float, value")
-        kind = kinds[0]
-        per_stage = spec.get("per_stage", False)
-        if per_stage and name not in STAGE_DIMS:
-            raise ConvspaceError(f"{name}.per_stage: only stage dimensions ({', '.join(STAGE_DIMS)}) can vary per stage")
-        if kind in ("choice", "value"):
-            values = tuple(spec["choice"]) if kind == "choice" and isinstance(spec["choice"], list) else None
-            if kind == "value":
-                values = (spec["value"],)
-            if not values:
-                raise ConvspaceError(f"{name}.choice: must be a non-empty list")
-            values = tuple(tuple(v) if isinstance(v, list) else v for v in values)
-            return cls(name, kind, values, per_stage=per_stage)
-        bounds = spec[kind]
-        number = int if kind == "int" else (int, float)
-        if not (isinstance(bounds, list) and len(bounds) == 2 and all(isinstance(b, number) for b in bounds)):
-            raise ConvspaceError(f"{name}.{kind}: must be [low, high] of {kind}s, got {bounds!r}")
-        if bounds[0] > bounds[1]:
-            raise ConvspaceError(f"{name}.{kind}: low must not exceed high, got {bounds!r}")
-        step, log = spec.get("step"), bool(spec.get("log", False))
-        if log and (step or bounds[0] <= 0):
-            raise ConvspaceError(f"{name}.log: needs low > 0 and no step")
-        if name in FINITE_DIMS and kind == "float" and not step:
-            raise ConvspaceError(f"{name}: needs a step (or a choice) so that the space stays finite")
-        return cls(name, kind, (), bounds[0], bounds[1], step, log, per_stage)
-
-    def suggest(self, trial: Suggester, label: str) -> Any:
-        """Draw a value; fixed values are not parameters of the trial."""
-        if self.kind == "value":
-            return self.values[0]
-        if self.kind == "choice":
-            if len(self.values) == 1:
-                return self.values[0]
-            return _decode(trial.suggest_categorical(label, [_encode(v) for v in self.values]))
-        if self.kind == "int":
-            return trial.suggest_int(label, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(label, float(self.low), float(self.high), step=self.step, log=self.log)
-
-    def candidates(self) -> list[Any]:
-        """All values of a finite dimension (for `contains`)."""
-        if self.kind in ("choice", "value"):
-            return list(self.values)
-        step = self.step or 1
-        count = int(round((self.high - self.low) / step))
-        return [self.low + i * step for i in range(count + 1)]
-
-    def checked_values(self) -> list[Any]:
-        """Every value the dimension can take, or the two ends of an unstepped float range (field rules are intervals)."""
-        if self.kind == "float" and not self.step:
-            return [self.low, self.high]
-        return self.candidates()
-
-    def allows(self, value: Any) -> bool:
-        """Whether `value` lies in this dimension."""
-        if self.kind in ("choice", "value"):
-            return any(_same(value, v) for v in self.values)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not self.low <= value <= self.high:
-            return False
-        return not self.step or abs((value - self.low) / self.step - round((value - self.low) / self.step)) < 1e-9
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equality that keeps True apart from 1 and compares lists with tuples."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return a is b
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    return a == b
 
 
 def round8(value: float) -> int:
@@ -239,61 +89,17 @@ class Space:
 
     @classmethod
     def from_dict(cls, data: Any, default_name: str = "space") -> Space:
-        if not isinstance(data, dict):
-            raise ConvspaceError("space: must be a mapping with 'dimensions'")
-        unknown = set(data) - {"name", "description", "dimensions", "scale"}
-        if unknown:
-            raise ConvspaceError(f"space.{sorted(unknown)[0]}: unknown key; allowed: name, description, scale, dimensions")
-        scale = data.get("scale", "absolute")
-        if scale not in SCALES:
-            refuse("space.scale", f"must be one of {', '.join(SCALES)}", scale)
-        raw = data.get("dimensions")
-        if not isinstance(raw, dict):
-            raise ConvspaceError("space.dimensions: must be a mapping of dimension name -> spec")
-        known = NETWORK_DIMS + STAGE_DIMS
-        check_keys("dimensions", raw, known, what="dimension", optional=OPTIONAL_DIMS)
-        space = cls(str(data.get("name", default_name)), str(data.get("description", "")),
-                    {k: Dimension.from_spec(k, raw[k]) for k in known if k in raw}, scale)
-        space._check_lengths()
-        space._check_values()
-        return space
+        """A space from a parsed space file (validated: see space.space_file)."""
+        from space.space_file import space_from_dict
+
+        return space_from_dict(data, default_name)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Space:
-        """Load a space file; a bare name ('default') means a shipped space."""
-        path = Path(path)
-        if not path.exists() and (SPACES_DIR / f"{path.name}.yaml").exists():
-            path = SPACES_DIR / f"{path.name}.yaml"
-        if not path.is_file():
-            shipped = ", ".join(sorted(p.stem for p in SPACES_DIR.glob("*.yaml")))
-            raise ConvspaceError(f"space: no file {str(path)!r} (shipped spaces: {shipped})")
-        return cls.from_dict(read_yaml(path, "space"), default_name=path.stem)
+        """Load a space file; a bare name ('default') means a shipped space (see space.space_file)."""
+        from space.space_file import load_space
 
-    def _check_lengths(self) -> None:
-        lists = [v for d in ("depth_pattern", "width_multipliers") for v in self.dims[d].candidates()]
-        if not all(isinstance(v, tuple) for v in lists) or len({len(v) for v in lists}) != 1:
-            raise ConvspaceError("dimensions.depth_pattern: every depth pattern and width multiplier list must be a list of one length (the number of stages)")
-        if not 1 <= self.num_stages <= MAX_STAGES:
-            refuse("dimensions.depth_pattern", f"must give 1..{MAX_STAGES} stages", self.num_stages)
-
-    def _check_values(self) -> None:
-        """Check every value of every dimension against the genome's rule for its field, exhaustively, at load.
-
-        A value that only some sampled points would reach must fail here, naming the dimension, not in the
-        middle of a search. Derived dimensions must be positive numbers, and every depth they derive is checked.
-        """
-        for name, rule in _DIMENSION_RULES.items():
-            for value in self.dim(name).checked_values():
-                rule(f"dimensions.{name}", value)
-        for name in FINITE_DIMS:
-            for value in self.dims[name].checked_values():
-                for number in value if isinstance(value, tuple) else (value,):
-                    if isinstance(number, bool) or not isinstance(number, (int, float)) or number <= 0:
-                        refuse(f"dimensions.{name}", "must hold numbers above 0", value)
-        for pattern in self.dims["depth_pattern"].candidates():
-            for scale in self.dims["depth_scale"].candidates():
-                for depth in derive_depths(pattern, scale):
-                    STAGE_RULES["depth"](f"dimensions.depth_pattern: {list(pattern)} x depth_scale {scale} gives a depth that", depth)
+        return load_space(path)
 
     @property
     def num_stages(self) -> int:
@@ -432,7 +238,7 @@ class Space:
             if not dim.allows(value):
                 return False
             if dim.kind != "value" and not (dim.kind == "choice" and len(dim.values) == 1):
-                params.setdefault(label, _encode(value))
+                params.setdefault(label, encode_choice(value))
             return True
 
         d = self.dims
@@ -459,22 +265,6 @@ class Space:
         return params if replayed == cfg else None
 
 
-class Replay:
-    """A Suggester that answers each question from a dict of params: the same params, the same network."""
-
-    def __init__(self, params: dict[str, Any]) -> None:
-        self.params = params
-
-    def suggest_categorical(self, name: str, choices: Any) -> Any:
-        return self.params[name]
-
-    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int:
-        return self.params[name]
-
-    def suggest_float(self, name: str, low: float, high: float, step: float | None = None, log: bool = False) -> float:
-        return self.params[name]
-
-
 _ADDED = {name: Dimension.from_spec(name, spec) for name, spec in ADDED_DIMS.items()}
 
 
@@ -495,14 +285,6 @@ def fit_groups(conv: str, groups: int, radix: int, channels: list[int]) -> tuple
     if g < GROUPED_CONVS[conv]:  # a grouped or shuffle conv of 1 group is a dense one
         return "dense", 1, DEFAULT_RADIX
     return conv, g, radix
-
-
-# The genome rule each dimension's values must pass (the derived dimensions are checked on what they derive).
-_DIMENSION_RULES: dict[str, Rule] = {
-    "stem": STEM_RULES["type"], "stem_norm": STEM_RULES["norm"],
-    **{name: ARCH_RULES[name] for name in NETWORK_DIMS if name in ARCH_RULES},
-    **{name: STAGE_RULES[name] for name in STAGE_DIMS if name != "dense_kernel"}, "dense_kernel": STAGE_RULES["kernel"],
-}
 
 
 def _fit_groups(stem: StemConfig, stages: list[dict[str, Any]], fields: dict[str, Any]) -> ArchConfig:

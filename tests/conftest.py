@@ -8,8 +8,9 @@ import warnings
 import pytest
 import yaml
 
-from space.choices import SPACES_DIR, Space
+from space.choices import Space
 from space.config import ArchConfig
+from space.space_file import SPACES_DIR
 
 warnings.filterwarnings("ignore")
 

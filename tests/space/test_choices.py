@@ -3,9 +3,10 @@ import re
 import pytest
 import yaml
 
-from space.choices import SPACES_DIR, Space
+from space.choices import Space
 from space.errors import ConvspaceError
 from space.presets import PRESETS
+from space.space_file import SPACES_DIR
 
 
 def default_dict():

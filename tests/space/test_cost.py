@@ -7,11 +7,12 @@ import pytest
 import torch
 import yaml
 
-from space.choices import SPACES_DIR, Space
+from space.choices import Space
 from space.cost import arch_cost, check_fits, parse_flops
 from space.errors import ConvspaceError
 from space.network import build_network
 from space.presets import CONV2FORMER_PAPER, PRESETS
+from space.space_file import SPACES_DIR
 from tests.conftest import fvcore_count, small_default_space
 
 # Large presets take seconds to build; their exactness is covered by the slow test and by the
