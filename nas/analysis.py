@@ -66,7 +66,8 @@ def more_trials(study: optuna.Study, needed: int) -> str:
     identity = upgraded(study.user_attrs.get("identity"))
     if not identity or not identity.get("budget") or identity.get("kind"):  # not a search's study (an ablation's list)
         return ""
-    url = str(getattr(study._storage, "url", "") or "")
+    storage = getattr(study._storage, "_backend", study._storage)  # Optuna wraps an RDBStorage in a cache
+    url = str(getattr(storage, "url", "") or "")
     named = display_url(url) if url and url != default_storage(study.study_name) else None  # the default needs no --storage
     args, unset = search_args(study.study_name, identity, storage=named, trials=trained_count(study) + needed, scheduler="none")
     seconds = [float(t.user_attrs["train_seconds"]) for t in study.get_trials(deepcopy=False)

@@ -221,3 +221,13 @@ def test_reading_a_study_imports_no_ray_and_torch_only_to_build_a_model(tmp_path
     result = subprocess.run([sys.executable, "-c", code, *args], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.stdout.strip().splitlines()[-1] == f"0 {heavy}", result.stdout + result.stderr
+
+
+def test_the_command_names_a_storage_that_is_not_the_default_and_what_no_option_says(tmp_path):
+    from nas.analysis import more_trials
+    from tests.nas.lived_study import lived_study
+
+    study, url = lived_study(tmp_path)
+    said = more_trials(study, 3)
+    assert f" --storage {url} " in said and " --trials 9 --scheduler none" in said  # 6 count toward --trials (not those cut short) + 3
+    assert "(--space: the path of the study's space file, named 'tiny')" in said  # a space file's path is not in the study
