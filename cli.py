@@ -284,7 +284,7 @@ def search(
     flops_min: str = typer.Option(None, help="Refuse networks below this many FLOPs too, as over-budget ones are: a band "
                                   "[flops-min, budget] for studies that want every network near the budget, e.g. 4GFLOPs."),
     trials: int = typer.Option(SEARCH.trials, help="Trials to train in the study, counting those already there: trained to the end, "
-                                                   "stopped early (--scheduler or the time limit), or failed (points rejected before training do not count)."),
+                                                   "stopped early (--scheduler or the time limit), or failed (points refused before training do not count)."),
     epochs: int = typer.Option(PROXY.epochs, help="Proxy training epochs per trial."),
     resolution: int = typer.Option(PROXY.resolution, help="Proxy training resolution (>= 32: the networks reduce 32x)."),
     batch_size: int = typer.Option(PROXY.batch_size, help="Proxy batch size."),

@@ -2,7 +2,8 @@
 
 The search reports events (`start`, `rejected`, `started`, `epoch`, `finished`); this view turns them into
 what a person wants to know: trials finished of those wanted with the time spent and left, what each running
-trial is and how far it got, and how many sampled points were rejected and why. At a terminal the panel is
+trial is and how far it got (a retry: which trial it retries), and how many sampled points were refused before training
+and why, in the words of nas.record.ENDINGS. At a terminal the panel is
 redrawn every half second, so the clock moves even while every trial is inside a long epoch.
 """
 
