@@ -428,7 +428,7 @@ def confirm(
 
     check_confirm(seeds, top, cpus_per_trial, gpus_per_trial, address)
     url = resolve_storage(study, storage)
-    from nas.confirm import run_confirm
+    from nas.confirm import CLAIM_GRACE, run_confirm
 
     def progress(event: str, info: dict[str, Any]) -> None:
         if event == "start":
@@ -438,6 +438,9 @@ def confirm(
         elif event == "done":  # in the words of nas.record: a repeat, or how a training that did not end as one went
             score = f"accuracy {info['acc']:.4f}" if info.get("acc") is not None else f"{info.get('status')}"
             console.print(f"  repeat of trial {info['number']} with seed {info['seed']}: {score} ({info.get('train_seconds', 0):.0f} s)",
+                          markup=False, highlight=False)
+        elif event == "requeued":  # its Ray worker died: trained once more
+            console.print(f"  repeat of trial {info['number']} with seed {info['seed']} cut short ({info['reason']}): queued to train again",
                           markup=False, highlight=False)
 
     outcome = run_confirm(study, url, seeds=seeds, top=top, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial,
@@ -450,6 +453,10 @@ def confirm(
     if outcome.failed:
         console.print(f"{len(outcome.failed)} training(s) failed and were not stored (rerun confirm to retry): "
                       + "; ".join(outcome.failed), markup=False, highlight=False)
+    if outcome.elsewhere:
+        console.print(f"{len(outcome.elsewhere)} training(s) were claimed by another confirm run of this study and left to it: "
+                      f"{'; '.join(outcome.elsewhere)} (a run that was killed lets its claims lapse after {CLAIM_GRACE:.0f} s: "
+                      "rerun confirm then)", markup=False, highlight=False)
     if outcome.unconfirmed:
         console.print(f"the front on the means now holds trial(s) {', '.join(map(str, outcome.unconfirmed))} with fewer than {seeds} "
                       "seeds: run confirm again to confirm them too", markup=False, highlight=False)
@@ -647,8 +654,13 @@ def ablation(
     url = resolve_storage(spec.study, storage)
 
     def progress(event: str, info: dict[str, Any]) -> None:
-        if event == "done":
+        if event == "done" and info.get("status") == "failed":
+            console.print(f"  {info.get('preset', 'a network')} failed: {info.get('reason')}", markup=False, highlight=False)
+        elif event == "done":
             console.print(f"  {info.get('preset', 'a network')} finished: proxy accuracy {info.get('acc', float('nan')):.4f}")
+        elif event == "requeued":  # its Ray worker died: trained once more
+            console.print(f"  {info.get('preset', 'a network')} cut short ({info['reason']}): queued to train again", markup=False,
+                          highlight=False)
 
     rows = run_ablation(spec, url, cpus_per_trial=cpus_per_trial, gpus_per_trial=gpus_per_trial, address=address, progress=progress)
     table = Table(title=f"{spec.study}: proxy accuracy beside the reference")
@@ -722,8 +734,13 @@ def fidelity(
     from nas.fidelity import run_fidelity
 
     def progress(event: str, info: dict[str, Any]) -> None:
-        if event == "done" and not as_json:
+        if event == "done" and not as_json and info.get("status") == "failed":
+            console.print(f"  {info.get('name', 'a network')} failed: {info.get('reason')}", markup=False, highlight=False)
+        elif event == "done" and not as_json:
             console.print(f"  {info.get('name', 'a network')} finished: accuracy {info.get('acc', float('nan')):.4f}", highlight=False)
+        elif event == "requeued" and not as_json:  # its Ray worker died: trained once more
+            console.print(f"  {info.get('name', 'a network')} cut short ({info['reason']}): queued to train again", markup=False,
+                          highlight=False)
 
     if not as_json:
         console.print(f"study {study} in {display_url(url)}: {n} networks within {settings.budget / 1e9:.3g} GFLOPs, proxy {proxy_epochs} "

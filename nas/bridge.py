@@ -48,6 +48,9 @@ from space.fitting import propose
 
 Progress = Callable[[str, dict[str, Any]], None]  # the command's progress printer: event name, details
 
+WORKER_DIED = "worker_died"  # in a trial's last result (nas.tune.worker_death): its Ray worker died under it
+WORKER_DEATH = "its Ray worker died"  # the reason a trial so lost is queued again with
+
 POPULATION = 8  # NSGA-II's smallest population and TPE's start-up trials: short searches still evolve
 MAX_PROPOSALS = 1000  # refused proposals in a row before the search gives up on the band
 
@@ -185,6 +188,20 @@ class BudgetedOptunaSearcher:
             trial = self.live.pop(trial_id)
             fail_and_requeue(self.study, self.storage, trial.number, trial.params, "the search stopped before it finished")
 
+    def _worker_died(self, trial: optuna.trial.Trial, result: dict[str, Any]) -> bool:
+        """A trial whose Ray worker died under it (killed out of memory, a lost node): no fault of its config the first
+        time, so it is failed as interrupted and queued once more, with the reason and Ray's report kept on it. A retry
+        whose worker dies too fails for good (False: told as any failure), so that a network that kills its own worker
+        is not retried forever."""
+        trial.set_user_attr("ray_error", result.get("ray_error") or "")
+        why = f"{WORKER_DEATH} ({result['error']})"
+        if str(trial.user_attrs.get("retry_reason", "")).startswith(WORKER_DEATH):
+            result["error"] = f"{why} (again: trial {trial.user_attrs.get('retry_of')} lost its worker first)"
+            return False
+        fail_and_requeue(self.study, self.storage, trial.number, trial.params, why)
+        self.progress("requeued", {"number": trial.number, "reason": why, "ray_log": result.get("ray_log")})
+        return True
+
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
         """Tell Optuna how the trial ended: fully trained (COMPLETE), stopped early (PRUNED) or failed (FAIL)."""
         trial = self.live.pop(trial_id, None)
@@ -193,6 +210,8 @@ class BudgetedOptunaSearcher:
         result = dict(result or {})
         if error:
             result.setdefault("error", "the trial process died (see the Ray trial log)")
+        if result.get(WORKER_DIED) and self._worker_died(trial, result):
+            return
         attrs = outcome_attrs(result, epochs=int(result.get("epoch", 0)), proxy_epochs=self.settings.proxy.epochs,
                               scheduler=self.settings.scheduler)
         attrs["wall_seconds"] = round(time.time() - trial.datetime_start.timestamp(), 2)

@@ -4,15 +4,25 @@ on means and the study knows its noise floor (NDS, Radosavovic et al. 2019, rera
 Same proxy as the search (the study's identity), other seeds for initialisation, training subset and batch order,
 the same validation images; through the same Ray Tune wiring. Each repeat is stored as soon as it ends (nas.seeds),
 so an interrupted run loses only the trainings in flight and a rerun trains only what is missing.
+
+On a shared study (PostgreSQL) several `confirm` runs may work at once: each (network, seed) pair is claimed on the
+study right before it trains (`PairClaims`), so no two runs train or store the same pair; a run that is killed
+leaves claims that lapse after CLAIM_GRACE seconds. A SQLite study takes one driver at a time (its lock) and needs none.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
+import threading
+import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.bridge import Progress
@@ -20,7 +30,7 @@ from nas.pareto import front, load_study
 from nas.record import ACC, STATUS, Status, outcome_attrs
 from nas.seeds import REPEAT_OF, SEED, seed_scores, study_seed
 from nas.settings import check_confirm
-from nas.storage import SqliteDriverLock, is_sqlite, results_folder
+from nas.storage import SqliteDriverLock, is_sqlite, open_storage, results_folder
 from nas.study import upgraded
 from space.errors import ConvspaceError
 from trainers.settings import ProxySettings
@@ -34,6 +44,7 @@ class ConfirmOutcome:
     targets: list[int]  # the trials confirmed: the front's (on the means before this run) or the top N
     trained: int = 0  # repeats trained and stored by this run
     failed: list[str] = field(default_factory=list)  # `trial 12, seed 2: <reason>`, not stored: a rerun retries them
+    elsewhere: list[str] = field(default_factory=list)  # `trial 12, seed 2`: trained by another confirm run (its claim)
     unconfirmed: list[int] = field(default_factory=list)  # front trials (on the new means) with fewer seeds than asked
 
 
@@ -67,6 +78,80 @@ def repeat_trial(original: FrozenTrial, seed: int, attrs: dict[str, Any]) -> opt
     network = {k: original.user_attrs[k] for k in ("config", "hash", "flops", "params")}
     return optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs={
         **network, **attrs, STATUS: Status.REPEAT, REPEAT_OF: original.number, SEED: seed})
+
+
+CONFIRM_CLAIM = "convspace:confirm:"  # study system attrs `convspace:confirm:<trial>:<seed>`: who trains that pair
+CLAIM_BEAT, CLAIM_GRACE = 10.0, 60.0  # seconds: a claim is renewed this often while its pair trains; unrenewed this long, it lapses
+
+
+class PairClaims:
+    """Which `confirm` run trains which (network, seed) pair of a study that several runs share.
+
+    A claim is a study system attribute holding the run's token and when it last renewed it. Optuna's storage has no
+    compare-and-set, so a claim is written, then read back after `settle` seconds (as nas.study.claim_driver does): of
+    two runs that claimed the same pair together, the one whose token was overwritten leaves it. A background thread
+    renews this run's claims every `beat` seconds; one not renewed for `grace` seconds (its run was killed) may be
+    taken; one released (its training ended) is free at once."""
+
+    def __init__(self, storage: BaseStorage, study_id: int, *, settle: float = 0.2, beat: float = CLAIM_BEAT,
+                 grace: float = CLAIM_GRACE) -> None:
+        self.storage, self.study_id, self.settle, self.beat, self.grace = storage, study_id, settle, beat, grace
+        self.token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex}"
+        self.held: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._renew, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def key(number: int, seed: int) -> str:
+        return f"{CONFIRM_CLAIM}{number}:{seed}"
+
+    def _live(self, value: Any) -> bool:
+        """Whether a stored claim is another run's, renewed within the grace period."""
+        return isinstance(value, dict) and value.get("token") not in (None, self.token) and time.time() - float(value.get("at", 0)) < self.grace
+
+    def claim(self, number: int, seed: int) -> bool:
+        """Take the pair for this run: False when another live run holds it, or took it at the same moment."""
+        key = self.key(number, seed)
+        if self._live(self.storage.get_study_system_attrs(self.study_id).get(key)):
+            return False
+        self.storage.set_study_system_attr(self.study_id, key, {"token": self.token, "at": time.time()})
+        time.sleep(self.settle)
+        if (self.storage.get_study_system_attrs(self.study_id).get(key) or {}).get("token") != self.token:
+            return False
+        with self._lock:
+            self.held.add(key)
+        return True
+
+    def release(self, number: int, seed: int) -> None:
+        """The pair's training ended (its repeat stored, or failed): the claim is free for whoever looks next."""
+        key = self.key(number, seed)
+        with self._lock:
+            self.held.discard(key)
+        self.storage.set_study_system_attr(self.study_id, key, {"token": None, "at": time.time()})
+
+    def _renew(self) -> None:
+        """Renew every held claim each beat. A renewal that fails (the storage gave up waiting) is tried again next beat:
+        a claim lapses only when its run stops renewing it for `grace` seconds."""
+        while not self._stop.wait(self.beat):
+            with self._lock:
+                held = list(self.held)
+            for key in held:
+                try:
+                    self.storage.set_study_system_attr(self.study_id, key, {"token": self.token, "at": time.time()})
+                except Exception:  # noqa: BLE001 - this thread must not die: the next beat tries again
+                    break
+
+    def close(self) -> None:
+        """Stop renewing (the claims still held lapse after the grace period)."""
+        self._stop.set()
+
+
+def stored_repeat(study: optuna.Study, number: int, seed: int) -> bool:
+    """Whether the study holds a repeat of trial `number` with `seed` (stored by this run or another)."""
+    return any(t.user_attrs.get(STATUS) == Status.REPEAT and t.user_attrs.get(REPEAT_OF) == number and t.user_attrs.get(SEED) == seed
+               for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
 
 
 def run_confirm(study_name: str, storage: str, *, seeds: int, top: int | None = None, cpus_per_trial: float = 1.0,
@@ -103,10 +188,9 @@ def run_confirm(study_name: str, storage: str, *, seeds: int, top: int | None = 
 
 def _train(study: optuna.Study, proxy: ProxySettings, runs: list[tuple[FrozenTrial, int]], outcome: ConfirmOutcome, *,
            storage: str, cpus: float, gpus: float, address: str | None, results_dir: str | None, progress: Progress | None) -> None:
-    """One Tune run over the (network, seed) pairs; each ending is stored (or counted as failed) at once."""
-    from ray import tune  # here: a study that is missing or has nothing to confirm is refused without starting Ray
-
-    from nas.tune import Driver, build_tuner, connect, init_ray
+    """The (network, seed) pairs through Ray Tune, one at a time as the cluster frees up; on a shared study each is
+    claimed right before it is handed out. Each ending is stored (or counted as failed) at once."""
+    from nas.tune import RunQueue, init_ray, train_queue
     from trainers.data import load_data
 
     # CIFAR or an ImageFolder is decoded into the cache by this driver (a no-op when the search left it there), so
@@ -114,23 +198,41 @@ def _train(study: optuna.Study, proxy: ProxySettings, runs: list[tuple[FrozenTri
     load_data(proxy.data, proxy.resolution, proxy.seed, proxy.data_dir, proxy.cache_dir)
 
     originals = {t.number: t for t, _ in runs}
+    claims = None
+    if not is_sqlite(storage):  # a SQLite study has one driver at a time (its lock): nothing to share
+        rdb = open_storage(storage)
+        claims = PairClaims(rdb, rdb.get_study_id_from_name(study.study_name))
+    emit = progress or (lambda event, info: None)
 
-    def ended(event: str, info: dict[str, Any]) -> None:
-        if event == "done":
-            number, seed = int(info["number"]), int(info["seed"])
-            attrs = outcome_attrs(info, epochs=int(info.get("epoch", 0)), proxy_epochs=proxy.epochs)
-            if attrs[STATUS] == Status.TRAINED:
-                study.add_trial(repeat_trial(originals[number], seed, attrs))
-                outcome.trained += 1
-            else:
-                outcome.failed.append(f"trial {number}, seed {seed}: {attrs.get('fail_reason') or 'stopped before its last epoch'}")
-            info = {**info, "status": attrs[STATUS], ACC: attrs.get("proxy_accuracy")}
-        if progress:
-            progress(event, info)
+    def claim(spec: dict[str, Any]) -> bool:
+        number, seed = spec["number"], spec["seed"]
+        if not claims.claim(number, seed):
+            outcome.elsewhere.append(f"trial {number}, seed {seed}")
+            return False
+        if stored_repeat(study, number, seed):  # another run stored it after this one listed what was missing
+            claims.release(number, seed)
+            return False
+        return True
+
+    def ended(spec: dict[str, Any], result: dict[str, Any]) -> None:
+        number, seed = int(spec["number"]), int(spec["seed"])
+        attrs = outcome_attrs(result, epochs=int(result.get("epoch", 0)), proxy_epochs=proxy.epochs)
+        if attrs[STATUS] != Status.TRAINED:
+            outcome.failed.append(f"trial {number}, seed {seed}: {attrs.get('fail_reason') or 'stopped before its last epoch'}")
+        elif claims is None or not stored_repeat(study, number, seed):  # a lapsed claim taken over: the first to end stores
+            study.add_trial(repeat_trial(originals[number], seed, attrs))
+            outcome.trained += 1
+        if claims:
+            claims.release(number, seed)  # after storing: whoever claims it next finds the repeat stored
+        emit("done", {**result, "number": number, "seed": seed, "status": attrs[STATUS], ACC: attrs.get("proxy_accuracy"),
+                      "reason": attrs.get("fail_reason")})
 
     init_ray(address)
-    key = f"{study.study_name}-confirm"
-    specs = [{"config": t.user_attrs["config"], "seed": seed, "number": t.number} for t, seed in runs]
-    with results_folder(storage, results_dir) as results, connect(key, Driver(progress=ended)):
-        tuner = build_tuner(key, proxy, results, cpus=cpus, gpus=gpus, param_space={"run": tune.grid_search(specs)})
-        tuner.fit()
+    queue = RunQueue([{"config": t.user_attrs["config"], "seed": seed, "number": t.number} for t, seed in runs], ended,
+                     claim=claim if claims else None, progress=emit)
+    try:
+        with results_folder(storage, results_dir) as results:
+            train_queue(f"{study.study_name}-confirm", proxy, results, queue, cpus=cpus, gpus=gpus, progress=progress)
+    finally:
+        if claims:
+            claims.close()

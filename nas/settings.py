@@ -9,8 +9,11 @@ from __future__ import annotations
 import math
 import os
 import random
+import shutil
 import socket
+import subprocess
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from space.choices import SeededSuggester, Space
 from space.cost import check_resolution
@@ -95,10 +98,37 @@ def check_trial_resources(cpus: float, gpus: float, address: str | None) -> None
         have = os.cpu_count() or 1
         require(cpus <= have, "cpus-per-trial", f"must be <= {have}, the CPUs of this machine (a trial asking for more never starts)", cpus)
     if gpus and address is None:
-        import torch  # only here: asking for GPUs is the one setting that needs it to be checked
+        have = local_gpus()
+        if have is not None:  # else a driver this cannot read (not NVIDIA's): Ray counts them, and the search checks after
+            require(have > 0, "gpus-per-trial",
+                    "this machine has no GPU: leave it out to train on CPUs, or join a cluster with GPUs (--address)", gpus)
+            require(gpus <= have, "gpus-per-trial",
+                    f"must be <= {have}, the GPUs of this machine (a trial asking for more never starts)", gpus)
 
-        require(torch.cuda.device_count() > 0, "gpus-per-trial",
-                "this machine has no GPU: leave it out to train on CPUs, or join a cluster with GPUs (--address)", gpus)
+
+NVIDIA_GPUS = Path("/proc/driver/nvidia/gpus")  # one folder per GPU while NVIDIA's driver is loaded
+OTHER_GPU_DEVICES = (Path("/dev/kfd"), Path("/dev/dxg"))  # AMD's ROCm, WSL's GPU: their GPUs are Ray's to count
+
+
+def local_gpus() -> int | None:
+    """The GPUs a local Ray finds on this machine, counted as Ray counts them but without importing torch (seconds) or
+    Ray: $CUDA_VISIBLE_DEVICES when it is set, else NVIDIA's driver (its /proc folder, or `nvidia-smi -L`). None where
+    another vendor's driver is present and the count is not known here."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        devices = [d.strip() for d in visible.split(",")]
+        # CUDA stops at the first entry that names no device ("-1", a blank): the usual way to hide every GPU
+        return next((i for i, d in enumerate(devices) if not d or d.startswith("-")), len(devices))
+    if NVIDIA_GPUS.is_dir():
+        return sum(1 for _ in NVIDIA_GPUS.iterdir())
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            listed = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return sum(line.startswith("GPU ") for line in listed.splitlines())
+    return None if any(device.exists() for device in OTHER_GPU_DEVICES) else 0
 
 
 def check_budget_reachable(space: Space, budget: int, cost_resolution: int, cost_classes: int, seed: int = 0,

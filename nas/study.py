@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import time
 import uuid
@@ -46,10 +47,7 @@ def open_study(name: str, url: str, identity: dict[str, Any], *, sampler: optuna
         for key, value in (attrs or {}).items():
             study.set_user_attr(key, value)
     elif stored != identity:
-        raise ConvspaceError(
-            f"study: {name!r} was made with other settings ({'; '.join(changed_settings(stored, identity))}); "
-            "resume it with the study's settings or pick a new --study name"
-        )
+        raise ConvspaceError(settings_mismatch(name, changed_settings(stored, identity)))
     return study, storage
 
 
@@ -60,22 +58,59 @@ def upgraded(identity: dict[str, Any] | None) -> dict[str, Any] | None:
     return identity
 
 
+FLOPS_SETTINGS = ("budget", "flops_min")  # identity keys counted in FLOPs: shown in GFLOPs
+MISMATCH_ITEMS = 3  # settings a resume refusal lists; more are counted on the last line
+
+
+def settings_mismatch(name: str, changes: list[str], width: int | None = None) -> str:
+    """The refusal to resume a study with other settings: a head line and at most MISMATCH_ITEMS short lines (each fit
+    to the terminal, `error: ` included), so that the user sees at a glance what to change."""
+    width = width or shutil.get_terminal_size((100, 24)).columns
+    if len(changes) > MISMATCH_ITEMS:
+        rest = changes[MISMATCH_ITEMS - 1:]  # by name only: each item reads `name: what changed`
+        changes = [*changes[:MISMATCH_ITEMS - 1], f"and {len(rest)} more: {', '.join(c.split(':')[0] for c in rest)}"]
+    head = f"study: {name!r} was made with other settings (use them, or pick a new --study name):"
+    return "\n".join([_fit(head, width - len("error: ")), *(_fit(f"  {change}", width) for change in changes)])
+
+
+def _fit(line: str, width: int) -> str:
+    """The line, cut to `width - 1` characters (a line of exactly the terminal's width wraps on some terminals)."""
+    return line if len(line) < width else line[:max(width - 2, 8)] + "…"
+
+
+def plain(key: str, value: Any) -> str:
+    """A setting's value as a person writes it: FLOPs in GFLOPs, on/off, `all` images, lists without quotes."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if key in FLOPS_SETTINGS and isinstance(value, (int, float)):
+        return f"{value / 1e9:.4g} GFLOPs"
+    if value is None:
+        return "all" if key == "train_images" else "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(plain("", v) for v in value) + "]"
+    return str(value)
+
+
 def changed_settings(stored: dict[str, Any], asked: dict[str, Any], prefix: str = "") -> list[str]:
-    """Each setting that differs, as `proxy.epochs 3 in the study, 5 now`, so the user sees what to change."""
+    """Each setting that differs, as `proxy.epochs: 3 in the study, 5 now` (budgets in GFLOPs), so the user sees what
+    to change."""
     changes = []
     for key in sorted(set(stored) | set(asked)):
         old, new = stored.get(key, "unset"), asked.get(key, "unset")
         if key == "space_dims" and isinstance(old, dict) and isinstance(new, dict):  # one short item, not a dump of two spaces
             differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
             if differ:
-                changes.append(f"the space's dimensions {', '.join(differ)} differ (the space file changed since the study was made)")
+                named = ", ".join(differ[:4]) + (f" and {len(differ) - 4} more" if len(differ) > 4 else "")
+                changes.append(f"space dimensions: {named} differ (the space changed since the study was made)")
         elif key == "space_scale" and not prefix:
-            changes.append(f"the space scales {new if new != 'unset' else 'absolute'} now, {old if old != 'unset' else 'absolute'} "
-                           "in the study (the shipped spaces now fit each network's width to the budget)")
+            changes.append(f"space scale: {new if new != 'unset' else 'absolute'} now, {old if old != 'unset' else 'absolute'} "
+                           "in the study (shipped spaces now fit widths to the budget)")
         elif isinstance(old, dict) and isinstance(new, dict):
             changes += changed_settings(old, new, f"{prefix}{key}.")
         elif old != new:
-            changes.append(f"{prefix}{key} {old} in the study, {new} now")
+            changes.append(f"{prefix}{key}: {plain(key, old)} in the study, {plain(key, new)} now")
     return changes
 
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import secrets
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from ray import tune
 from ray._private import utils as ray_utils
 from ray.tune.search import Searcher
 
-from nas.bridge import BudgetedOptunaSearcher, Progress
+from nas.bridge import WORKER_DEATH, WORKER_DIED, BudgetedOptunaSearcher, Progress
 from nas.record import ACC, EPOCH_ACCURACIES, FLOPS
 from nas.storage import STORAGE_ENV, mask_passwords
 from space.config import ArchConfig
@@ -46,8 +47,9 @@ def proxy_trainable(config: dict[str, Any], proxy: dict[str, Any], time_limit: f
     settings = ProxySettings(**proxy)
     # Every report carries the target's FLOPs (ParetoASHA ranks a rung on accuracy and FLOPs; the ablation's fixed
     # networks have none in their config and need none) and the accuracies so far, which the trial keeps.
+    # The worker's pid: a driver (or a test) can tell which process trains the trial.
     last: dict[str, Any] = {**({FLOPS: config[FLOPS]} if FLOPS in config else {}), ACC: 0.0, "epoch": 0, "train_seconds": 0.0,
-                            "trainable_seconds": 0.0, EPOCH_ACCURACIES: []}
+                            "trainable_seconds": 0.0, EPOCH_ACCURACIES: [], "pid": os.getpid()}
     entered = time.time()  # our own clock: Tune's time_total_s counts between its polls of the actor, not this
 
     def report(epoch: int, accuracy: float, seconds: float) -> None:
@@ -68,11 +70,87 @@ def proxy_trainable(config: dict[str, Any], proxy: dict[str, Any], time_limit: f
 
 @dataclass
 class Driver:
-    """What a running search or ablation is, in this process: the bridge to its study (none for an ablation) and
-    the command's progress printer."""
+    """What a running search, confirm or fixed-network run is, in this process: what hands out its trainings and
+    hears how they ended (the bridge to the search's study, or a RunQueue), the command's progress printer, and Tune's
+    live trials by id (a trial whose worker died is known to the searcher by its id alone)."""
 
-    bridge: BudgetedOptunaSearcher | None = None
+    bridge: BudgetedOptunaSearcher | RunQueue | None = None
     progress: Progress | None = None
+    trials: dict[str, Any] = field(default_factory=dict)
+
+
+def worker_death(trial: Any) -> dict[str, Any]:
+    """What a trial whose Ray worker died ended with (Tune tells the searcher `error=True` and nothing else): one line of
+    why for the study and the screen, Ray's whole report (`ray_error`) and the file Tune keeps it in (`ray_log`)."""
+    path = Path(trial.path) / "error.txt" if trial is not None and getattr(trial, "path", None) else None
+    text = ""
+    error_file = getattr(trial, "error_file", None) if trial is not None else None
+    with contextlib.suppress(OSError, TypeError):
+        text = Path(error_file).read_text(errors="replace")  # written by Tune before it tells the searcher
+    return {"error": death_reason(text), WORKER_DIED: True, "ray_error": text[-4000:], "ray_log": str(path) if path else None}
+
+
+def death_reason(report: str) -> str:
+    """Ray's report of a dead worker in a few words: `worker process has died; SYSTEM_ERROR: Worker unexpectedly exits
+    with a connection error code 2` (its ids and advice stay in the report)."""
+    lines = [line.strip() for line in report.splitlines() if line.strip() and not line.startswith(("Failure #", "\t"))]
+    because = next((line.split(" because ", 1)[1] for line in lines if " because " in line), lines[0] if lines else "")
+    cause = because.split(". ")[0].rstrip(".").removeprefix("its ").removeprefix("it ")
+    exit_type = re.search(r"Worker exit type: (\S+) Worker exit detail: (.+?)\.( |$)", report)
+    detail = "; ".join(part for part in (cause, exit_type and f"{exit_type.group(1)}: {exit_type.group(2)}") if part)
+    return detail[:200] or "no report from Ray"
+
+
+@dataclass
+class _Run:
+    spec: dict[str, Any]
+    retried: bool = False
+
+
+class RunQueue:
+    """A given list of trainings (`confirm`'s network and seed pairs, `fidelity`'s and `ablation`'s networks) handed to
+    Tune one at a time, each told to `on_end(spec, result)` as it ends, so that a kill loses none that finished.
+
+    `claim(spec)` (a shared study) is asked right before a training is handed out: False skips it (another run trains it).
+    `limit`: how many run at once (train_queue sets it to what the cluster fits).
+    A training whose Ray worker died is handed out once more, its reason told as a `requeued` event; dying again, it
+    ends failed. No Ray here: `QueueSearcher` is Tune's view of it."""
+
+    def __init__(self, specs: list[dict[str, Any]], on_end: Callable[[dict[str, Any], dict[str, Any]], None], *, limit: int = 1,
+                 claim: Callable[[dict[str, Any]], bool] | None = None, progress: Progress | None = None) -> None:
+        self.pending = [_Run(spec) for spec in specs]
+        self.on_end, self.claim, self.limit = on_end, claim, max(1, limit)
+        self.progress = progress or (lambda event, info: None)
+        self.live: dict[str, _Run] = {}
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        """The next training to run, or None: none left, or `limit` running (more would wait in Tune's queue, claimed)."""
+        while self.pending and len(self.live) < self.limit:
+            run = self.pending.pop(0)
+            if run.retried or self.claim is None or self.claim(run.spec):  # a retry holds its claim still
+                self.live[trial_id] = run
+                return run.spec
+        return None
+
+    @property
+    def done(self) -> bool:
+        """Nothing left to hand out and nothing running (a running training may still come back to be retried)."""
+        return not self.pending and not self.live
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None, error: bool = False) -> None:
+        """A training ended: handed out again if its worker died the first time, else told to `on_end`."""
+        run = self.live.pop(trial_id, None)
+        if run is None:
+            return
+        result = dict(result or {})
+        if result.get(WORKER_DIED) or error:
+            result["error"] = f"{WORKER_DEATH} ({result.get('error') or 'no report from Ray'})" + (" again" if run.retried else "")
+            if not run.retried:
+                run.retried = True
+                self.pending.insert(0, run)
+                self.progress("requeued", {**run.spec, "reason": result["error"], "ray_log": result.get("ray_log")})
+                return
+        self.on_end(run.spec, result)
 
 
 _DRIVERS: dict[str, Driver] = {}
@@ -94,13 +172,45 @@ class BridgeSearcher(Searcher):
     def __init__(self, key: str) -> None:
         super().__init__()
         self.key = key
+        self.full = False  # the study held --trials at the last ask while this driver's trials ran
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
-        config = _DRIVERS[self.key].bridge.suggest(trial_id)
-        return config if config is not None else Searcher.FINISHED
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        # With the study full, wait for this driver's last trials rather than end: one whose worker dies is queued once
+        # more and trains in this run. Asked again only when a trial ends (Tune asks ten times a second).
+        bridge = _DRIVERS[self.key].bridge
+        if self.full and bridge.live:
+            return None
+        config = bridge.suggest(trial_id)
+        self.full = config is None
+        return config if config is not None else (None if bridge.live else Searcher.FINISHED)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        _DRIVERS[self.key].bridge.on_trial_complete(trial_id, result, error)
+        driver = _DRIVERS[self.key]
+        driver.bridge.on_trial_complete(trial_id, _ended(driver, trial_id, result, error), error)
+        self.full = False
+
+
+def _ended(driver: Driver, trial_id: str, result: dict | None, error: bool) -> dict | None:
+    """A trial's last result; for one whose worker died (`error`: the trainable itself never raises), Ray's report of it."""
+    trial = driver.trials.pop(trial_id, None)
+    return {**(result or {}), **worker_death(trial)} if error else result
+
+
+class QueueSearcher(Searcher):
+    """Ray Tune's view of a RunQueue: waits while the last trainings run (one may come back to be retried), then ends."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        queue = _DRIVERS[self.key].bridge
+        config = queue.suggest(trial_id)
+        return config if config is not None else (Searcher.FINISHED if queue.done else None)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        driver = _DRIVERS[self.key]
+        driver.bridge.on_trial_complete(trial_id, _ended(driver, trial_id, result, error), error)
 
 
 class TrialProgress(tune.Callback):
@@ -114,10 +224,15 @@ class TrialProgress(tune.Callback):
         if driver and driver.progress:
             driver.progress(event, info)
 
+    def on_trial_start(self, iteration, trials, trial, **info):
+        driver = _DRIVERS.get(self.key)
+        if driver is not None:  # kept until the searcher hears how it ended: a dead worker's report is in its folder
+            driver.trials[trial.trial_id] = trial
+
     def on_trial_result(self, iteration, trials, trial, result, **info):
         spec = run_spec(trial.config)
         self._emit("epoch", {"number": spec.get("number", trial.trial_id), "seed": spec.get("seed"), ACC: result.get(ACC),
-                             "epoch": result.get("epoch")})
+                             "epoch": result.get("epoch"), "pid": result.get("pid")})
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         spec = run_spec(trial.config)
@@ -141,6 +256,18 @@ def build_tuner(key: str, proxy: ProxySettings, results: Path, *, cpus: float, g
     )
 
 
+def train_queue(key: str, proxy: ProxySettings, results: Path, queue: RunQueue, *, cpus: float, gpus: float,
+                progress: Progress | None = None) -> None:
+    """Train what `queue` hands out, as many at once as the cluster fits (Ray started). The queue tells how each training
+    ended as it ends: of Tune's events only the epochs go to `progress`."""
+    queue.limit = concurrency(cpus, gpus)
+    epochs = (lambda event, info: progress(event, info) if event == "epoch" else None) if progress else None
+    tuner = build_tuner(key, proxy, results, cpus=cpus, gpus=gpus, search_alg=QueueSearcher(key),
+                        num_samples=2 * len(queue.pending))  # twice: a training whose worker died is handed out once more
+    with connect(key, Driver(queue, epochs)):
+        tuner.fit()
+
+
 def concurrency(cpus: float, gpus: float) -> int:
     """How many trials the cluster runs at once with these resources each."""
     if gpus:
@@ -162,6 +289,11 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     # A trial the time limit stops before its first epoch ends reports no accuracy (there is none); Tune would
     # abort the whole run on a result without the scheduler's metric, while ASHA itself just skips such a result.
     os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")
+    # A trial whose worker died is one line of ours (the bridge's or the RunQueue's `requeued`), Ray's report stays in
+    # the trial's folder: not Tune's traceback of it, nor its closing "Trials did not complete" (that trial is retried).
+    os.environ.setdefault("TUNE_PRINT_ALL_TRIAL_ERRORS", "0")
+    logging.getLogger("ray.tune.tune").addFilter(_NotTrialsIncomplete())
+    _quiet_worker_deaths()
     if ray.is_initialized():
         return
     # Ray keeps the driver's command line as the job's entrypoint (`ray list jobs`, the cluster's dashboard): a
@@ -179,6 +311,37 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     finally:
         if entrypoint is not None:
             ray_utils.get_entrypoint_name = entrypoint
+
+
+class _NotTrialsIncomplete(logging.Filter):
+    """Drops Tune's closing "Trials did not complete: [...]": the trials it names were retried or told as failed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Trials did not complete")
+
+    def __eq__(self, other: object) -> bool:  # one filter however often Ray is started in a process
+        return isinstance(other, _NotTrialsIncomplete)
+
+    def __hash__(self) -> int:
+        return hash(_NotTrialsIncomplete)
+
+
+def _quiet_worker_deaths() -> None:
+    """The driver prints every worker death the raylet reports (one long line of advice among the progress lines):
+    the trial's own line tells it, and Ray's logs keep it. Other raylet messages are printed as before."""
+    from ray._private import worker
+
+    printer = worker.print_to_stdstream
+    if getattr(printer, "convspace", False):
+        return
+
+    def filtered(data: dict[str, Any], *args: Any, **kwargs: Any) -> None:
+        if data.get("pid") == "raylet" and any("worker died or was killed" in str(line) for line in data.get("lines", [])):
+            return
+        printer(data, *args, **kwargs)
+
+    filtered.convspace = True  # type: ignore[attr-defined]
+    worker.print_to_stdstream = filtered
 
 
 # What the processes of a local cluster must not inherit from the driver's environment: the storage URL, libpq's

@@ -33,6 +33,11 @@ CASES = {
     "infinite CPUs": (["search", "--budget", "1G", "--cpus-per-trial", "inf"], "error: cpus-per-trial: must be a number >= 0.1, got inf"),
     "a sliver of a CPU": (["search", "--budget", "1G", "--cpus-per-trial", "0.001"], "error: cpus-per-trial: must be a number >= 0.1"),
     "more CPUs than the machine": (["search", "--budget", "1G", "--cpus-per-trial", "4096"], "error: cpus-per-trial: must be <= "),
+    # the run below sees one GPU ($CUDA_VISIBLE_DEVICES=0, as Ray counts them), whatever this machine has
+    "more GPUs than the machine": (["search", "--budget", "1G", "--gpus-per-trial", "2"],
+                                   "error: gpus-per-trial: must be <= 1, the GPUs of this machine (a trial asking for more never starts), got 2"),
+    "dashboard port beyond 65535": (["dashboard", "--port", "99999"],
+                                    "error: port: must be in 1..65535 (or 0: a free port the system picks), got 99999"),
 }
 
 SCRIPT = """
@@ -58,7 +63,7 @@ print(json.dumps(out))
 def test_careless_input_is_refused_in_one_line_before_any_heavy_import_and_writes_nothing(tmp_path):
     script = SCRIPT.replace("sys.argv_cases", repr(json.dumps({k: v[0] for k, v in CASES.items()})))
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=120,
-                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
+                            env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CUDA_VISIBLE_DEVICES": "0"})
     assert result.returncode == 0, result.stderr[-2000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     for name, (_, message) in CASES.items():

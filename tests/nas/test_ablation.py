@@ -51,7 +51,8 @@ def test_ablation_trains_each_network_once_and_prints_kendall_tau_with_its_inter
     study_file.write_text(study_file.read_text().replace("epochs: 1", "epochs: 2"))
     changed = subprocess.run(run, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert changed.returncode == 2 and changed.stderr.startswith(
-        "error: study: 'two' was made with other settings (proxy.epochs 1 in the study, 2 now)"), changed.stderr
+        "error: study: 'two' was made with other settings (use them, or pick a new --study name):\n"
+        "  proxy.epochs: 1 in the study, 2 now\n"), changed.stderr
     study_file.write_text(study_file.read_text().replace("epochs: 2", "epochs: 1"))
     # the study holds the search's record of a trained trial: its front can be listed and exported to timm
     front = json.loads(subprocess.run([*run[:2], "pareto", "--study", "two", "--json"], cwd=tmp_path, capture_output=True, text=True).stdout)["front"]

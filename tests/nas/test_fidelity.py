@@ -110,7 +110,7 @@ def test_a_study_resumes_with_other_proxy_settings_but_not_with_another_long_sch
     url = f"sqlite:///{tmp_path}/f.db"
     open_study("f", url, fidelity_identity(settings()))
     open_study("f", url, fidelity_identity(settings(proxy=ProxySettings(epochs=2, train_images=256, threads=2))))
-    for changed, named in (({"long_epochs": 4}, "long.epochs 3 in the study, 4 now"), ({"budget": 2 * 10**9}, "budget 1000000000 in the study")):
+    for changed, named in (({"long_epochs": 4}, "long.epochs: 3 in the study, 4 now"), ({"budget": 2 * 10**9}, "budget: 1 GFLOPs in the study")):
         with pytest.raises(ConvspaceError, match=re.escape(named)):
             open_study("f", url, fidelity_identity(settings(**changed)))
 

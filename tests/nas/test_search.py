@@ -291,10 +291,11 @@ def test_resuming_with_other_settings_is_refused_naming_each_change_and_keeps_th
     other = dataclasses.replace(made, budget=BUDGET // 2, proxy=ProxySettings(epochs=3, bn_batches=0))
     with pytest.raises(ConvspaceError) as refused:
         open_study(other)
-    assert str(refused.value) == (
-        f"study: 'r' was made with other settings (budget {BUDGET} in the study, {BUDGET // 2} now; "
-        "proxy.bn_batches 4 in the study, 0 now; proxy.epochs 2 in the study, 3 now); "
-        "resume it with the study's settings or pick a new --study name"
+    assert str(refused.value) == (  # a short list, budgets in GFLOPs (issue 23)
+        "study: 'r' was made with other settings (use them, or pick a new --study name):\n"
+        f"  budget: {BUDGET / 1e9:.4g} GFLOPs in the study, {BUDGET // 2 / 1e9:.4g} GFLOPs now\n"
+        "  proxy.bn_batches: 4 in the study, 0 now\n"
+        "  proxy.epochs: 2 in the study, 3 now"
     )
     assert open_study(made)[0].user_attrs["identity"] == identity  # the same settings still resume it
 
@@ -315,5 +316,5 @@ def test_a_study_made_before_augmentation_resumes_with_it_off_and_the_cache_fold
     from nas.confirm import study_proxy
 
     assert study_proxy(study).augment is False  # its repeats train as it did (cifar10's default would be on)
-    with pytest.raises(ConvspaceError, match=r"\(proxy.augment False in the study, True now\)"):
+    with pytest.raises(ConvspaceError, match=r"proxy.augment: off in the study, on now"):
         open_study(dataclasses.replace(made, proxy=dataclasses.replace(made.proxy, augment=True)))
