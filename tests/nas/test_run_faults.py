@@ -18,7 +18,7 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.bridge import WORKER_DIED, BudgetedOptunaSearcher
-from nas.confirm import PairClaims, repeat_trial, run_confirm
+from nas.confirm import PairClaims, run_confirm
 from nas.record import counts_toward_total
 from nas.search import open_search_study
 from nas.seeds import seed_scores
@@ -180,25 +180,48 @@ def test_fixed_networks_are_stored_as_each_ends_and_one_whose_worker_died_trains
     assert len(stored_at_done) == 2 and len(stored_at_done[0]) == 1 and stored_at_done[1] == [0, 1]  # each stored as it ended
 
 
-def test_confirm_on_postgresql_leaves_a_pair_another_run_holds_and_stores_each_pair_once(tmp_path, postgres_url, ray_started):
+def test_two_confirm_runs_at_once_on_postgresql_never_train_or_store_the_same_pair(tmp_path, postgres_url, monkeypatch):
+    """Two real runs of run_confirm in threads on one PostgreSQL study, each with its own connections and claims; the
+    training itself is faked (Ray's part is tested above), each taking a moment so that the runs overlap."""
+    import nas.tune
+
     url = fresh_database(postgres_url, "confirm_shared")
-    source = write_study(tmp_path, "c")
-    source.set_user_attr("identity", {"cost_resolution": 224, "proxy": {k: v for k, v in PROXY.to_dict().items() if k != "threads"}})
+    write_study(tmp_path, "c").set_user_attr("identity", {"cost_resolution": 224, "proxy": {
+        k: v for k, v in PROXY.to_dict().items() if k != "threads"}})
     optuna.copy_study(from_study_name="c", from_storage=f"sqlite:///{tmp_path}/studies/c.db", to_storage=url)
+    trained, lock = [], threading.Lock()
+
+    def train_queue(key, proxy, results, queue, *, cpus, gpus, progress=None):
+        for n in range(100):
+            spec = queue.suggest(f"{threading.get_ident()}-{n}")
+            if spec is None:
+                return
+            with lock:
+                trained.append((spec["number"], spec["seed"]))
+            time.sleep(0.5)
+            accuracy = {0: 0.9, 1: 0.8}[spec["number"]]  # as first trained: the front on the means stays trials 1 and 0
+            queue.on_trial_complete(f"{threading.get_ident()}-{n}", {"acc": accuracy, "epoch": proxy.epochs}, False)
+
+    monkeypatch.setattr(nas.tune, "train_queue", train_queue)
+    monkeypatch.setattr(nas.tune, "init_ray", lambda address: None)
+    start, outcomes = threading.Barrier(2), []
+
+    def run() -> None:
+        start.wait()
+        outcomes.append(run_confirm("c", url, seeds=3, results_dir=str(tmp_path / "ray")))
+
+    runs = [threading.Thread(target=run) for _ in range(2)]
+    for t in runs:
+        t.start()
+    for t in runs:
+        t.join(120)
+    pairs = {(n, s) for n in (0, 1) for s in (1, 2)}  # the front's two networks, two more seeds each
+    assert sorted(trained) == sorted(pairs)  # each pair trained once, by one run or the other
+    assert sorted(o.trained for o in outcomes) != [0, 0] and sum(o.trained for o in outcomes) == 4
     study = optuna.load_study(study_name="c", storage=url)
-    other = PairClaims(open_storage(url), study._study_id)  # another confirm run, training trial 0's second seed now
-    assert other.claim(0, 1)
-    try:
-        first = run_confirm("c", url, seeds=2, cpus_per_trial=CPUS, results_dir=str(tmp_path / "ray"))
-        assert first.trained == 1 and first.elsewhere == ["trial 0, seed 1"]
-        assert seed_scores(study)[1].seeds == (0, 1) and seed_scores(study)[0].seeds == (0,)
-        # the other run stores its pair and lets go: a rerun finds nothing to train, and no pair is stored twice
-        original = next(t for t in study.trials if t.number == 0)
-        study.add_trial(repeat_trial(original, 1, {"proxy_accuracy": 0.5, "epochs": PROXY.epochs, "status": "trained"}))
-        other.release(0, 1)
-        again = run_confirm("c", url, seeds=2, cpus_per_trial=CPUS, results_dir=str(tmp_path / "ray"))
-        assert again.trained == 0 and not again.elsewhere
-    finally:
-        other.close()
     repeats = [(t.user_attrs["repeat_of"], t.user_attrs["seed"]) for t in study.get_trials() if t.user_attrs.get("status") == "repeat"]
-    assert sorted(repeats) == [(0, 1), (1, 1)]
+    assert sorted(repeats) == sorted(pairs)  # and stored once
+    assert seed_scores(study)[0].seeds == (0, 1, 2) == seed_scores(study)[1].seeds
+    # a rerun finds every pair stored: nothing to train, nothing claimed
+    again = run_confirm("c", url, seeds=3, results_dir=str(tmp_path / "ray"))
+    assert again.trained == 0 and not again.elsewhere and len(trained) == 4
