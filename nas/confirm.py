@@ -105,6 +105,7 @@ class PairClaims:
 
     @staticmethod
     def key(number: int, seed: int) -> str:
+        """The study system attr that claims trial `number`'s repeat with `seed`."""
         return f"{CONFIRM_CLAIM}{number}:{seed}"
 
     def _live(self, value: Any) -> bool:
