@@ -87,18 +87,25 @@ def worker_death(trial: Any) -> dict[str, Any]:
     error_file = getattr(trial, "error_file", None) if trial is not None else None
     with contextlib.suppress(OSError, TypeError):
         text = Path(error_file).read_text(errors="replace")  # written by Tune before it tells the searcher
-    return {"error": death_reason(text), WORKER_DIED: True, "ray_error": text[-4000:], "ray_log": str(path) if path else None}
+    return {"error": death_reason(text), WORKER_DIED: True, "ray_error": text[-4000:], "ray_log": _shown(path) if path else None}
 
 
 def death_reason(report: str) -> str:
-    """Ray's report of a dead worker in a few words: `worker process has died; SYSTEM_ERROR: Worker unexpectedly exits
-    with a connection error code 2` (its ids and advice stay in the report)."""
+    """Ray's report of a dead worker in a few words: `worker process has died, SYSTEM_ERROR` (its ids, exit detail and
+    advice stay in the report)."""
     lines = [line.strip() for line in report.splitlines() if line.strip() and not line.startswith(("Failure #", "\t"))]
     because = next((line.split(" because ", 1)[1] for line in lines if " because " in line), lines[0] if lines else "")
     cause = because.split(". ")[0].rstrip(".").removeprefix("its ").removeprefix("it ")
-    exit_type = re.search(r"Worker exit type: (\S+) Worker exit detail: (.+?)\.( |$)", report)
-    detail = "; ".join(part for part in (cause, exit_type and f"{exit_type.group(1)}: {exit_type.group(2)}") if part)
-    return detail[:200] or "no report from Ray"
+    exit_type = re.search(r"Worker exit type: (\S+)", report)
+    detail = ", ".join(part for part in (cause, exit_type and exit_type.group(1)) if part)
+    return detail[:160] or "no report from Ray"
+
+
+def _shown(path: Path) -> str:
+    """A path as the user can type it from here: relative when under the working folder."""
+    with contextlib.suppress(ValueError):
+        return str(path.relative_to(Path.cwd()))
+    return str(path)
 
 
 @dataclass

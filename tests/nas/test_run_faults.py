@@ -31,7 +31,7 @@ from trainers.settings import ProxySettings
 
 TINY_SPACE = Path(__file__).with_name("tiny_space.yaml")
 BUDGET = 40_000_000
-DIED = {"error": "worker process has died; SYSTEM_ERROR: Worker unexpectedly exits", WORKER_DIED: True,
+DIED = {"error": "worker process has died, SYSTEM_ERROR", WORKER_DIED: True,
         "ray_error": "Failure # 1\nThe actor died unexpectedly before finishing this task.", "ray_log": "/r/error.txt"}
 PROXY = ProxySettings(epochs=3, data="synthetic", batch_size=16)  # the kill comes at epoch 1: the trial is still training
 CPUS = os.cpu_count() or 1  # one trial at a time: each kill costs one worker start (importing torch), no more
@@ -65,6 +65,17 @@ def test_a_trial_whose_worker_died_is_queued_once_more_with_its_reason_and_dying
     assert again.user_attrs["fail_reason"].endswith("(again: trial 0 lost its worker first)")
     assert [(e, i["number"]) for e, i in events if e in ("requeued", "finished")] == [("requeued", 0), ("finished", 1)]
     assert bridge.failures == [again.user_attrs["fail_reason"]]
+
+
+def test_rays_report_of_a_dead_worker_is_said_in_a_few_words():
+    from nas.tune import death_reason
+
+    killed = ("Failure # 1 (occurred at 2026-12-05_12-56-45)\nThe actor died unexpectedly before finishing this task.\n\tclass_name: "
+              "ImplicitFunc\n\tpid: 8469\nThe actor is dead because its worker process has died. Worker exit type: SYSTEM_ERROR Worker "
+              "exit detail: Worker unexpectedly exits with a connection error code 2. End of file. Some common causes include: (1) ...")
+    assert death_reason(killed) == "worker process has died, SYSTEM_ERROR"
+    assert death_reason("Failure # 1\nThe actor died because its node has died. Node Id: 3d21\n\tclass_name: ImplicitFunc") == "node has died"
+    assert death_reason("") == "no report from Ray"
 
 
 def test_the_run_queue_retries_a_dead_worker_once_and_leaves_pairs_another_run_claimed():
