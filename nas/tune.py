@@ -257,10 +257,17 @@ def build_tuner(key: str, proxy: ProxySettings, results: Path, *, cpus: float, g
     trainable = tune.with_resources(tune.with_parameters(proxy_trainable, proxy=settings, time_limit=time_limit), {"cpu": cpus, "gpu": gpus})
     return tune.Tuner(
         trainable, param_space=param_space,
-        tune_config=tune.TuneConfig(reuse_actors=True, **tune_config),  # reused actors: no re-import of torch per trial
+        # reused actors: no re-import of torch per trial; trial folders named by the trial's id (Tune's default name
+        # spells out the config, 150 characters of it, in every path a message shows)
+        tune_config=tune.TuneConfig(reuse_actors=True, trial_dirname_creator=_trial_folder, **tune_config),
         run_config=tune.RunConfig(name=f"{key}-{int(time.time())}", storage_path=str(results), verbose=0, callbacks=[TrialProgress(key)],
                                   failure_config=tune.FailureConfig(max_failures=0)),
     )
+
+
+def _trial_folder(trial: Any) -> str:
+    """A trial's folder name under its run's: `trial_<Tune's trial id>`."""
+    return f"trial_{trial.trial_id}"
 
 
 def train_queue(key: str, proxy: ProxySettings, results: Path, queue: RunQueue, *, cpus: float, gpus: float,
