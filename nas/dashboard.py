@@ -264,7 +264,7 @@ def _readable(trial: FrozenTrial, found: Endings, flops_at: int | None, seeds: t
             first["architecture"] = summary(_config(attrs["config"]))
         except (ConvspaceError, ValueError, TypeError, KeyError):
             pass  # shown as stored
-    if PROPOSED_BY_KEY in attrs or "retry_of" in attrs:
+    if record.PROPOSED_BY in attrs or "retry_of" in attrs:
         first["chosen"] = PROPOSER_WORDS.get(proposed_by(trial), proposed_by(trial))
     first.update({k: attrs.pop(k) for k in ("status", "stop_reason", "proxy_accuracy", "epochs", "fail_reason") if k in attrs})
     shown.user_attrs = {**first, **attrs}
@@ -275,9 +275,6 @@ def _readable(trial: FrozenTrial, found: Endings, flops_at: int | None, seeds: t
         values = [v / 1e9 if i == flops_at else v for i, v in enumerate(values)]
     shown.values = values
     return shown
-
-
-PROPOSED_BY_KEY = record.PROPOSED_BY
 
 
 def _config(text: str) -> Any:
