@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from space.config import DEFAULT_COMPRESSION, DEFAULT_RADIX, GROUPED_CONVS, ArchConfig, StageConfig, StemConfig, grouped_channels
+from space.config import ArchConfig, StageConfig, StemConfig, grouped_channels
 from space.dimensions import (  # re-exported: the suggesters are part of what a space is sampled with
     FINITE_DIMS,
     NETWORK_DIMS,
@@ -45,7 +45,8 @@ from space.dimensions import (  # re-exported: the suggesters are part of what a
     encode_choice,
 )
 from space.errors import ConvspaceError
-from space.widths import inner_width, splat_attention_channels, transition_width
+from space.rules import DEFAULT_COMPRESSION, DEFAULT_RADIX, GROUPED_CONVS
+from space.widths import inner_width, round8, splat_attention_channels, transition_width
 
 __all__ = ["Space", "Dimension", "Replay", "SeededSuggester", "Suggester", "NETWORK_DIMS", "STAGE_DIMS", "FINITE_DIMS"]
 
@@ -56,11 +57,6 @@ ADDED_DIMS = {"dilation": {"value": 1}, "radix": {"value": DEFAULT_RADIX}, "comp
 # the papers enlarge only depthwise kernels (ConvNeXt 7x7, RepLKNet 31x31, Conv2Former 11x11), and a dense 21x21 conv
 # costs 49x a 3x3 one. A space without it samples one `kernel` for both, as before.
 DENSE_KERNEL_CONVS = ("dense", "grouped", "shuffle", "splat", "separable")
-
-
-def round8(value: float) -> int:
-    """Channel counts are kept multiples of 8 (as timm's make_divisible)."""
-    return max(8, int(round(value / 8)) * 8)
 
 
 def derive_depths(pattern: tuple[int, ...], scale: float) -> tuple[int, ...]:

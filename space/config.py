@@ -13,118 +13,27 @@ its hash after an upgrade, and studies keep deduplicating against the hashes the
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import MISSING, Field, asdict, dataclass, field, fields, is_dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from space.errors import ConvspaceError, refuse
+from space.genome_versions import GENOME_VERSION, build_checked, upgrade, without_later_defaults
+from space.rules import (  # the genome's vocabulary and field rules: what every other module reads from here
+    ARCH_RULES,
+    DEFAULT_COMPRESSION,
+    DEFAULT_GROWTH,
+    DEFAULT_RADIX,
+    GROUPED_CONVS,
+    MAX_STAGES,
+    STAGE_RULES,
+    STEM_RULES,
+    check_fields,
+    check_int,
+)
 from space.widths import inner_width, splat_attention_channels, transition_width
-
-STEMS = ("patchify", "resnet", "conv2former", "deep")
-BLOCKS = ("basic", "bottleneck", "convmod", "dense")
-CONVS = ("dense", "grouped", "depthwise", "shuffle", "separable", "splat", "deformable")
-# The convs that take `groups`, with the fewest groups each allows (dense and depthwise keep groups 1).
-GROUPED_CONVS = {"grouped": 2, "shuffle": 2, "separable": 1, "splat": 1, "deformable": 1}
-DILATIONS = (1, 2, 4)
-RADIX_MAX = 4
-DEFAULT_RADIX = 2  # ResNeSt's and timm SplitAttn's; other convs keep it so that a stage has one way to be written
-# DenseNet's growth rate (DenseNet-121/169/201) and DenseNet-BC's transition compression; other blocks keep them, as radix
-DEFAULT_GROWTH = 32
-DEFAULT_COMPRESSION = 0.5
-ATTENTIONS = ("none", "se", "cbam")
-NORMS = ("bn", "ln", "gn")
-ACTS = ("relu", "gelu", "silu")
-DOWNSAMPLES = ("strided", "separate")
-COUNTS = ("all", "one")
-DW_POSITIONS = ("middle", "first")
-KERNEL_MIN, KERNEL_MAX = 3, 21
-MAX_STAGES = 6
-GENOME_VERSION = 3  # raise it with each field added (and give that field metadata={"since": GENOME_VERSION})
-
-
-def check_choice(name: str, value: Any, allowed: tuple[Any, ...]) -> None:
-    """Refuse a value outside a fixed set of names (or numbers)."""
-    if isinstance(value, bool) or value not in allowed:
-        refuse(name, f"must be one of {', '.join(map(str, allowed))}", value)
-
-
-def check_int(name: str, value: Any, low: int, high: int | None = None) -> None:
-    """Refuse a non-integer or an integer outside [low, high]."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        refuse(name, "must be an integer", value)
-    if value < low or (high is not None and value > high):
-        refuse(name, f"must be in {low}..{high}" if high is not None else f"must be >= {low}", value)
-
-
-def check_float(name: str, value: Any, low: float, high: float) -> None:
-    """Refuse a non-number or a number outside [low, high]."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        refuse(name, "must be a number", value)
-    if not low <= value <= high:
-        refuse(name, f"must be in [{low}, {high}]", value)
-
-
-def check_bool(name: str, value: Any) -> None:
-    """Refuse anything but true/false (YAML 'yes' already arrives as a bool)."""
-    if not isinstance(value, bool):
-        refuse(name, "must be true or false", value)
-
-
-def check_kernel(name: str, value: Any) -> None:
-    """Kernels are odd so that 'same' padding keeps the feature map centred."""
-    check_int(name, value, KERNEL_MIN, KERNEL_MAX)
-    if value % 2 == 0:
-        refuse(name, f"must be odd ({KERNEL_MIN}, {KERNEL_MIN + 2}, ..., {KERNEL_MAX})", value)
-
-
-def check_dilation(name: str, value: Any) -> None:
-    """A stage's dilation replaces one stride of 2 or two of them (torchvision's replace_stride_with_dilation)."""
-    check_int(name, value, 1)
-    check_choice(name, value, DILATIONS)
-
-
-Rule = Callable[[str, Any], None]
-
-
-def one_of(allowed: tuple[str, ...]) -> Rule:
-    """The rule of a field that takes one of fixed names."""
-    return lambda name, value: check_choice(name, value, allowed)
-
-
-def int_in(low: int, high: int | None = None) -> Rule:
-    """The rule of an integer field in [low, high]."""
-    return lambda name, value: check_int(name, value, low, high)
-
-
-def float_in(low: float, high: float) -> Rule:
-    """The rule of a number field in [low, high]."""
-    return lambda name, value: check_float(name, value, low, high)
-
-
-# The rules of each field on its own (cross-field rules sit in the classes): the configs check their fields
-# with them, and a space checks every value of every dimension with them at load (space.choices).
-STEM_RULES: dict[str, Rule] = {"type": one_of(STEMS), "width": int_in(1), "norm": one_of(NORMS)}
-STAGE_RULES: dict[str, Rule] = {
-    "depth": int_in(1, 256), "width": int_in(1), "block": one_of(BLOCKS), "kernel": check_kernel,
-    "expansion": float_in(0.0625, 16), "conv": one_of(CONVS), "groups": int_in(1), "attention": one_of(ATTENTIONS),
-    "dilation": check_dilation, "radix": int_in(1, RADIX_MAX), "growth": int_in(1, 1024), "compression": float_in(0.0625, 1.0),
-}
-ARCH_RULES: dict[str, Rule] = {
-    "downsample": one_of(DOWNSAMPLES), "norm": one_of(NORMS), "act": one_of(ACTS), "norms_per_block": one_of(COUNTS),
-    "acts_per_block": one_of(COUNTS), "dw_position": one_of(DW_POSITIONS), "conv_bias": check_bool,
-    "layer_scale_init": float_in(0.0, 10.0), "head_width": int_in(0), "head_norm": check_bool,
-    "drop_path_rate": float_in(0.0, 0.99), "num_classes": int_in(0), "in_chans": int_in(1),
-}
-
-
-def check_fields(config: Any, rules: dict[str, Rule]) -> None:
-    """Check each field that has a rule, in declaration order (the first bad field is the one named)."""
-    for f in fields(config):
-        if f.name in rules:
-            rules[f.name](f.name, getattr(config, f.name))
 
 
 @dataclass(frozen=True)
@@ -309,7 +218,7 @@ class ArchConfig:
         Taken over the canonical JSON without `version` and without fields added after version 1 that hold
         their default: a config loaded from an older version keeps the hash it was stored with.
         """
-        data = _without_later_defaults(self)
+        data = without_later_defaults(self)
         return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
     @classmethod
@@ -323,16 +232,16 @@ class ArchConfig:
         check_int("config.version", version, 1)
         if version > GENOME_VERSION:
             refuse("config.version", f"this convspace reads genome versions 1..{GENOME_VERSION} (a newer one wrote it)", version)
-        raw = _upgrade("config", raw, cls, version)
-        stem = _build(StemConfig, _upgrade("stem", raw["stem"], StemConfig, version), "stem")
+        raw = upgrade("config", raw, cls, version)
+        stem = build_checked(StemConfig, upgrade("stem", raw["stem"], StemConfig, version), "stem")
         stages_raw = raw["stages"]
         if not isinstance(stages_raw, (list, tuple)):
             refuse("stages", "must be a list of stages", stages_raw)
         stages = tuple(
-            _build(StageConfig, _upgrade(f"stages[{i}]", s, StageConfig, version), f"stages[{i}]")
+            build_checked(StageConfig, upgrade(f"stages[{i}]", s, StageConfig, version), f"stages[{i}]")
             for i, s in enumerate(stages_raw)
         )
-        return _build(cls, {**raw, "stem": stem, "stages": stages}, "")
+        return build_checked(cls, {**raw, "stem": stem, "stages": stages}, "")
 
     @classmethod
     def from_json(cls, text: str) -> ArchConfig:
@@ -372,57 +281,3 @@ def groups_problem(stage: StageConfig, channels: int) -> str | None:
     return f"groups: must divide the {attn} channels of the split attention's MLP ({where}), got {stage.groups}" if attn % stage.groups else None
 
 
-def check_keys(path: str, keys: Iterable[Any], allowed: Sequence[str], what: str = "field", optional: Iterable[str] = ()) -> None:
-    """Refuse unknown keys (with a did-you-mean) and missing ones: a typo must not silently change a network."""
-    keys = list(keys)
-    for key in keys:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConvspaceError(f"{path}.{key}: unknown {what}{hint}; allowed: {', '.join(allowed)}")
-    missing = [n for n in allowed if n not in keys and n not in optional]
-    if missing:
-        raise ConvspaceError(f"{path}.{missing[0]}: missing {what} (required: {', '.join(missing)})")
-
-
-def _since(f: Field) -> int:
-    """The genome version that added a field (1: it was there before versions)."""
-    return f.metadata.get("since", 1)
-
-
-def _upgrade(path: str, data: Any, cls: type, version: int) -> dict[str, Any]:
-    """Check keys against the fields of `version`, then give the fields added since their defaults."""
-    if not isinstance(data, Mapping):
-        refuse(path, "must be a mapping of fields", type(data).__name__)
-    later = {f.name: f for f in fields(cls) if _since(f) > version}
-    for key in data:
-        if key in later:
-            raise ConvspaceError(
-                f"{path}.{key}: not a field of genome version {version} (added in version {_since(later[key])}); "
-                f"write version: {GENOME_VERSION} with every field of it"
-            )
-    check_keys(path, data, [f.name for f in fields(cls) if f.name not in later])
-    return {**{name: f.default for name, f in later.items()}, **data}
-
-
-def _without_later_defaults(config: Any) -> Any:
-    """The config as plain data, leaving out fields added after version 1 that hold their default (for the hash)."""
-    data = {}
-    for f in fields(config):
-        value = getattr(config, f.name)
-        if _since(f) > 1 and f.default is not MISSING and value == f.default:
-            continue
-        if isinstance(value, tuple):
-            value = [_without_later_defaults(v) for v in value]
-        data[f.name] = _without_later_defaults(value) if is_dataclass(value) else value
-    return data
-
-
-def _build(cls: type, values: dict[str, Any], path: str) -> Any:
-    """Construct and prefix the field path onto any validation error."""
-    try:
-        return cls(**values)
-    except ConvspaceError as exc:
-        if not path:
-            raise
-        raise ConvspaceError(f"{path}.{exc}") from None

@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from space.config import DEFAULT_COMPRESSION, ArchConfig, StageConfig, StemConfig
+from space.config import ArchConfig, StageConfig, StemConfig
 from space.errors import ConvspaceError
+from space.rules import DEFAULT_COMPRESSION
 from space.widths import transition_width
 
 

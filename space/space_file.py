@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from space.choices import ADDED_DIMS, Space, derive_depths
-from space.config import ARCH_RULES, MAX_STAGES, STAGE_RULES, STEM_RULES, Rule, check_keys
 from space.dimensions import FINITE_DIMS, NETWORK_DIMS, STAGE_DIMS, Dimension
 from space.errors import ConvspaceError, refuse
 from space.files import read_yaml
+from space.genome_versions import check_keys
+from space.rules import ARCH_RULES, MAX_STAGES, STAGE_RULES, STEM_RULES, Rule
 
 SPACES_DIR = Path(__file__).parent / "spaces"
 SCALES = ("absolute", "fitted")  # how a space sets a network's scale: sampled widths, or fitted to a FLOPs target

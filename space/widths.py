@@ -10,6 +10,17 @@ def make_divisible(value: float, divisor: int, min_value: int | None = None, rou
     return rounded + divisor if rounded < round_limit * value else rounded
 
 
+def round8(value: float) -> int:
+    """The space's widths (base width x multiplier, stem ratio x first width) as multiples of 8, at least 8.
+
+    Not make_divisible above, on purpose: that is timm's rule for the widths timm derives inside its layers (SE and
+    split attention MLPs), which must match timm's exactly for equal parameter counts; this one is the parametrisation's,
+    and stored studies name their networks through it (changing it would change the network a stored trial's params
+    give). The two differ on ties (round8 rounds half to even: 20 -> 16; timm rounds half up: 20 -> 24) and below 90%
+    of the value (timm adds a step)."""
+    return max(8, int(round(value / 8)) * 8)
+
+
 def attention_channels(kind: str, channels: int) -> int:
     """Reduced width of the attention MLP: timm's SE (ratio 1/16, divisor 8) and CBAM (ratio 1/16, divisor 1), no round limit."""
     return make_divisible(channels / 16, 8 if kind == "se" else 1, round_limit=0.0)
