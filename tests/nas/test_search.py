@@ -141,7 +141,7 @@ def test_kill_9_mid_trial_then_resume_keeps_finished_trials_and_retrains_the_los
 
     resumed = search(tmp_path, "--trials", "2", *long_trials)  # the same settings
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert "marked failed and queued again" in resumed.stdout
+    assert "left running by an earlier driver: cut short, their networks queued to train again" in resumed.stdout
     study = load(tmp_path)
     for t in lost:
         again = study.trials[t.number]
@@ -260,7 +260,8 @@ def test_a_trial_past_its_time_limit_stops_early_and_says_why(tmp_path):
     assert early.returncode == 0, early.stdout + early.stderr
     [cut] = by_status(load(tmp_path, "early"))["stopped"]
     assert cut.user_attrs["epochs"] == 0 and "proxy_accuracy" not in cut.user_attrs and cut.user_attrs["stop_reason"] == "time limit"
-    assert run.stdout.count("(time limit)") == 2 and "0 trained to the end, 2 stopped early, 0 failed" in run.stdout
+    assert run.stdout.count("stopped early by the time limit after epoch") == 2
+    assert "0 trained to the end, 2 stopped early by the time limit, 0 failed" in run.stdout
 
 
 def test_a_trial_that_raises_fails_with_its_reason_and_the_search_goes_on(tmp_path):
