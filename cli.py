@@ -252,7 +252,7 @@ def write_front_png(study: Any, path: Path) -> Path | None:
     from nas.pareto import plot as plot_front
 
     try:
-        plot_front(study, str(path), study.user_attrs.get("budget"))
+        plot_front(study, str(path))  # the budget line at the study's own budget (nas.record)
     except ConvspaceError as exc:
         notice(f"the front PNG was not written: {exc}")
         return None
@@ -402,7 +402,7 @@ def pareto(
     loaded = load_study(study, url)
     report = front_report(loaded)  # first: a trial without a config is a one-line error, before any file is written
     if plot:  # a folder that cannot be made or written is one line (nas.pareto.save_figure)
-        plot_front(loaded, plot, loaded.user_attrs.get("budget"))
+        plot_front(loaded, plot)  # the budget line at the study's own budget (nas.record)
     if as_json:
         print(json.dumps(report.to_json()))
     else:

@@ -28,9 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def fill(study, settings, n: int, seed: int = 0) -> None:
     """n finished trials of fitted random proposals, stored as the bridge stores trained ones."""
-    import optuna
-
-    from nas.record import FLOPS, PROPOSED_BY, STATUS, network_attrs
+    from nas.record import FLOPS, PROPOSED_BY, STATUS, network_attrs, new_trial
     from space.choices import SeededSuggester
     from space.fitting import propose
 
@@ -42,8 +40,7 @@ def fill(study, settings, n: int, seed: int = 0) -> None:
             continue
         attrs = {**network_attrs(proposal.config, proposal.cost), **proposal.attrs(), PROPOSED_BY: "sampler", STATUS: "trained",
                  "proxy_accuracy": rng.random(), "epochs": 1}
-        trials.append(optuna.trial.create_trial(params=draw.params, distributions=draw.distributions, user_attrs=attrs,
-                                                values=[attrs["proxy_accuracy"], float(attrs[FLOPS])]))
+        trials.append(new_trial(attrs, params=draw.params, distributions=draw.distributions, values=[attrs["proxy_accuracy"], float(attrs[FLOPS])]))
     study.add_trials(trials)
 
 

@@ -73,6 +73,7 @@ def main() -> None:
 
     import ray
 
+    from nas.record import Status, status
     from nas.search import run_search
     from nas.settings import SearchSettings
     from nas.tune import init_ray
@@ -103,7 +104,7 @@ def main() -> None:
                 started = time.perf_counter()
                 outcome = run_search(settings)
                 wall = time.perf_counter() - started
-            trained = sum(t.user_attrs.get("status") == "trained" for t in outcome.study.trials)
+            trained = sum(status(t) == Status.TRAINED for t in outcome.study.trials)
             per_hour = trained / wall * 3600
             reference = reference or per_hour
             at_once = min(int(gpus / fraction), int(ray.cluster_resources().get("CPU", 1) // args.cpus_per_trial))

@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--data", default="digits")
     args = parser.parse_args()
 
+    from nas.record import Status, TrialRecord
     from nas.search import run_search
     from nas.settings import SearchSettings
     from space.choices import Space
@@ -56,8 +57,9 @@ def main() -> None:
         started = time.perf_counter()
         outcome = run_search(settings)
         wall = time.perf_counter() - started
-        trained = sorted((t for t in outcome.study.trials if t.user_attrs.get("status") == "trained"), key=lambda t: t.datetime_start)
-        rows = [dict(wall=t.user_attrs["wall_seconds"], train=t.user_attrs["train_seconds"], inside=t.user_attrs["trainable_seconds"]) for t in trained]
+        trained = sorted((t for t in outcome.study.trials if TrialRecord(t).status == Status.TRAINED), key=lambda t: t.datetime_start)
+        records = [TrialRecord(t) for t in trained]
+        rows = [dict(wall=r.wall_seconds, train=r.train_seconds, inside=r.trainable_seconds) for r in records]
     slots = max(1, int((os.cpu_count() or 1) // settings.cpus_per_trial))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus; {slots} trials at a time")
     print(f"{len(trained)} trials trained ({args.epochs} epochs of {args.data}, budget {args.budget}), search wall {wall:.1f} s")

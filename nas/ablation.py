@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 from nas.bridge import Progress
 from nas.fixed import Job, train_fixed
 from nas.ranking import Agreement, agreement
+from nas.record import TrialRecord
 from nas.seeds import seed_scores
 from nas.settings import check_address, check_trial_resources
 from nas.study import open_study
@@ -72,11 +73,11 @@ def run_ablation(file: StudyFile, storage: str, *, cpus_per_trial: float = 1.0, 
     check_address(address)
     load_data(file.proxy.data, file.proxy.resolution, file.proxy.seed, file.proxy.data_dir, file.proxy.cache_dir)  # builds the cache
     study, _ = open_study(file.study, storage, ablation_identity(file))  # refuses a study trained with another proxy
-    done = {t.user_attrs["preset"] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    done = {TrialRecord(t).preset for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     jobs = [Job(name, dataclasses.replace(get_preset(name), num_classes=1000), {"preset": name}) for name in file.reference if name not in done]
     train_fixed(study, storage, file.study, file.proxy, jobs, cpus=cpus_per_trial, gpus=gpus_per_trial, address=address,
                 results_dir=results_dir, progress=progress)
-    by_name = {t.user_attrs["preset"]: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    by_name = {TrialRecord(t).preset: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     scores = seed_scores(study)  # the mean over seeds where `confirm --top` repeated the steps
     return [{"preset": n, "proxy_accuracy": scores[by_name[n].number].mean, "proxy_std": scores[by_name[n].number].std,
              "seeds": len(scores[by_name[n].number].accuracies), "reference": ref, "gflops": by_name[n].values[1] / 1e9}

@@ -21,7 +21,7 @@ from optuna.importance import PedAnovaImportanceEvaluator, get_param_importances
 from optuna.trial import FrozenTrial, TrialState
 from scipy import stats
 
-from nas.record import Status, status
+from nas.record import Status, StudyRecord, TrialRecord, status
 from nas.seeds import seed_scores
 from space.errors import ConvspaceError
 
@@ -45,9 +45,10 @@ class Trained:
 
 def sampler_of(study: optuna.Study) -> str | None:
     """The sampler that chose the trials: recorded when the study was made (nas.study), else what it left on them."""
-    if recorded := study.user_attrs.get("sampler"):
+    record = StudyRecord(study)
+    if recorded := record.sampler:
         return str(recorded)
-    if (study.user_attrs.get("identity") or {}).get("kind") == "ablation":
+    if (record.identity or {}).get("kind") == "ablation":
         return "an ablation's fixed list"
     for trial in study.get_trials(deepcopy=False):
         for key in trial.system_attrs:  # Optuna's genetic samplers count generations as "<Sampler>:generation"
@@ -63,15 +64,15 @@ def more_trials(study: optuna.Study, needed: int) -> str:
     from nas.storage import default_storage, display_url
     from nas.study import trained_count, upgraded
 
-    identity = upgraded(study.user_attrs.get("identity"))
+    identity = upgraded(StudyRecord(study).identity)
     if not identity or not identity.get("budget") or identity.get("kind"):  # not a search's study (an ablation's list)
         return ""
     storage = getattr(study._storage, "_backend", study._storage)  # Optuna wraps an RDBStorage in a cache
     url = str(getattr(storage, "url", "") or "")
     named = display_url(url) if url and url != default_storage(study.study_name) else None  # the default needs no --storage
     args, unset = search_args(study.study_name, identity, storage=named, trials=trained_count(study) + needed, scheduler="none")
-    seconds = [float(t.user_attrs["train_seconds"]) for t in study.get_trials(deepcopy=False)
-               if status(t) == Status.TRAINED and isinstance(t.user_attrs.get("train_seconds"), int | float)]
+    records = (TrialRecord(t) for t in study.get_trials(deepcopy=False))
+    seconds = [float(r.train_seconds) for r in records if r.status == Status.TRAINED and isinstance(r.train_seconds, int | float)]
     pace = f" (a trial trained to the end took {sum(seconds) / len(seconds):.0f} s here on average)" if seconds else ""
     return (f"; train {needed} more to the end with: {command(args)}" + (f" ({'; '.join(unset)})" if unset else "")
             + pace)

@@ -36,9 +36,10 @@ from nas.record import (
     STATUS,
     UNDER_BAND_CONSTRAINT,
     Status,
+    StudyRecord,
+    TrialRecord,
     network_attrs,
     outcome_attrs,
-    proposed_by,
 )
 from nas.settings import SearchSettings
 from nas.storage import storage_fault
@@ -71,8 +72,9 @@ def make_sampler(name: str, seed: int, parallel: int = 1) -> optuna.samplers.Bas
 def proposer(trial: optuna.trial.Trial, sampler: str) -> str:
     """Who chose the network of a trial just asked: the warm start or a retry (enqueued with their attributes), else
     the sampler (`random` for random search)."""
-    if PROPOSED_BY in trial.user_attrs or "retry_of" in trial.user_attrs:
-        return proposed_by(trial)  # type: ignore[arg-type]  # reads user_attrs only, as a FrozenTrial's
+    record = TrialRecord(trial)
+    if record.names_proposer:
+        return record.proposed_by
     return "random" if sampler == "random" else "sampler"
 
 
@@ -126,7 +128,7 @@ class BudgetedOptunaSearcher:
         self._stop.set()
 
     def _reject(self, trial: optuna.trial.Trial, status: Status) -> None:
-        trial.set_user_attr(STATUS, status)
+        TrialRecord(trial).write({STATUS: status})
         self.study.tell(trial, state=TrialState.PRUNED)
         self.rejected[status] = self.rejected.get(status, 0) + 1
         self.progress("rejected", {"reason": status})
@@ -138,7 +140,8 @@ class BudgetedOptunaSearcher:
             return None
         for _ in range(MAX_PROPOSALS):  # refused points do not change the count; races are settled after acceptance
             trial = self.study.ask()  # a waiting trial first (a retry, the warm start), else the sampler's proposal
-            if PROPOSED_BY in trial.user_attrs or "retry_of" in trial.user_attrs:
+            record = TrialRecord(trial)
+            if record.names_proposer:
                 # An enqueued trial (warm start, retry) has every param fixed, so the sampler never samples it, and Optuna's
                 # NSGA-II files a trial under a generation only when it samples (sample_relative): measured, it left the warm
                 # start out of every population. Asking for the relative sample once files it; the fixed params still win.
@@ -148,8 +151,7 @@ class BudgetedOptunaSearcher:
             proposal = propose(self.settings.space, trial, self.band)
             cfg, cost = proposal.config, proposal.cost
             who = proposer(trial, self.settings.sampler)
-            for key, value in {**network_attrs(cfg, cost), **proposal.attrs(), PROPOSED_BY: who}.items():
-                trial.set_user_attr(key, value)
+            record.write({**network_attrs(cfg, cost), **proposal.attrs(), PROPOSED_BY: who})
             # The band as Optuna's constraints (feasible when <= 0): TPE models the infeasible trials, and whoever reads
             # the study with Optuna sees them. A shape no scale fits carries the cost of the nearest network tried.
             trial.set_constraint(OVER_BUDGET_CONSTRAINT, cost.flops - self.settings.budget)
@@ -163,7 +165,7 @@ class BudgetedOptunaSearcher:
                 self._reject(trial, Status.DUPLICATE)
                 continue
             # Claimed, then checked again: another driver may have claimed the same config or the last slot meanwhile.
-            trial.set_user_attr("accepted", True)
+            record.write({"accepted": True})
             counted, held = self.ledger.look(skip=trial.number)
             if digest in held:
                 self._reject(trial, Status.DUPLICATE)
@@ -172,12 +174,11 @@ class BudgetedOptunaSearcher:
                 self._reject(trial, Status.SURPLUS)  # another driver took the last slot first
                 return None
             self.live[trial_id] = trial
-            trial.set_user_attr("proxy", self.settings.proxy.to_dict())
-            trial.set_user_attr("scheduler", self.settings.scheduler)  # not the study's identity: it may change on resume
-            trial.set_user_attr("driver", self.driver)
+            # the scheduler is not the study's identity: it may change on resume
+            record.write({"proxy": self.settings.proxy.to_dict(), "scheduler": self.settings.scheduler, "driver": self.driver})
             self.proposed[who] = self.proposed.get(who, 0) + 1
             self.progress("started", {"number": trial.number, "config": cfg, FLOPS: cost.flops, PROPOSED_BY: who,
-                                      "retry_of": trial.user_attrs.get("retry_of")})  # the live view says which trial a retry retries
+                                      "retry_of": record.retry_of})  # the live view says which trial a retry retries
             return {"config": cfg.to_json(), "number": trial.number, FLOPS: cost.flops}  # FLOPs: ParetoASHA's second objective
         raise ConvspaceError(f"budget: {MAX_PROPOSALS} proposals in a row could not be fitted into the band, were too dilated for the proxy "
                              "resolution, or were duplicates; widen the band (--budget, --flops-min) or the space")
@@ -193,10 +194,11 @@ class BudgetedOptunaSearcher:
         time, so it is failed as interrupted and queued once more, with the reason and Ray's report kept on it. A retry
         whose worker dies too fails for good (False: told as any failure), so that a network that kills its own worker
         is not retried forever."""
-        trial.set_user_attr("ray_error", result.get("ray_error") or "")
+        record = TrialRecord(trial)
+        record.write({"ray_error": result.get("ray_error") or ""})
         why = f"{WORKER_DEATH} ({result['error']})"
-        if str(trial.user_attrs.get("retry_reason", "")).startswith(WORKER_DEATH):
-            result["error"] = f"{why} (again: trial {trial.user_attrs.get('retry_of')} lost its worker first)"
+        if str(record.retry_reason or "").startswith(WORKER_DEATH):
+            result["error"] = f"{why} (again: trial {record.retry_of} lost its worker first)"
             return False
         fail_and_requeue(self.study, self.storage, trial.number, trial.params, why)
         self.progress("requeued", {"number": trial.number, "reason": why, "ray_log": result.get("ray_log")})
@@ -218,15 +220,15 @@ class BudgetedOptunaSearcher:
         status = attrs[STATUS]
         # The study's hypervolume once this trial is told (its history, trial by trial, shows whether the search still
         # improves); on the trial, since a finished trial takes no more attributes, and the latest on the study.
-        point = [(float(trial.user_attrs[FLOPS]), attrs["proxy_accuracy"])] if status == Status.TRAINED else []
+        record = TrialRecord(trial)
+        point = [(float(record.flops), attrs["proxy_accuracy"])] if status == Status.TRAINED else []
         attrs["hypervolume"] = study_hypervolume(self.study, point)
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
+        record.write(attrs)
         if status == Status.TRAINED:
-            self.study.tell(trial, [attrs["proxy_accuracy"], float(trial.user_attrs[FLOPS])])
+            self.study.tell(trial, [attrs["proxy_accuracy"], float(record.flops)])
         else:
             self.study.tell(trial, state=TrialState.FAIL if status == Status.FAILED else TrialState.PRUNED)
-        self.study.set_user_attr("hypervolume", attrs["hypervolume"])
+        StudyRecord(self.study).write({"hypervolume": attrs["hypervolume"]})
         self.ended[status] = self.ended.get(status, 0) + 1
         if status == Status.FAILED and not str(attrs.get("fail_reason", "")).startswith(INTERRUPTED):
             self.failures.append(str(attrs["fail_reason"]))

@@ -27,8 +27,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from nas.bridge import Progress
 from nas.pareto import front, load_study
-from nas.record import ACC, STATUS, Status, outcome_attrs
-from nas.seeds import REPEAT_OF, SEED, seed_scores, study_seed
+from nas.record import ACC, STATUS, Status, StudyRecord, TrialRecord, new_trial, outcome_attrs
+from nas.seeds import seed_scores, study_seed
 from nas.settings import check_confirm
 from nas.storage import SqliteDriverLock, is_sqlite, open_storage, results_folder
 from nas.study import upgraded
@@ -50,7 +50,7 @@ class ConfirmOutcome:
 
 def study_proxy(study: optuna.Study) -> ProxySettings:
     """The proxy the study's trials were trained with (its identity), which every repeat must use too."""
-    proxy = (upgraded(study.user_attrs.get("identity")) or {}).get("proxy")  # a study from before --augment: off
+    proxy = (upgraded(StudyRecord(study).identity) or {}).get("proxy")  # a study from before --augment: off
     if not isinstance(proxy, dict):
         raise ConvspaceError(f"confirm: study {study.study_name!r} records no proxy settings (not made by convspace's search or ablation)")
     fields = {f.name for f in dataclasses.fields(ProxySettings)}
@@ -75,9 +75,9 @@ def missing_runs(study: optuna.Study, trials: list[FrozenTrial], seeds: int) -> 
 
 def repeat_trial(original: FrozenTrial, seed: int, attrs: dict[str, Any]) -> optuna.trial.FrozenTrial:
     """A repeat as a stored trial: PRUNED, so that neither Optuna's front nor a sampler takes it for a new point."""
-    network = {k: original.user_attrs[k] for k in ("config", "hash", "flops", "params")}
-    return optuna.trial.create_trial(state=TrialState.PRUNED, user_attrs={
-        **network, **attrs, STATUS: Status.REPEAT, REPEAT_OF: original.number, SEED: seed})
+    record = TrialRecord(original)
+    network = {"config": record.config, "hash": record.hash, "flops": record.flops, "params": record.params}
+    return new_trial({**network, **attrs, STATUS: Status.REPEAT, "repeat_of": original.number, "seed": seed}, state=TrialState.PRUNED)
 
 
 CONFIRM_CLAIM = "convspace:confirm:"  # study system attrs `convspace:confirm:<trial>:<seed>`: who trains that pair
@@ -151,8 +151,8 @@ class PairClaims:
 
 def stored_repeat(study: optuna.Study, number: int, seed: int) -> bool:
     """Whether the study holds a repeat of trial `number` with `seed` (stored by this run or another)."""
-    return any(t.user_attrs.get(STATUS) == Status.REPEAT and t.user_attrs.get(REPEAT_OF) == number and t.user_attrs.get(SEED) == seed
-               for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+    records = (TrialRecord(t) for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
+    return any(r.status == Status.REPEAT and r.repeat_of == number and r.seed == seed for r in records)
 
 
 def run_confirm(study_name: str, storage: str, *, seeds: int, top: int | None = None, cpus_per_trial: float = 1.0,
@@ -229,7 +229,7 @@ def _train(study: optuna.Study, proxy: ProxySettings, runs: list[tuple[FrozenTri
                       "reason": attrs.get("fail_reason")})
 
     init_ray(address)
-    queue = RunQueue([{"config": t.user_attrs["config"], "seed": seed, "number": t.number} for t, seed in runs], ended,
+    queue = RunQueue([{"config": TrialRecord(t).config, "seed": seed, "number": t.number} for t, seed in runs], ended,
                      claim=claim if claims else None, progress=emit)
     try:
         with results_folder(storage, results_dir) as results:

@@ -11,7 +11,7 @@ and Optuna see every trial.
 
 What `pareto` prints reaches the dashboard as notes (optuna-dashboard's own: Markdown in the study's system attrs),
 written by `publish`, which `search`, `confirm` and `pareto` call: the study note holds the front table, the noise
-floor, the hypervolume, the trials by how they ended (nas.record.ENDINGS) and who chose the networks; each trial's note
+floor, the hypervolume, the trials by how they ended (nas.endings.ENDINGS) and who chose the networks; each trial's note
 says how it ended and which trial it belongs to. The front PNG and the `analyze` report are study artifacts, kept in
 an Optuna FileSystemArtifactStore beside the study (`<study>.artifacts/`) and served from there.
 
@@ -22,7 +22,6 @@ served behind `TokenGate`: a token made for each launch, printed once in the URL
 
 from __future__ import annotations
 
-import copy
 import errno
 import hmac
 import html
@@ -44,9 +43,9 @@ from optuna.study import StudyDirection
 from optuna.study._frozen import FrozenStudy
 from optuna.trial import FrozenTrial, TrialState
 
-from nas import record
+from nas.endings import ENDINGS, PROPOSER_WORDS, Endings, ending, endings, how_it_ended, proposed_words, refused_words, study_parts
 from nas.pareto import FrontReport, load_study, summary
-from nas.record import ENDINGS, PROPOSER_WORDS, Endings, ending, endings, how_it_ended, proposed_by, refused_words, study_parts
+from nas.record import Status, StudyRecord, TrialRecord
 from nas.settings import is_loopback
 from nas.storage import make_url_or_none, open_storage, storage_fault
 from space.errors import ConvspaceError
@@ -59,7 +58,7 @@ LISTED = ("trained", "stopped_scheduler", "stopped_time", "failed", "running", "
 # What each chip the dashboard draws means once the others are left out.
 STATES = {"trained": "Complete", "stopped": "Pruned", "failed": "Fail"}
 _METRIC_NAMES = "study:metric_names"  # where Optuna keeps `study.set_metric_names` (optuna-dashboard reads it too)
-ENDED = "ended"  # the first user attribute the dashboard shows of a trial: how it ended (nas.record.how_it_ended)
+ENDED = "ended"  # the first user attribute the dashboard shows of a trial: how it ended (nas.endings.how_it_ended)
 
 
 class TrainedTrialsView(BaseStorage):
@@ -76,9 +75,10 @@ class TrainedTrialsView(BaseStorage):
         """The trials that trained, train or wait to, numbered as in the study (so `export --trial N` matches)."""
         flops_at = _flops_objective(self._storage.get_study_system_attrs(study_id))
         everything = self._storage.get_all_trials(study_id, deepcopy=deepcopy)
-        found = endings(everything, self._storage.get_study_user_attrs(study_id))
+        found = endings(everything, StudyRecord.stored(self._storage, study_id))
         self._endings[study_id] = found
-        self._ours[study_id] = any(record.STATUS in t.user_attrs for t in everything)  # a study convspace wrote (a storage may hold others)
+        # a study convspace wrote (a storage may hold others)
+        self._ours[study_id] = any(TrialRecord(t).status is not None for t in everything)
         means = _seed_means(everything)
         return [_readable(t, found, flops_at, means.get(t.number)) for t in everything
                 if ending(t) in LISTED and (states is None or t.state in states)]
@@ -96,13 +96,14 @@ class TrainedTrialsView(BaseStorage):
         if study_id not in self._endings:
             self.get_all_trials(study_id, deepcopy=False)
         found = self._endings[study_id]
-        ours = "identity" in study.user_attrs or self._ours[study_id]
-        attrs = dict(study.user_attrs)
+        record = StudyRecord(study)
+        ours = record.identity is not None or self._ours[study_id]
+        attrs = dict(record.attrs)
         identity = attrs.pop("identity", None)
         if isinstance(identity, dict):  # said in words below (with the band): the raw numbers would shadow them
             for key in ("budget", "flops_min"):
                 attrs.pop(key, None)
-        summary_attrs = outcome_summary(found, study.user_attrs.get("budget")) if ours else {}
+        summary_attrs = outcome_summary(found, record.budget) if ours else {}
         if isinstance(identity, dict):
             summary_attrs.update(readable_identity(study.study_name, identity))
         return FrozenStudy(
@@ -234,9 +235,9 @@ def _seed_means(trials: Iterable[FrozenTrial]) -> dict[int, tuple[float, float |
     """Trained trials with repeats (`confirm`): (mean, std, accuracies), the trial's own accuracy first (nas.seeds)."""
     trials = list(trials)
     repeats: dict[int, list[tuple[int, float]]] = {}
-    for t in trials:
-        if record.status(t) == record.Status.REPEAT and "repeat_of" in t.user_attrs and "proxy_accuracy" in t.user_attrs:
-            repeats.setdefault(int(t.user_attrs["repeat_of"]), []).append((int(t.user_attrs.get("seed", 0)), float(t.user_attrs["proxy_accuracy"])))
+    for record in map(TrialRecord, trials):
+        if record.status == Status.REPEAT and record.repeat_of is not None and record.proxy_accuracy is not None:
+            repeats.setdefault(int(record.repeat_of), []).append((int(record.seed or 0), float(record.proxy_accuracy)))
     means = {}
     for t in trials:
         if t.number in repeats and t.state == TrialState.COMPLETE and t.values:
@@ -250,24 +251,24 @@ def _seed_means(trials: Iterable[FrozenTrial]) -> dict[int, tuple[float, float |
 def _readable(trial: FrozenTrial, found: Endings, flops_at: int | None, seeds: tuple[float, float | None, list[float]] | None) -> FrozenTrial:
     """A copy with how it ended, its network in a few words and GFLOPs first among its attributes (the box that shows
     them is short), its accuracy the mean over its seeds where `confirm` trained it again."""
-    shown = copy.copy(trial)
-    attrs = dict(trial.user_attrs)
+    record = TrialRecord(trial)
+    attrs = dict(record.attrs)
     first: dict[str, Any] = {ENDED: how_it_ended(trial, found)}
     if seeds:
         mean, std, accuracies = seeds
         first["accuracy over seeds"] = (f"{mean:.4f} ± {std:.4f} over {len(accuracies)} seeds ({', '.join(f'{a:.4f}' for a in accuracies)}); "
                                         "the objective shown is the mean")
-    if "flops" in attrs:
-        first["gflops"] = round(attrs["flops"] / 1e9, 3)
-    if "config" in attrs:
+    if record.flops is not None:
+        first["gflops"] = round(record.flops / 1e9, 3)
+    if record.config is not None:
         try:
-            first["architecture"] = summary(_config(attrs["config"]))
+            first["architecture"] = summary(_config(record.config))
         except (ConvspaceError, ValueError, TypeError, KeyError):
             pass  # shown as stored
-    if record.PROPOSED_BY in attrs or "retry_of" in attrs:
-        first["chosen"] = PROPOSER_WORDS.get(proposed_by(trial), proposed_by(trial))
+    if record.names_proposer:
+        first["chosen"] = PROPOSER_WORDS.get(record.proposed_by, record.proposed_by)
     first.update({k: attrs.pop(k) for k in ("status", "stop_reason", "proxy_accuracy", "epochs", "fail_reason") if k in attrs})
-    shown.user_attrs = {**first, **attrs}
+    shown = record.shown({**first, **attrs})
     values = trial.values
     if seeds and values is not None:
         values = [seeds[0], *values[1:]]
@@ -356,7 +357,7 @@ def study_note(report: FrontReport, identity: dict[str, Any] | None, by: str) ->
                      "reference point (1, 0))."]
     lines += ["", "**Trials:** " + _md("".join(text for text, _ in study_parts(report.endings))) + ".",
               "", f"**Refused before training:** {_md(refused_words(report.endings.refused))}.",
-              "", f"**Networks trained, chosen** {_md(record.proposed_words(report.proposed_by))}."]
+              "", f"**Networks trained, chosen** {_md(proposed_words(report.proposed_by))}."]
     made = readable_identity(report.study, identity) if isinstance(identity, dict) else {}
     if made:
         lines += ["", "| made with | |", "|:--|:--|", *(f"| {_md(k)} | {_md(v)} |" for k, v in made.items())]
@@ -368,16 +369,17 @@ def study_note(report: FrontReport, identity: dict[str, Any] | None, by: str) ->
 def trial_note(trial: FrozenTrial, found: Endings, on_front: dict[int, dict[str, Any]]) -> str:
     """A trial's note: how it ended (and which trial it retries or repeats), its network, who chose it, its place on the front."""
     lines = [f"**Trial {trial.number}:** {_md(how_it_ended(trial, found))}", ""]
-    attrs = trial.user_attrs
-    if "config" in attrs:
+    record = TrialRecord(trial)
+    if record.config is not None:
         try:
-            network = summary(_config(attrs["config"]))
+            network = summary(_config(record.config))
         except (ConvspaceError, ValueError, TypeError, KeyError):
             network = "a network this convspace cannot read"
-        cost = f", {attrs['flops'] / 1e9:.3f} GFLOPs" if isinstance(attrs.get("flops"), int | float) else ""
-        params = f", {attrs['params'] / 1e6:.2f} M params" if isinstance(attrs.get("params"), int | float) else ""
-        chosen = "" if ending(trial) == "repeat" else f"; chosen {_md(PROPOSER_WORDS.get(proposed_by(trial), proposed_by(trial)))}"
-        lines.append(f"{_md(network)}{cost}{params}{chosen}.")
+        flops, params = record.flops, record.params
+        cost = f", {flops / 1e9:.3f} GFLOPs" if isinstance(flops, int | float) else ""
+        params_words = f", {params / 1e6:.2f} M params" if isinstance(params, int | float) else ""
+        chosen = "" if ending(trial) == "repeat" else f"; chosen {_md(PROPOSER_WORDS.get(record.proposed_by, record.proposed_by))}"
+        lines.append(f"{_md(network)}{cost}{params_words}{chosen}.")
     row = on_front.get(trial.number)
     if row:
         spread = f" ± {row['accuracy_std']:.4f} over {row['seeds']} seeds" if row["accuracy_std"] is not None else ""
@@ -443,7 +445,7 @@ def publish(study: optuna.Study, url: str, by: str, files: Sequence[Path] = (), 
         if notes:
             report = front_report(study)
             on_front = {row["trial"]: row for row in report.rows}
-            bodies: dict[int | None, str] = {None: study_note(report, study.user_attrs.get("identity"), by)}
+            bodies: dict[int | None, str] = {None: study_note(report, StudyRecord(study).identity, by)}
             for t in study.get_trials(deepcopy=False):
                 if ending(t) != "refused":  # refused samples are not listed; their count is in the study note
                     bodies[t._trial_id] = trial_note(t, report.endings, on_front)

@@ -119,10 +119,11 @@ def write_atomically(path: Path, text: str) -> None:
 
 def pick_trial(study: Any, number: int | None) -> Any:
     """`--trial N` (a trial that trained, to the end or stopped early, and scored) or the best: most accurate fully trained,
-    ties fewer FLOPs. A trial with no accuracy is refused in one line saying how it ended (nas.record's words)."""
+    ties fewer FLOPs. A trial with no accuracy is refused in one line saying how it ended (nas.endings' words)."""
     from optuna.trial import TrialState
 
-    from nas.record import ending, endings, how_it_ended  # here: `import nas.entries` stays free of Optuna
+    from nas.endings import ending, endings, how_it_ended  # here: `import nas.entries` stays free of Optuna
+    from nas.record import StudyRecord, TrialRecord
 
     if number is None:
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -137,16 +138,16 @@ def pick_trial(study: Any, number: int | None) -> Any:
     if number not in trials:
         raise ConvspaceError(f"trial: study {study.study_name!r} has no trial {number} (trials 0..{len(trials) - 1})")
     trial = trials[number]
-    key = ending(trial)
-    scored = isinstance(trial.user_attrs.get("proxy_accuracy"), int | float) or bool(trial.values)
-    if key in ("trained", "stopped_scheduler", "stopped_time") and scored and "config" in trial.user_attrs:
+    key, record = ending(trial), TrialRecord(trial)
+    scored = isinstance(record.proxy_accuracy, int | float) or bool(trial.values)
+    if key in ("trained", "stopped_scheduler", "stopped_time") and scored and record.config is not None:
         return trial
-    found = endings(everything, study.user_attrs)
+    found = endings(everything, StudyRecord(study))
     hint = ""
     if key == "cut_short" and number in found.retried_as:
         hint = f"; its network is trial {found.retried_as[number]}'s: export --trial {found.retried_as[number]}"
-    elif key == "repeat" and trial.user_attrs.get("repeat_of") is not None:
-        hint = f"; export --trial {trial.user_attrs['repeat_of']}, the trial it repeats"
+    elif key == "repeat" and record.repeat_of is not None:
+        hint = f"; export --trial {record.repeat_of}, the trial it repeats"
     raise ConvspaceError(f"trial: {number} has no accuracy to export: {how_it_ended(trial, found)}{hint}"[:400])
 
 
@@ -172,16 +173,18 @@ def plan_export(study: Any, trial: Any, name: str | None, out: Path, *, force: b
     import yaml
 
     from nas.pareto import trial_config  # here, not at the top: `import nas.entries` stays free of Optuna
+    from nas.record import StudyRecord, TrialRecord
     from nas.seeds import seed_scores
 
     name = name or default_entry_name(study.study_name, trial.number)
     check_entry_name(name)  # and nas.zoo.export checks that no timm model or preset has it (that needs timm)
     cfg = trial_config(trial)
-    resolution = study.user_attrs.get("identity", {}).get("cost_resolution", 224)
+    resolution = (StudyRecord(study).identity or {}).get("cost_resolution", 224)
+    stored = TrialRecord(trial)
     record = {"study": study.study_name, "trial": trial.number, "resolution": resolution,
-              "proxy_accuracy": trial.user_attrs.get("proxy_accuracy"), "params": trial.user_attrs["params"],
+              "proxy_accuracy": stored.proxy_accuracy, "params": stored.params,
               **_seed_record(seed_scores(study).get(trial.number)),
-              "flops": trial.user_attrs["flops"]}
+              "flops": stored.flops}
     data = yaml.safe_load(yaml.safe_dump({"name": name, **record, "config_hash": cfg.hash, "config": cfg.to_dict()}))  # as read back
     target = out / f"{name}.yaml"
     state = "new"

@@ -19,6 +19,7 @@ from typing import Any
 
 from nas.bridge import Progress
 from nas.ranking import MIN_FOR_INTERVAL, Agreement, agreement
+from nas.record import TrialRecord
 from nas.settings import check_address, check_budget_reachable, check_trial_resources
 from space.choices import SeededSuggester, Space
 from space.config import ArchConfig
@@ -150,13 +151,13 @@ def run_fidelity(s: FidelitySettings, progress: Progress | None = None) -> Fidel
         jobs = [Job(f"network {i} ({kind})", cfg, {"fidelity": kind, "sample": i}) for i, cfg in missing(study, networks, kind, settings)]
         train_fixed(study, s.storage, f"{s.study}-{kind}", settings, jobs, cpus=s.cpus_per_trial, gpus=s.gpus_per_trial,
                     address=s.address, results_dir=s.results_dir, progress=progress, cost_resolution=s.cost_resolution)
-    proxy, long = ({t.user_attrs["hash"]: t for t in _trials(study, kind, settings)} for kind, settings in ((PROXY, s.proxy), (LONG, s.long)))
+    proxy, long = ({TrialRecord(t).hash: t for t in _trials(study, kind, settings)} for kind, settings in ((PROXY, s.proxy), (LONG, s.long)))
     pairs = [{"sample": i, "config": cfg.hash, "gflops": arch_cost(cfg, s.cost_resolution).flops / 1e9,
               "proxy_trial": proxy[cfg.hash].number, "long_trial": long[cfg.hash].number,
               PROXY: proxy[cfg.hash].values[0], LONG: long[cfg.hash].values[0]} for i, cfg in enumerate(networks)]
 
     def minutes(trials: dict[str, Any]) -> float:
-        return round(sum(trials[cfg.hash].user_attrs.get("trainable_seconds", 0.0) for cfg in networks) / 60, 2)
+        return round(sum(TrialRecord(trials[cfg.hash]).trainable_seconds or 0.0 for cfg in networks) / 60, 2)
 
     return FidelityReport(s.study, agreement([p[PROXY] for p in pairs], [p[LONG] for p in pairs], top_k=s.top_k, seed=s.proxy.seed),
                           pairs, s.proxy, s.long, minutes(proxy), minutes(long))
@@ -165,7 +166,7 @@ def run_fidelity(s: FidelitySettings, progress: Progress | None = None) -> Fidel
 def missing(study: Any, networks: list[ArchConfig], kind: str, settings: ProxySettings) -> list[tuple[int, ArchConfig]]:
     """The networks (with their sample number) the study holds no trained trial of, of this kind with these settings:
     what a run trains."""
-    done = {t.user_attrs["hash"] for t in _trials(study, kind, settings)}
+    done = {TrialRecord(t).hash for t in _trials(study, kind, settings)}
     return [(i, cfg) for i, cfg in enumerate(networks) if cfg.hash not in done]
 
 
@@ -173,6 +174,6 @@ def _trials(study: Any, kind: str, settings: ProxySettings) -> list[Any]:
     """The study's trained trials of one kind made with exactly these settings."""
     from optuna.trial import TrialState
 
-    return [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if t.user_attrs.get("fidelity") == kind and _defining(t.user_attrs.get("proxy", {})) == _defining(settings)]
+    records = ((t, TrialRecord(t)) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    return [t for t, r in records if r.fidelity == kind and _defining(r.proxy or {}) == _defining(settings)]
 

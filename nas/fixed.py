@@ -14,7 +14,7 @@ from typing import Any
 import optuna
 
 from nas.bridge import Progress
-from nas.record import STATUS, Status, network_attrs, outcome_attrs
+from nas.record import STATUS, Status, network_attrs, new_trial, outcome_attrs
 from nas.storage import results_folder
 from nas.tune import RunQueue, init_ray, train_queue
 from space.config import ArchConfig
@@ -56,10 +56,8 @@ def train_fixed(study: optuna.Study, storage: str, key: str, proxy: ProxySetting
         attrs = outcome_attrs(result, epochs=int(result.get("epoch", 0)), proxy_epochs=proxy.epochs)
         if attrs[STATUS] == Status.TRAINED:
             cost = arch_cost(job.config, cost_resolution)
-            study.add_trial(optuna.trial.create_trial(
-                values=[attrs["proxy_accuracy"], float(cost.flops)],
-                user_attrs={**job.attrs, **network_attrs(job.config, cost), **attrs, "proxy": proxy.to_dict()},
-            ))
+            study.add_trial(new_trial({**job.attrs, **network_attrs(job.config, cost), **attrs, "proxy": proxy.to_dict()},
+                                      values=[attrs["proxy_accuracy"], float(cost.flops)]))
         else:
             failed.append(f"{job.name} ({attrs.get('fail_reason', 'stopped early')})")
         named("done", {**result, "config": spec["config"], "status": attrs[STATUS], "reason": attrs.get("fail_reason")})

@@ -13,7 +13,7 @@ from __future__ import annotations
 import optuna
 from optuna.trial import FrozenTrial
 
-from nas.record import counts_toward_total
+from nas.record import TrialRecord, counts_toward_total
 
 
 class StudyLedger:
@@ -26,7 +26,7 @@ class StudyLedger:
     @staticmethod
     def _verdict(trial: FrozenTrial) -> tuple[bool, str | None]:
         counts = counts_toward_total(trial)
-        return counts, trial.user_attrs.get("hash") if counts else None
+        return counts, TrialRecord(trial).hash if counts else None
 
     def look(self, *, skip: int | None = None) -> tuple[int, set[str]]:
         """(trials counting toward --trials, config hashes held), leaving out trial number `skip` (the one asking)."""

@@ -3,7 +3,7 @@
 The search reports events (`start`, `rejected`, `started`, `epoch`, `finished`); this view turns them into
 what a person wants to know: trials finished of those wanted with the time spent and left, what each running
 trial is and how far it got (a retry: which trial it retries), and how many sampled points were refused before training
-and why, in the words of nas.record.ENDINGS. At a terminal the panel is
+and why, in the words of nas.endings.ENDINGS. At a terminal the panel is
 redrawn every half second, so the clock moves even while every trial is inside a long epoch.
 """
 
@@ -18,18 +18,19 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from nas.endings import ENDINGS, ended_words, proposed_words, refused_words, stopped_ending
 from nas.pareto import summary
-from nas.record import ENDINGS, ended_words, proposed_words, refused_words
+from nas.record import Status
 
-# the words of nas.record.ENDINGS, kept importable here for code written against this module
+# the words of nas.endings.ENDINGS, kept importable here for code written against this module
 rejected_words = refused_words
 __all__ = ["SearchView", "clock", "ended_words", "proposed_words", "refused_words", "rejected_words", "finished_key"]
 
 
 def finished_key(status: str, reason: str | None) -> str:
     """The ENDINGS key of a trial the search told finished: its status, and for a stopped one who stopped it."""
-    if status == "stopped":
-        return "stopped_time" if reason == "time limit" else "stopped_scheduler"
+    if status == Status.STOPPED:
+        return stopped_ending(reason)
     return status if status in ENDINGS else "failed"
 
 

@@ -10,7 +10,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.record import ENDINGS, REFUSALS, Endings, counts_toward_total, ending, endings, proposed_by, screened_counts
+from nas.endings import ENDINGS, REFUSALS, Endings, ending, endings
+from nas.record import Status, StudyRecord, TrialRecord, counts_toward_total, interrupted, proposed_by
 from nas.seeds import Scores, noise_floor, seed_scores, within_noise
 from nas.storage import display_url, make_url_or_none, open_storage
 from space.config import ArchConfig
@@ -68,7 +69,7 @@ def hypervolume(points: Iterable[tuple[float, float]], budget: float) -> float:
 
 def study_hypervolume(study: optuna.Study, extra: Iterable[tuple[float, float]] = ()) -> float | None:
     """The hypervolume of the study's fully trained trials (and `extra` points), or None for a study without a budget."""
-    budget = study.user_attrs.get("budget")
+    budget = StudyRecord(study).budget
     if not budget:
         return None
     flops = {t.number: t.values[1] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values}
@@ -78,10 +79,11 @@ def study_hypervolume(study: optuna.Study, extra: Iterable[tuple[float, float]] 
 
 def trial_config(trial: FrozenTrial) -> ArchConfig:
     """The network a trial trained (ablation studies from before convspace recorded it have none)."""
-    if "config" not in trial.user_attrs:
+    config = TrialRecord(trial).config
+    if config is None:
         raise ConvspaceError(f"study: trial {trial.number} holds no network config (an ablation study made before "
                              "convspace recorded one); rerun the ablation into a new study")
-    return ArchConfig.from_json(trial.user_attrs["config"])
+    return ArchConfig.from_json(config)
 
 
 def architecture(cfg: ArchConfig) -> dict[str, str]:
@@ -105,19 +107,20 @@ def summary(cfg: ArchConfig) -> str:
 def describe(trial: FrozenTrial, scores: Scores | None = None) -> dict[str, Any]:
     """One row: the numbers (accuracy: the mean over `scores`' seeds where given) and the architecture in a few words."""
     cfg = trial_config(trial)  # first: a trial without a config (an old ablation study) is a one-line error
-    own = trial.values[0] if trial.values else trial.user_attrs.get("proxy_accuracy")
+    record = TrialRecord(trial)
+    own = trial.values[0] if trial.values else record.proxy_accuracy
     return {
         "trial": trial.number,
         "accuracy": scores.mean if scores else own,
         "accuracy_std": scores.std if scores else None,
         "seeds": len(scores.accuracies) if scores else 1,
         "accuracies": list(scores.accuracies) if scores else [own],
-        "flops": trial.user_attrs["flops"],
-        "params": trial.user_attrs["params"],
+        "flops": record.flops,
+        "params": record.params,
         **architecture(cfg),
         "summary": summary(cfg),
-        "epochs": trial.user_attrs.get("epochs"),
-        "hash": trial.user_attrs["hash"],
+        "epochs": record.epochs,
+        "hash": record.hash,
     }
 
 
@@ -125,10 +128,11 @@ def counts(study: optuna.Study) -> dict[str, int]:
     """How many trials ended which way: trained, stopped, failed, over_budget, duplicate, running, and the ones a
     stopped search cut short (`interrupted`, each queued again as a `waiting` trial that the next run trains first).
     over_budget and under_band also count the points the search refused in memory without storing a trial."""
-    tally: dict[str, int] = dict(screened_counts(study.user_attrs))
+    tally: dict[str, int] = dict(StudyRecord(study).screened)
     for t in study.get_trials(deepcopy=False):
-        key = "running" if t.state == TrialState.RUNNING else t.user_attrs.get("status", t.state.name.lower())
-        if key == "failed" and str(t.user_attrs.get("fail_reason", "")).startswith("interrupted"):
+        stored = TrialRecord(t).status
+        key = "running" if t.state == TrialState.RUNNING else stored if stored is not None else t.state.name.lower()
+        if key == Status.FAILED and interrupted(t):
             key = "interrupted"
         tally[key] = tally.get(key, 0) + 1
     return tally
@@ -159,8 +163,9 @@ class FrontReport:
 def front_report(study: optuna.Study) -> FrontReport:
     """The front and everything said beside it (a trial without a config is a one-line error, raised first)."""
     rows, noise = front_rows(study)
-    return FrontReport(study.study_name, study.user_attrs.get("budget"), study.user_attrs.get("flops_min") or None, rows, noise,
-                       study_hypervolume(study), endings(study.get_trials(deepcopy=False), study.user_attrs), proposers(study))
+    record = StudyRecord(study)
+    return FrontReport(study.study_name, record.budget, record.flops_min or None, rows, noise,
+                       study_hypervolume(study), endings(study.get_trials(deepcopy=False), record), proposers(study))
 
 
 def proposers(study: optuna.Study) -> dict[str, int]:
@@ -186,28 +191,32 @@ def plot_range(gflops: list[float], budget: float | None) -> tuple[float, float,
     return 0.0, hi * 1.2 if hi > 0 else 1.0, False
 
 
-def plot(study: optuna.Study, path: str, budget: int | None) -> tuple[float, float]:
+def plot(study: optuna.Study, path: str, budget: int | None = None) -> tuple[float, float]:
     """PNG of the trained and stopped trials by GFLOPs and proxy accuracy (means over seeds), the front with its trial
-    numbers and seed spread, the budget line, a strip counting the over-budget samples past it, and beside it the
-    hypervolume trial by trial where the search recorded it; returns the x range of the front's panel (GFLOPs)."""
+    numbers and seed spread, the budget line (`budget`, else the study's own), a strip counting the over-budget samples
+    past it, and beside it the hypervolume trial by trial where the search recorded it; returns the x range of the front's
+    panel (GFLOPs)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+    record = StudyRecord(study)
+    budget = budget or record.budget
     groups: dict[str, tuple[list[float], list[float]]] = {key: ([], []) for key in ("trained", "stopped_scheduler", "stopped_time")}
     over_budget: list[float] = []
     unscored = 0  # stopped by the time limit before their first epoch ended: no accuracy to draw
     scores = seed_scores(study)
     for t in study.get_trials(deepcopy=False):
-        status, flops, key = t.user_attrs.get("status"), t.user_attrs.get("flops"), ending(t)
+        stored, key = TrialRecord(t), ending(t)
+        flops = stored.flops
         if flops is None:
             continue
-        if status == "over_budget":
+        if stored.status == Status.OVER_BUDGET:
             over_budget.append(flops / 1e9)
         elif key in groups:
-            accuracy = scores[t.number].mean if t.number in scores else t.user_attrs.get("proxy_accuracy")
+            accuracy = scores[t.number].mean if t.number in scores else stored.proxy_accuracy
             if accuracy is None:
                 unscored += 1
                 continue
@@ -241,7 +250,7 @@ def plot(study: optuna.Study, path: str, budget: int | None) -> tuple[float, flo
     if limit:
         ax.axvline(limit, ls="--", c="k", lw=1, label=f"budget {limit:g} GFLOPs")
     if over_budget and limit:  # summarised at the edge: their FLOPs would set the scale, and they have no accuracy
-        over = len(over_budget) + screened_counts(study.user_attrs).get("over_budget", 0)  # with those refused unstored
+        over = len(over_budget) + record.screened.get(Status.OVER_BUDGET, 0)  # with those refused unstored
         most = max(over_budget)
         ax.axvspan(limit, hi, color=ENDINGS["refused"].colour, alpha=0.08, lw=0,
                    label=f"{over} {ENDINGS['refused'].words}: {REFUSALS['over_budget']} (up to {most:,.0f} GFLOPs)" if most >= 10
@@ -291,8 +300,8 @@ def save_figure(fig: Any, path: Path) -> None:
 def hypervolume_history(study: optuna.Study) -> list[float]:
     """The study's hypervolume after each finished trial, in the order they finished (trials run in parallel: by
     number, a cheap late-numbered trial that finished first would seem to lower it), as the search recorded it."""
-    told = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("hypervolume") is not None and t.datetime_complete]
-    return [float(t.user_attrs["hypervolume"]) for t in sorted(told, key=lambda t: t.datetime_complete)]
+    told = [(t, TrialRecord(t).hypervolume) for t in study.get_trials(deepcopy=False) if t.datetime_complete]
+    return [float(hv) for _, hv in sorted(((t, hv) for t, hv in told if hv is not None), key=lambda pair: pair[0].datetime_complete)]
 
 
 def draw_hypervolume(ax: Any, history: list[float]) -> None:

@@ -1,17 +1,25 @@
-"""The trial record: how a trial of a convspace study ended, and the attributes every such trial carries.
+"""The trial record: every attribute convspace stores on a trial and on a study, read and written here only.
 
-Optuna stores a trial's state (COMPLETE, PRUNED, FAIL, ...); our `status` user attribute says why, since PRUNED
-alone cannot tell a sample refused before training from a trial stopped early. The values are plain strings
-in storage (a `StrEnum`), so studies written before this module existed read the same.
+Optuna keeps a trial's state (COMPLETE, PRUNED, FAIL, ...) and a free dict of "user attributes"; what convspace keeps
+there (the network, who chose it, how its training ended, which trial it retries or repeats, ...) is declared once, in
+`TrialRecord` and `StudyRecord`, so that a reader finds every attribute with its meaning in one place and a misspelt
+name fails when written instead of reading back as missing. No other module touches `user_attrs`. The names and
+values on disk are those written before this module existed (plain strings: `Status` is a `StrEnum`), so stored
+studies read the same.
+
+Our `status` attribute says why a trial ended, since PRUNED alone cannot tell a sample refused before training from a
+trial stopped early; `ENDINGS` is the one table of how a trial ended, with the words and the colour every view uses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import copy
+from collections.abc import Mapping
 from enum import StrEnum
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
+import optuna
+from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from space.config import ArchConfig
@@ -23,6 +31,7 @@ EPOCH_ACCURACIES = "epoch_accuracies"  # each epoch's proxy accuracy: reported t
 OVER_BUDGET_CONSTRAINT = "flops_over_budget"  # Optuna constraint of every sampled point: FLOPs minus the budget
 UNDER_BAND_CONSTRAINT = "flops_under_band"  # with --flops-min: that floor minus FLOPs
 INTERRUPTED = "interrupted"  # fail_reason prefix of trials a stopped search or a dead driver cut short
+TIME_LIMIT = "time limit"  # stop_reason of a trial --trial-time-limit stopped (any other: the scheduler's name)
 
 
 class Status(StrEnum):
@@ -47,235 +56,220 @@ PROPOSERS = ("sampler", "warm_start", "random", "retry")
 # made before proposals were fitted to the budget): the study's count of rejected samples is the stored ones plus these.
 SCREENED = {Status.OVER_BUDGET: "rejected_over_budget", Status.UNDER_BAND: "rejected_under_band", Status.UNFIT: "rejected_unfit"}
 
-
-@dataclass(frozen=True)
-class Ending:
-    """One way a trial can end, as every view says it (live panel, `pareto`, the dashboard, plots, JSON keys)."""
-
-    words: str  # what follows a count or starts a trial's sentence: "3 trained to the end", "trial 7 trained to the end"
-    colour: str  # one colour for the terminal (rich) and the plots (matplotlib) alike: both read hex
+T = TypeVar("T")
 
 
-# The one table of how trials end. Keys are the JSON keys; the order is the order every summary lists them in.
-ENDINGS: dict[str, Ending] = {
-    "trained": Ending("trained to the end", "#1f77b4"),
-    "stopped_scheduler": Ending("stopped early by the scheduler", "#7f7f7f"),
-    "stopped_time": Ending("stopped early by the time limit", "#bcbd22"),
-    "failed": Ending("failed", "#d62728"),
-    # Ctrl-C, the time budget or a dead driver stopped it, through no fault of its network: trained again as a new trial
-    "cut_short": Ending("cut short", "#9467bd"),
-    "repeat": Ending("trained again with another seed", "#17becf"),  # `confirm`: a trained network trained again (nas.seeds)
-    "running": Ending("training now", "#2ca02c"),
-    "waiting": Ending("queued", "#e377c2"),  # waits to train (a retry, a warm start): the next run trains it first
-    "refused": Ending("refused before training", "#8c564b"),  # why: REFUSALS
-}
-TRAINED_ENDINGS = ("trained", "stopped_scheduler", "stopped_time", "failed")  # how a training that ran ended
-# Why a sample was refused before training (the status of a trial in NEVER_TRAINED), as it reads after a count.
-REFUSALS: dict[str, str] = {
-    Status.OVER_BUDGET: "over the budget",
-    Status.UNDER_BAND: "under --flops-min",
-    Status.INFEASIBLE: "that no scale fits into the band",
-    Status.UNFIT: "too dilated for the proxy resolution",
-    Status.DUPLICATE: "already evaluated",
-    Status.SURPLUS: "past --trials (another driver took the last one)",
-}
-PROPOSER_WORDS = {"sampler": "by the sampler", "warm_start": "from the warm start", "random": "by random search",
-                  "retry": "retraining a trial cut short"}
+class Attr(Generic[T]):
+    """One stored attribute of a trial or a study: its name on disk is its name in the record class (or `key`); it
+    reads as None where the trial or study has none."""
+
+    def __init__(self, key: str | None = None) -> None:
+        self.key = key or ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.key = self.key or name
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> Attr[T]: ...
+
+    @overload
+    def __get__(self, obj: _Record, owner: type) -> T | None: ...
+
+    def __get__(self, obj: _Record | None, owner: type) -> Attr[T] | T | None:
+        return self if obj is None else obj.attrs.get(self.key)
 
 
-def ending(trial: FrozenTrial) -> str:
-    """How the trial ended, as a key of ENDINGS (`waiting` and `running` for those that have not)."""
-    if trial.state == TrialState.WAITING:
-        return "waiting"
-    if trial.state == TrialState.RUNNING:
-        return "running"
-    found = status(trial)
-    if found == Status.TRAINED:
-        return "trained"
-    if found == Status.STOPPED:
-        return "stopped_time" if trial.user_attrs.get("stop_reason") == "time limit" else "stopped_scheduler"
-    if found == Status.FAILED:
-        return "cut_short" if interrupted(trial) else "failed"
-    if found == Status.REPEAT:
-        return "repeat"
-    if found in NEVER_TRAINED:
-        return "refused"
-    # no status: a study written by other code (Optuna's own states then say it)
-    return {TrialState.COMPLETE: "trained", TrialState.PRUNED: "stopped_scheduler"}.get(trial.state, "failed")
+class _Record:
+    """What TrialRecord and StudyRecord share: the stored mapping, and writes checked against the declared attributes."""
+
+    __slots__ = ("_source",)
+    FIELDS: frozenset[str] = frozenset()  # every attribute name declared by the class (its `Attr`s)
+
+    def __init_subclass__(cls) -> None:
+        cls.FIELDS = frozenset(a.key for c in cls.__mro__ for a in vars(c).values() if isinstance(a, Attr))
+
+    @property
+    def attrs(self) -> Mapping[str, Any]:
+        """Every stored attribute, as stored (to show them all; read one through its `Attr`)."""
+        return self._source.user_attrs
+
+    def write(self, attrs: Mapping[str, Any]) -> None:
+        """Store `attrs` (declared names only: a misspelt one is a programming error, not a silent new attribute)."""
+        check_names(type(self), attrs)
+        for key, value in attrs.items():
+            self._source.set_user_attr(key, value)
 
 
-@dataclass
-class Endings:
-    """How a study's trials ended: counts by ENDINGS key and by refusal, and the links between trials (a trial cut short
-    and its retry, a trained trial and its repeats), so that each trial can say which trial it belongs to."""
-
-    counts: dict[str, int]
-    refused: dict[str, int]  # by Status (REFUSALS), with the points an earlier bridge refused without storing a trial
-    retried_as: dict[int, int]  # trial cut short -> the trial that trains its network again
-    repeats: dict[int, list[tuple[int, int]]]  # trained trial -> (seed, trial number) of each repeat
-    waiting: set[int]  # numbers of the trials queued
+def check_names(record: type[_Record], attrs: Mapping[str, Any]) -> None:
+    """Refuse attribute names the record does not declare."""
+    unknown = sorted(set(attrs) - record.FIELDS)
+    if unknown:
+        raise ValueError(f"{record.__name__}: undeclared attributes {', '.join(unknown)}")
 
 
-def endings(trials: Iterable[FrozenTrial], study_user_attrs: dict[str, Any] | None = None) -> Endings:
-    """Count and link the trials of a study (`study_user_attrs`: its refusals stored only as counts)."""
-    counts = dict.fromkeys(ENDINGS, 0)
-    refused: dict[str, int] = dict(screened_counts(study_user_attrs or {}))
-    retried_as: dict[int, int] = {}
-    repeats: dict[int, list[tuple[int, int]]] = {}
-    waiting: set[int] = set()
-    for t in trials:
-        key = ending(t)
-        counts[key] += 1
-        if key == "refused":
-            refused[str(status(t))] = refused.get(str(status(t)), 0) + 1
-        elif key == "repeat" and "repeat_of" in t.user_attrs:
-            repeats.setdefault(int(t.user_attrs["repeat_of"]), []).append((int(t.user_attrs.get("seed", 0)), t.number))
-        elif key == "waiting":
-            waiting.add(t.number)
-        if "retry_of" in t.user_attrs:
-            retried_as[int(t.user_attrs["retry_of"])] = t.number
-    counts["refused"] += sum(screened_counts(study_user_attrs or {}).values())
-    return Endings(counts, refused, retried_as, {n: sorted(r) for n, r in repeats.items()}, waiting)
+class TrialRecord(_Record):
+    """One trial's stored attributes, typed (a FrozenTrial or a live trial's; written only to a live one)."""
+
+    __slots__ = ()
+
+    def __init__(self, trial: FrozenTrial | optuna.trial.Trial) -> None:
+        self._source = trial
+
+    # the network (every trial that was sampled or enqueued and costed)
+    config: Attr[str] = Attr()  # ArchConfig JSON
+    hash: Attr[str] = Attr()  # ArchConfig.hash: the duplicate check's key
+    flops: Attr[int] = Attr(FLOPS)  # of the target network, at the study's cost resolution
+    params: Attr[int] = Attr()
+    fitted_base_width: Attr[int] = Attr()  # a fitted space's solver (space.fitting.Proposal.attrs)
+    fitted_depth_scale: Attr[float] = Attr()
+    flops_target_flops: Attr[float] = Attr()
+    # who chose it, and who trains it
+    proposed_by_stored: Attr[str] = Attr(PROPOSED_BY)  # as stored (read `proposed_by`: it answers for older trials too)
+    warm_start: Attr[str] = Attr()  # the preset a warm-start trial was enqueued from
+    retry_of: Attr[int] = Attr()  # the trial cut short whose network this one trains again
+    retry_reason: Attr[str] = Attr()  # why that trial was cut short
+    screened: Attr[bool] = Attr()  # trials from before proposals were fitted: a random draw replaced the proposal
+    accepted: Attr[bool] = Attr()  # claimed for training (counts toward --trials while it runs)
+    driver: Attr[int] = Attr()  # the number of the driver that trained it (nas.study.claim_driver)
+    proxy: Attr[dict[str, Any]] = Attr()  # the proxy settings it trained with
+    scheduler: Attr[str] = Attr()  # the early stopping that ran over it
+    # how its training went and ended
+    status: Attr[str] = Attr(STATUS)  # a Status
+    epochs: Attr[int] = Attr()  # epochs trained
+    epoch_accuracies: Attr[list[float]] = Attr(EPOCH_ACCURACIES)
+    proxy_accuracy: Attr[float] = Attr()  # the last epoch's
+    train_seconds: Attr[float] = Attr()  # training alone
+    trainable_seconds: Attr[float] = Attr()  # from entering the trainable: with model build and data
+    wall_seconds: Attr[float] = Attr()  # from the ask to the tell
+    stop_reason: Attr[str] = Attr()  # TIME_LIMIT or the scheduler's name
+    fail_reason: Attr[str] = Attr()  # INTERRUPTED-prefixed when no fault of its network
+    ray_error: Attr[str] = Attr()  # Ray's report of a dead worker
+    hypervolume: Attr[float] = Attr()  # the study's, once this trial was told
+    # repeats (`confirm`) and fixed networks (`ablation`, `fidelity`)
+    repeat_of: Attr[int] = Attr()  # the trained trial whose network this one trained again
+    seed: Attr[int] = Attr()  # a repeat's training seed
+    preset: Attr[str] = Attr()  # an ablation step's preset name
+    fidelity: Attr[str] = Attr()  # a fidelity run's schedule (proxy or long)
+    sample: Attr[int] = Attr()  # a fidelity run's network number
+
+    @property
+    def proposed_by(self) -> str:
+        """Who chose the trial's network (PROPOSERS). Trials stored before the attribute: a random in-band draw that replaced
+        an out-of-band proposal (`screened`), a retry, or the sampler."""
+        if self.proposed_by_stored is not None:
+            return str(self.proposed_by_stored)
+        if self.screened:
+            return "random"
+        return "retry" if self.retry_of is not None else "sampler"
+
+    @property
+    def names_proposer(self) -> bool:
+        """Whether the trial itself says who chose its network (the attribute, or enqueued as a retry)."""
+        attrs = self.attrs
+        return PROPOSED_BY in attrs or "retry_of" in attrs
+
+    def shown(self, attrs: dict[str, Any]) -> FrozenTrial:
+        """A copy of the (frozen) trial carrying `attrs` instead, for a read view (the dashboard's); never stored."""
+        shown = copy.copy(self._source)
+        shown.user_attrs = attrs
+        return shown
 
 
-def _numbers(numbers: list[int]) -> str:
-    return ("trial " if len(numbers) == 1 else "trials ") + ", ".join(map(str, sorted(numbers)))
+class StudyRecord(_Record):
+    """A study's stored attributes, typed (an optuna Study's, a FrozenStudy's, or a storage's study by id)."""
+
+    __slots__ = ()
+
+    def __init__(self, study: optuna.Study | Any) -> None:
+        self._source = study
+
+    @classmethod
+    def stored(cls, storage: BaseStorage, study_id: int) -> StudyRecord:
+        """The record of study `study_id` read straight from a storage (the dashboard's view of it)."""
+        return cls(_StoredStudy(storage, study_id))
+
+    identity: Attr[dict[str, Any]] = Attr()  # the settings that define it (nas.study): a resume must match them
+    sampler: Attr[str] = Attr()  # the sampler class that drew its trials
+    budget: Attr[int] = Attr()  # FLOPs
+    flops_min: Attr[int] = Attr()  # FLOPs, 0 or None for no floor
+    hypervolume: Attr[float] = Attr()  # the latest, as the search told it
+    warm_started: Attr[list[str]] = Attr()  # the presets enqueued (a resumed study is not warm-started again)
+    rejected_over_budget: Attr[int] = Attr(SCREENED[Status.OVER_BUDGET])
+    rejected_under_band: Attr[int] = Attr(SCREENED[Status.UNDER_BAND])
+    rejected_unfit: Attr[int] = Attr(SCREENED[Status.UNFIT])
+
+    @property
+    def screened(self) -> dict[str, int]:
+        """Points refused in memory, by status (over_budget, under_band, unfit), never stored as trials."""
+        attrs = self.attrs
+        return {status: int(attrs[key]) for status, key in SCREENED.items() if attrs.get(key)}
 
 
-Parts = list[tuple[str, str | None]]  # a summary as (text, ENDINGS key or None): plain text joins them, a terminal colours them
+class _StoredStudy:
+    """A study's attributes through a storage's API (what a Study does, for a view that holds no Study)."""
+
+    def __init__(self, storage: BaseStorage, study_id: int) -> None:
+        self.storage, self.study_id = storage, study_id
+
+    @property
+    def user_attrs(self) -> dict[str, Any]:
+        return self.storage.get_study_user_attrs(self.study_id)
+
+    def set_user_attr(self, key: str, value: Any) -> None:
+        self.storage.set_study_user_attr(self.study_id, key, value)
 
 
-def ended_parts(counts: dict[str, int]) -> Parts:
-    """The trainings that ran, by how they ended (see `ended_words`)."""
-    by_scheduler, by_time = counts.get("stopped_scheduler", 0), counts.get("stopped_time", 0)
-    if by_scheduler and by_time:
-        stopped: Parts = [(f"{by_scheduler + by_time} stopped early (", None), (f"{by_scheduler} by the scheduler", "stopped_scheduler"),
-                          (", ", None), (f"{by_time} by the time limit", "stopped_time"), (")", None)]
-    elif by_time:
-        stopped = [(f"{by_time} {ENDINGS['stopped_time'].words}", "stopped_time")]
-    else:
-        stopped = [(f"{by_scheduler} {ENDINGS['stopped_scheduler'].words}", "stopped_scheduler")]
-    return [(f"{counts.get('trained', 0)} {ENDINGS['trained'].words}", "trained"), (", ", None), *stopped, (", ", None),
-            (f"{counts.get('failed', 0)} {ENDINGS['failed'].words}", "failed")]
+def write_stored(storage: BaseStorage, trial_id: int, attrs: Mapping[str, Any]) -> None:
+    """Store `attrs` on a trial by its id, through the storage: for a trial another process (a dead driver) asked for,
+    which no trial object of ours can write."""
+    check_names(TrialRecord, attrs)
+    for key, value in attrs.items():
+        storage.set_trial_user_attr(trial_id, key, value)
 
 
-def ended_words(counts: dict[str, int]) -> str:
-    """`9 trained to the end, 3 stopped early (2 by the scheduler, 1 by the time limit), 0 failed`: trainings that ran."""
-    return "".join(text for text, _ in ended_parts(counts))
+def enqueue(study: optuna.Study, params: dict[str, Any], attrs: Mapping[str, Any], *, skip_if_exists: bool) -> None:
+    """Queue `params` to be trained first, the trial carrying `attrs` (a retry, a warm start)."""
+    check_names(TrialRecord, attrs)
+    study.enqueue_trial(params, user_attrs=dict(attrs), skip_if_exists=skip_if_exists)
 
 
-def study_parts(found: Endings) -> Parts:
-    """Every trial of a study by how it ended (see `study_words`)."""
-    parts = ended_parts(found.counts)
-    if found.counts["cut_short"]:
-        retried = sorted(r for r in found.retried_as.values() if r not in found.waiting)
-        queued = sorted(r for r in found.retried_as.values() if r in found.waiting)
-        links = ([f"retried as {_numbers(retried)}"] if retried else []) + ([f"queued again as {_numbers(queued)}"] if queued else [])
-        parts += [(", ", None), (f"{found.counts['cut_short']} {ENDINGS['cut_short'].words}" + (f" ({'; '.join(links)})" if links else ""),
-                                 "cut_short")]
-    if found.counts["repeat"]:
-        parts += [(", ", None), (f"{found.counts['repeat']} {ENDINGS['repeat'].words} (confirm)", "repeat")]
-    if found.counts["running"]:
-        parts += [(", ", None), (f"{found.counts['running']} {ENDINGS['running'].words}", "running")]
-    if found.counts["waiting"]:
-        parts += [(", ", None), (f"{found.counts['waiting']} {ENDINGS['waiting'].words} to train first on the next run", "waiting")]
-    return parts
+def new_trial(attrs: Mapping[str, Any], **trial: Any) -> FrozenTrial:
+    """A finished trial to add to a study (`study.add_trial`) carrying `attrs`; `trial`: optuna.trial.create_trial's
+    arguments (state, values, params, distributions, ...)."""
+    check_names(TrialRecord, attrs)
+    return optuna.trial.create_trial(user_attrs=dict(attrs), **trial)
 
 
-def study_words(found: Endings) -> str:
-    """Every trial of a study by how it ended: the trainings that ran, then those cut short (with the trials that retry
-    them), the repeats, those training now and those queued; no trial is said to be queued that is not."""
-    return "".join(text for text, _ in study_parts(found))
+Trial = FrozenTrial | optuna.trial.Trial
 
 
-def refused_words(refused: dict[str, int]) -> str:
-    """`143 over the budget, 2 already evaluated` (or `none`): samples refused before training, by why."""
-    return ", ".join(f"{refused[r]} {words}" for r, words in REFUSALS.items() if refused.get(r)) or "none"
-
-
-def proposed_words(proposed: dict[str, int]) -> str:
-    """`10 by the sampler, 2 warm start` (or `none`): who chose the networks trained."""
-    ordered = sorted(proposed.items(), key=lambda kv: -kv[1])
-    return ", ".join(f"{n} {PROPOSER_WORDS.get(who, who)}" for who, n in ordered if n) or "none"
-
-
-def how_it_ended(trial: FrozenTrial, found: Endings) -> str:
-    """One trial's ending as a sentence, saying which trial it belongs to: `stopped early by the time limit after epoch 2
-    of 3, accuracy 0.9400`, `cut short (...) and retried as trial 14`, `repeats trial 3 with seed 1, accuracy 0.9581`."""
-    key, attrs = ending(trial), trial.user_attrs
-    score = attrs.get("proxy_accuracy")
-    if not isinstance(score, int | float) and key == "trained" and trial.values:
-        score = trial.values[0]  # a trained trial's objective is its accuracy
-    accuracy = f", accuracy {score:.4f}" if isinstance(score, int | float) else ""
-    epochs, planned = attrs.get("epochs"), (attrs.get("proxy") or {}).get("epochs")
-    of = f" of {planned}" if planned else ""
-    if key == "trained":
-        text = ENDINGS[key].words + (f" ({epochs} epochs)" if epochs else "") + accuracy
-        if found.repeats.get(trial.number):
-            text += "; repeated with " + ", ".join(f"seed {seed} as trial {n}" for seed, n in found.repeats[trial.number])
-    elif key in ("stopped_scheduler", "stopped_time"):
-        by = f" ({attrs['stop_reason']})" if key == "stopped_scheduler" and attrs.get("stop_reason") else ""
-        when = (f" after epoch {epochs}{of}{accuracy}" if epochs and accuracy else f" after epoch {epochs}{of} (no accuracy recorded)" if epochs
-                else " before its first epoch ended (no accuracy)")
-        text = ENDINGS[key].words + by + when
-    elif key == "failed":
-        text = f"failed: {attrs.get('fail_reason', 'no reason recorded')}"
-    elif key == "cut_short":
-        why = str(attrs.get("fail_reason", "")).removeprefix(f"{INTERRUPTED}: ")
-        text = ENDINGS[key].words + (f" ({why})" if why else "")
-        retry = found.retried_as.get(trial.number)
-        if retry is not None:
-            text += (f", queued again as trial {retry} (it trains first on the next run)" if retry in found.waiting
-                     else f" and retried as trial {retry}")
-    elif key == "repeat":
-        text = f"repeat of trial {attrs.get('repeat_of')} with seed {attrs.get('seed')}{accuracy}"
-    elif key == "refused":
-        text = f"{ENDINGS[key].words}: {REFUSALS.get(str(status(trial)), str(status(trial)))}"
-    elif key == "waiting":
-        text = "queued: the next run trains it first" + (f" (warm start: {attrs['warm_start']})" if attrs.get("warm_start") else "")
-    else:
-        text = ENDINGS[key].words
-    if "retry_of" in attrs:
-        text += f"; a retry of trial {attrs['retry_of']}" + (f", which {attrs['retry_reason']}" if attrs.get("retry_reason") else "")
-    return text
-
-
-def screened_counts(study_user_attrs: dict[str, Any]) -> dict[str, int]:
-    """Points refused in memory, by status (over_budget, under_band), from the study's user attrs."""
-    return {status: int(study_user_attrs[key]) for status, key in SCREENED.items() if study_user_attrs.get(key)}
-
-
-def status(trial: FrozenTrial) -> str | None:
+def status(trial: Trial) -> str | None:
     """The trial's status attribute (None while it is being sampled or waits to be retried)."""
-    return trial.user_attrs.get(STATUS)
+    return TrialRecord(trial).status
 
 
-def proposed_by(trial: FrozenTrial) -> str:
-    """Who chose the trial's network (PROPOSERS). Trials stored before the attribute: a random in-band draw that replaced
-    an out-of-band proposal (`screened`), a retry, or the sampler."""
-    if PROPOSED_BY in trial.user_attrs:
-        return str(trial.user_attrs[PROPOSED_BY])
-    if trial.user_attrs.get("screened"):
-        return "random"
-    return "retry" if "retry_of" in trial.user_attrs else "sampler"
+def proposed_by(trial: Trial) -> str:
+    """Who chose the trial's network (PROPOSERS; see TrialRecord.proposed_by)."""
+    return TrialRecord(trial).proposed_by
 
 
-def interrupted(trial: FrozenTrial) -> bool:
+def interrupted(trial: Trial) -> bool:
     """Cut short through no fault of its config (Ctrl-C, the time budget, a dead driver): its config is queued again."""
-    return status(trial) == Status.FAILED and str(trial.user_attrs.get("fail_reason", "")).startswith(INTERRUPTED)
+    record = TrialRecord(trial)
+    return record.status == Status.FAILED and str(record.fail_reason or "").startswith(INTERRUPTED)
 
 
 def counts_toward_total(trial: FrozenTrial) -> bool:
     """Trials that trained to an end (completed, stopped early, failed by their own fault) or are training now."""
     if trial.state == TrialState.RUNNING:
-        return bool(trial.user_attrs.get("accepted"))
+        return bool(TrialRecord(trial).accepted)
     return status(trial) in (Status.TRAINED, Status.STOPPED, Status.FAILED) and not interrupted(trial)
 
 
 def holds_config(trial: FrozenTrial) -> bool:
     """Whether this trial's config has been (or is being) evaluated, so no other trial trains it."""
     if trial.state == TrialState.RUNNING:
-        return bool(trial.user_attrs.get("accepted"))
+        return bool(TrialRecord(trial).accepted)
     return trial.state == TrialState.COMPLETE or status(trial) == Status.STOPPED
 
 
@@ -302,5 +296,19 @@ def outcome_attrs(result: dict[str, Any], *, epochs: int, proxy_epochs: int, sch
         attrs[STATUS] = Status.TRAINED
     else:
         attrs[STATUS] = Status.STOPPED
-        attrs["stop_reason"] = "time limit" if result.get("time_limited") else (scheduler or "stopped early")
+        attrs["stop_reason"] = TIME_LIMIT if result.get("time_limited") else (scheduler or "stopped early")
     return attrs
+
+
+# The summaries in words moved to nas.endings (what a person reads, apart from what a trial stores); cli.py still
+# imports them from here, so they are found here too, on first use (nas.endings imports this module).
+_IN_ENDINGS = ("ENDINGS", "Ending", "Endings", "PROPOSER_WORDS", "REFUSALS", "TRAINED_ENDINGS", "ended_parts", "ended_words", "ending",
+               "endings", "how_it_ended", "proposed_words", "refused_words", "study_parts", "study_words")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _IN_ENDINGS:
+        from nas import endings
+
+        return getattr(endings, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

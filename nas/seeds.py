@@ -15,9 +15,8 @@ from dataclasses import dataclass
 import optuna
 from optuna.trial import TrialState
 
-from nas.record import STATUS, Status
+from nas.record import Status, StudyRecord, TrialRecord
 
-REPEAT_OF, SEED = "repeat_of", "seed"  # a repeat's user attrs: the number of the trial it repeats, its training seed
 NOISE_SES = 2.0  # a gain is "within noise" below this many standard errors of the difference (~95% two-sided)
 
 
@@ -43,7 +42,7 @@ class Scores:
 
 def study_seed(study: optuna.Study) -> int:
     """The seed of the search's own trainings (its proxy's), which a repeat must not reuse."""
-    return int(((study.user_attrs.get("identity") or {}).get("proxy") or {}).get("seed", 0))
+    return int(((StudyRecord(study).identity or {}).get("proxy") or {}).get("seed", 0))
 
 
 def seed_scores(study: optuna.Study) -> dict[int, Scores]:
@@ -51,8 +50,8 @@ def seed_scores(study: optuna.Study) -> dict[int, Scores]:
     trials = study.get_trials(deepcopy=False)
     own = study_seed(study)
     scores = {t.number: ([float(t.values[0])], [own]) for t in trials if t.state == TrialState.COMPLETE and t.values}
-    repeats = sorted((t.user_attrs[REPEAT_OF], t.user_attrs[SEED], float(t.user_attrs["proxy_accuracy"]))
-                     for t in trials if t.user_attrs.get(STATUS) == Status.REPEAT)
+    records = (TrialRecord(t) for t in trials)
+    repeats = sorted((r.repeat_of, r.seed, float(r.proxy_accuracy)) for r in records if r.status == Status.REPEAT)
     for number, seed, accuracy in repeats:
         if number in scores:
             scores[number][0].append(accuracy)

@@ -112,7 +112,9 @@ def results_folder(url: str, chosen: str | None = None) -> Iterator[Path]:
 
 def requeue(study: optuna.Study, number: int, params: dict[str, Any], why: str) -> None:
     """Queue a lost trial's parameters to train again; the new trial says which one it retries and why."""
-    study.enqueue_trial(params, user_attrs={"retry_of": number, "retry_reason": why}, skip_if_exists=False)
+    from nas.record import enqueue  # here: nas.record imports Optuna, which this module imports only when used
+
+    enqueue(study, params, {"retry_of": number, "retry_reason": why}, skip_if_exists=False)
 
 
 def requeue_stale(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:

@@ -20,7 +20,7 @@ import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
-from nas.record import INTERRUPTED, STATUS, Status, counts_toward_total
+from nas.record import INTERRUPTED, STATUS, Status, StudyRecord, counts_toward_total, write_stored
 from nas.storage import open_storage, requeue
 from space.errors import ConvspaceError
 
@@ -38,14 +38,14 @@ def open_study(name: str, url: str, identity: dict[str, Any], *, sampler: optuna
     study = optuna.create_study(study_name=name, storage=storage, directions=["maximize", "minimize"], sampler=sampler,
                                 load_if_exists=True)
     identity = json.loads(json.dumps(identity))  # as it reads back from storage (tuples become lists)
-    stored = upgraded(study.user_attrs.get("identity"))
+    record = StudyRecord(study)
+    stored = upgraded(record.identity)
     if stored is None:
         study.set_metric_names(OBJECTIVES)
-        study.set_user_attr("identity", identity)
+        record.write({"identity": identity})
         if sampler is not None:  # the analysis warns when the trials were not drawn at random (nas.analysis)
-            study.set_user_attr("sampler", type(sampler).__name__)
-        for key, value in (attrs or {}).items():
-            study.set_user_attr(key, value)
+            record.write({"sampler": type(sampler).__name__})
+        record.write(attrs or {})
     elif stored != identity:
         raise ConvspaceError(settings_mismatch(name, changed_settings(stored, identity)))
     return study, storage
@@ -120,8 +120,7 @@ def fail_and_requeue(study: optuna.Study, storage: RDBStorage, number: int, para
     Through the storage: Optuna's trial objects give no public way to write attributes of a trial that another
     process (a dead driver) asked for."""
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(study.study_name), number)
-    storage.set_trial_user_attr(trial_id, STATUS, Status.FAILED)
-    storage.set_trial_user_attr(trial_id, "fail_reason", f"{INTERRUPTED}: {why}")
+    write_stored(storage, trial_id, {STATUS: Status.FAILED, "fail_reason": f"{INTERRUPTED}: {why}"})
     storage.set_trial_state_values(trial_id, TrialState.FAIL)
     requeue(study, number, params, why)
 

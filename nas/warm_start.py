@@ -12,14 +12,13 @@ from __future__ import annotations
 import optuna
 
 from nas.bridge import POPULATION
-from nas.record import PROPOSED_BY, holds_config
+from nas.record import PROPOSED_BY, StudyRecord, TrialRecord, enqueue, holds_config
 from space.choices import Replay, Space
 from space.fitting import Band, fitted_params, propose
 from space.presets import PRESETS
 
 # Published networks first, one of each family, then the rest and the roadmap steps (in the paper's order).
 ORDER = ("convnext_tiny", "resnet50", "conv2former_t", "resnext50_32x4d", "resnest50d", "conv2former_n", "convnext_small")
-WARM_STARTED = "warm_started"  # study user attr: the names enqueued (a resumed study is not warm-started again)
 
 
 def warm_start_points(space: Space, band: Band, limit: int = POPULATION // 2) -> list[tuple[str, dict]]:
@@ -49,15 +48,16 @@ def warm_start_size(trials: int) -> int:
 
 def enqueue_warm_start(study: optuna.Study, space: Space, band: Band, limit: int = POPULATION // 2) -> list[str]:
     """Enqueue the warm start once per study (never on a resume); the names enqueued."""
-    if WARM_STARTED in study.user_attrs:
+    record = StudyRecord(study)
+    if record.warm_started is not None:
         return []
-    trained = {t.user_attrs.get("hash") for t in study.get_trials(deepcopy=False) if holds_config(t)}
+    trained = {TrialRecord(t).hash for t in study.get_trials(deepcopy=False) if holds_config(t)}
     names = []
     for name, params in warm_start_points(space, band, limit):
         proposal = propose(space, Replay(params), band)
         if proposal.config.hash in trained:
             continue
-        study.enqueue_trial(params, user_attrs={PROPOSED_BY: "warm_start", "warm_start": name}, skip_if_exists=True)
+        enqueue(study, params, {PROPOSED_BY: "warm_start", "warm_start": name}, skip_if_exists=True)
         names.append(name)
-    study.set_user_attr(WARM_STARTED, names)
+    record.write({"warm_started": names})
     return names

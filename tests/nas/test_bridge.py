@@ -172,7 +172,7 @@ def test_a_fitted_search_trains_the_warm_start_then_its_samplers_own_fitted_prop
     proposal scaled onto its target, and refused proposals stay few (the issue's bar: 0.5 per trained trial)."""
     import optuna
 
-    from nas.warm_start import WARM_STARTED, enqueue_warm_start
+    from nas.warm_start import enqueue_warm_start
     from space.fitting import TARGET
 
     budget = 4_500_000_000
@@ -203,7 +203,7 @@ def test_a_fitted_search_trains_the_warm_start_then_its_samplers_own_fitted_prop
         assert TARGET in t["params_"] and "base_width" not in t["params_"]
     assert trained[0]["config"] == __import__("space.presets", fromlist=["PRESETS"]).PRESETS["convnext_tiny"].to_json()
     study = optuna.load_study(study_name="fit", storage=settings.storage)
-    assert study.user_attrs[WARM_STARTED] == warm
+    assert study.user_attrs["warm_started"] == warm  # the name on disk, as studies made before nas.record hold it
     if sampler == "nsga2":  # the warm start is part of NSGA-II's first population (Optuna files only what it samples)
         assert [t.system_attrs.get("NSGAIISampler:generation") for t in study.trials[:8]] == [0] * 8
     never_trained = [t for t in study.trials if t.user_attrs.get("status") in ("infeasible", "duplicate", "unfit")]

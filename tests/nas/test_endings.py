@@ -12,7 +12,8 @@ import optuna
 import pytest
 from rich.console import Console
 
-from nas.record import ENDINGS, REFUSALS, endings, how_it_ended, study_words
+from nas.endings import ENDINGS, REFUSALS, endings, how_it_ended, study_words
+from nas.record import StudyRecord
 from tests.nas.lived_study import lived_study
 
 warnings.filterwarnings("ignore")
@@ -26,7 +27,7 @@ def lived(tmp_path_factory) -> tuple[optuna.Study, str, Path]:
 
 
 def sentences(study: optuna.Study) -> dict[int, str]:
-    found = endings(study.trials, study.user_attrs)
+    found = endings(study.trials, StudyRecord(study))
     return {t.number: how_it_ended(t, found) for t in study.trials}
 
 
@@ -64,7 +65,7 @@ def test_each_trial_says_how_it_ended_and_which_trial_it_belongs_to(lived):
 
 def test_the_study_counts_queued_only_what_waits(lived):
     study, _, _ = lived
-    found = endings(study.trials, study.user_attrs)
+    found = endings(study.trials, StudyRecord(study))
     retry = next(t.number for t in study.trials if t.user_attrs.get("retry_of") is not None and t.state.is_finished())
     waiting = next(t.number for t in study.trials if t.state == optuna.trial.TrialState.WAITING)
     assert study_words(found) == (f"2 trained to the end, 3 stopped early (1 by the scheduler, 2 by the time limit), 1 failed, 2 cut short "
@@ -144,7 +145,7 @@ def test_the_dashboard_lists_each_training_once_with_its_ending_first_and_means_
     assert attrs["budget"] == "up to 5.696 MFLOPs (fvcore, counted at 64 px with 10 classes)"
     assert attrs["proxy"].startswith("3 epochs of synthetic at 32 px, 768 images per epoch, batch 64, AdamW lr 0.002")
     assert attrs["resume with"].startswith("convspace search --budget 5.696256MFLOPs --study lived --space tiny.yaml")
-    assert attrs["trials"] == study_words(endings(study.trials, study.user_attrs))
+    assert attrs["trials"] == study_words(endings(study.trials, StudyRecord(study)))
 
 
 def test_publish_writes_the_front_as_notes_optuna_dashboard_reads_and_the_png_as_an_artifact(lived, tmp_path):
