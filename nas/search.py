@@ -50,14 +50,8 @@ class SearchOutcome:
 
 
 def study_identity(s: SearchSettings) -> dict[str, Any]:
-    """What must not change when a study is resumed (else its trials would not be comparable)."""
-    return {
-        "space": s.space.name, "space_dims": {k: dataclasses.asdict(d) for k, d in s.space.dims.items()},
-        "budget": s.budget, "cost_resolution": s.cost_resolution, "cost_classes": s.cost_classes,
-        "proxy": s.proxy.identity(),
-        **({"flops_min": s.flops_min} if s.flops_min else {}),  # only when set: studies made before the band still resume
-        **({"space_scale": s.space.scale} if s.space.scale != "absolute" else {}),  # likewise: absolute spaces resume
-    }
+    """What must not change when a study is resumed (else its trials would not be comparable): SearchSettings.identity."""
+    return s.identity()
 
 
 def open_search_study(s: SearchSettings) -> tuple[optuna.Study, RDBStorage]:

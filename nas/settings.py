@@ -1,11 +1,19 @@
 """A search's settings and every check that needs no torch, Ray or study: run before any of them starts.
 
+Settings are composed from parts, each declared once with its defaults, its checks and its `identity()` (what a
+study keeps of it): the budget band, where the cost is counted, and what each trial may use. The parts are
+keyword-only dataclasses mixed into the commands' settings (SearchSettings, nas.fidelity's FidelitySettings), so a
+composite keeps flat field names (`s.cost_resolution`: the names stored studies' identities use). A field's
+`metadata` carries its command-line help: console/options.py makes the options from it, so neither a default nor a
+help text is written twice.
+
 A mistake on the command line (a bad value, an unreachable budget, a Ray address where nothing answers)
 is reported here in a fraction of a second, and leaves no study file and no Ray processes behind.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import random
@@ -14,12 +22,13 @@ import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from space.choices import SeededSuggester, Space
 from space.cost import check_resolution
 from space.errors import ConvspaceError, require
 from space.fitting import Band, propose
-from trainers.settings import ProxySettings, check_seed
+from trainers.settings import ProxySettings, check_seed, option
 
 SAMPLERS = ("nsga2", "tpe", "random")
 MIN_CPUS = 0.1  # less is no share of a core a trial could train on
@@ -27,33 +36,90 @@ MIN_CPUS = 0.1  # less is no share of a core a trial could train on
 SCHEDULERS = ("pareto-asha", "asha", "none")
 
 
+@dataclass(frozen=True, kw_only=True)
+class BudgetBand:
+    """Part: the FLOPs a study wants its networks at: at most `budget` and, with `flops_min`, at least that many."""
+
+    budget: int = field(metadata=option("FLOPs budget of the target network, e.g. 4.5GFLOPs, 450M, 4.5e9.", flops=True))
+    flops_min: int = field(default=0, metadata=option(  # 0: no floor
+        "Refuse networks below this many FLOPs too, as over-budget ones are: a band [flops-min, budget] for studies that want "
+        "every network near the budget, e.g. 4GFLOPs.", flops=True))
+
+    def __post_init__(self) -> None:
+        """A bad value fails here in one line."""
+        require(self.budget > 0, "budget", "must be > 0", self.budget)
+        require(0 <= self.flops_min < self.budget, "flops-min", f"must be >= 0 and below the budget ({self.budget:,} FLOPs)", self.flops_min)
+
+    def identity(self) -> dict[str, int]:
+        """The band as a study keeps it; the floor only when set, so that studies made before the band still resume."""
+        return {"budget": self.budget, **({"flops_min": self.flops_min} if self.flops_min else {})}
+
+
+@dataclass(frozen=True, kw_only=True)
+class CostSettings:
+    """Part: where the FLOPs objective and the budget are counted: the target network's input size and classes (by
+    default the papers' convention, space.fitting.Band's: 224 px, 1000 classes), not the proxy's."""
+
+    cost_resolution: int = field(default=Band.resolution, metadata=option("Resolution at which FLOPs and the budget are counted."))
+    cost_classes: int = field(default=Band.classes, metadata=option("Classes of the target network's head for the FLOPs count."))
+
+    def __post_init__(self) -> None:
+        """A bad value fails here in one line."""
+        check_resolution("cost-resolution", self.cost_resolution)
+        require(self.cost_classes >= 1, "cost-classes", "must be >= 1", self.cost_classes)
+
+    def identity(self) -> dict[str, int]:
+        """Both define a study: the same network costs differently at another resolution."""
+        return {"cost_resolution": self.cost_resolution, "cost_classes": self.cost_classes}
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialResources:
+    """Part: what each training may use, and where it runs (a local Ray, or a cluster's head)."""
+
+    cpus_per_trial: float = field(default=1.0, metadata=option("CPUs each proxy training gets."))
+    gpus_per_trial: float = field(default=0.0, metadata=option("GPUs each proxy training gets (fractions pack several per GPU)."))
+    address: str | None = field(default=None, metadata=option("Address of an existing Ray cluster, HOST:PORT (default: start Ray locally)."))
+
+    def __post_init__(self) -> None:
+        """A bad value fails here in one line (whether the address answers is `check_address`'s, a network call)."""
+        check_trial_resources(self.cpus_per_trial, self.gpus_per_trial, self.address)
+
+    def identity(self) -> dict[str, Any]:
+        """Nothing: where and with what a trial trains changes how fast, not what it scores."""
+        return {}
+
+
 @dataclass(frozen=True)
-class SearchSettings:
-    """One search command's settings (the study keeps the ones that define it: space, budget, proxy)."""
+class SearchSettings(BudgetBand, CostSettings, TrialResources):
+    """One search command's settings: the parts (budget band, cost, resources) and the search's own. The study keeps
+    the ones that define it (`identity`: space, band, cost, proxy)."""
 
     study: str
-    budget: int
     space: Space
     storage: str
     proxy: ProxySettings = field(default_factory=ProxySettings)
-    trials: int = 12
-    flops_min: int = 0  # the band's floor: points below it are refused like those over the budget (0: no floor)
-    cost_resolution: int = 224
-    cost_classes: int = 1000
-    sampler: str = "nsga2"  # chosen on measurement (docs/benchmarks.md "Search quality")
-    warm_start: bool = True  # enqueue the published networks that fit (or scale into) the band first (nas.warm_start)
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    address: str | None = None
-    time_budget: float | None = None
-    trial_time_limit: float | None = None  # seconds one trial may train; then it ends as stopped (stop_reason "time limit")
-    scheduler: str = "pareto-asha"  # not part of the study's identity (as the grace period); recorded on each trial
-    grace_period: int = 1
-    reduction_factor: int = 3
-    seed: int = 0
+    trials: int = field(default=12, metadata=option(
+        "Trials to train in the study, counting those already there: trained to the end, stopped early (--scheduler or the "
+        "time limit), or failed (points refused before training do not count)."))
+    sampler: str = field(default="nsga2", metadata=option(f"{', '.join(SAMPLERS)}."))  # chosen on measurement (docs/benchmarks.md)
+    warm_start: bool = field(default=True, metadata=option(  # nas.warm_start
+        "Train the published networks that fit the band (or scale into it) first, in a new study: ConvNeXt-T, ResNet-50, "
+        "Conv2Former-T, ...", decls="--warm-start/--no-warm-start"))
+    time_budget: float | None = field(default=None, metadata=option(
+        "Stop after this many seconds of wall clock (the trials still training are queued for the rerun)."))
+    trial_time_limit: float | None = field(default=None, metadata=option(  # then it ends as stopped (stop_reason "time limit")
+        "Seconds one trial may train; then it stops early (recorded as stopped, stop_reason 'time limit'), so one huge sampled "
+        "network cannot hold up the search."))
+    scheduler: str = field(default="pareto-asha", metadata=option(  # not part of the study's identity; recorded on each trial
+        f"Early stopping, one of {', '.join(SCHEDULERS)}: pareto-asha keeps the non-dominated (accuracy, FLOPs) trials of each "
+        "rung, asha the most accurate, none stops nothing."))
+    grace_period: int = field(default=1, metadata=option("ASHA: epochs every trial trains before it may be stopped."))
+    reduction_factor: int = field(default=3, metadata=option("ASHA: keep the best 1/factor at each rung."))
+    seed: int = field(default=0, metadata=option("Seeds the sampler, the data split and the training."))
     results_dir: str | None = None  # Ray's trial folders; None: beside a SQLite study, else a temporary folder
-    heartbeat_interval: int = 5
-    heartbeat_grace: int = 20
+    heartbeat_interval: int = field(default=5, metadata=option("Seconds between heartbeats of running trials."))
+    heartbeat_grace: int = field(default=20, metadata=option("A running trial silent this long (its driver died) is retrained."))
 
     @property
     def band(self) -> Band:
@@ -61,16 +127,24 @@ class SearchSettings:
         proxy's resolution (a dilated conv padding past its maps there would train a degenerate network)."""
         return Band(self.budget, self.flops_min, self.cost_resolution, self.cost_classes, self.proxy.resolution)
 
+    def identity(self) -> dict[str, Any]:
+        """What must not change when a study is resumed (else its trials would not be comparable): the space, the
+        parts' identities and the proxy's."""
+        return {
+            "space": self.space.name, "space_dims": {k: dataclasses.asdict(d) for k, d in self.space.dims.items()},
+            **BudgetBand.identity(self), **CostSettings.identity(self), **TrialResources.identity(self),
+            "proxy": self.proxy.identity(),
+            **({"space_scale": self.space.scale} if self.space.scale != "absolute" else {}),  # only when set: absolute spaces resume
+        }
+
     def __post_init__(self) -> None:
         """A bad value fails here in one line, before the study is opened or Ray starts."""
         require(1 <= self.trials <= 100_000, "trials", "must be in 1..100000", self.trials)
         check_seed("seed", self.seed)
         require(self.sampler in SAMPLERS, "sampler", f"must be one of {', '.join(SAMPLERS)}", self.sampler)
-        require(self.budget > 0, "budget", "must be > 0", self.budget)
-        require(0 <= self.flops_min < self.budget, "flops-min", f"must be >= 0 and below the budget ({self.budget:,} FLOPs)", self.flops_min)
-        check_resolution("cost-resolution", self.cost_resolution)
-        require(self.cost_classes >= 1, "cost-classes", "must be >= 1", self.cost_classes)
-        check_trial_resources(self.cpus_per_trial, self.gpus_per_trial, self.address)
+        BudgetBand.__post_init__(self)
+        CostSettings.__post_init__(self)
+        TrialResources.__post_init__(self)
         require(self.time_budget is None or self.time_budget > 0, "time-budget", "must be > 0 seconds", self.time_budget)
         require(self.trial_time_limit is None or self.trial_time_limit > 0, "trial-time-limit", "must be > 0 seconds", self.trial_time_limit)
         require(self.scheduler in SCHEDULERS, "scheduler", f"must be one of {', '.join(SCHEDULERS)}", self.scheduler)

@@ -7,8 +7,9 @@ torch, timm or Ray are imported (a mistake must not wait for them).
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from space.cost import check_resolution
 from space.errors import ConvspaceError, require
@@ -19,7 +20,16 @@ CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python
 DEFAULT_CACHE_DIR = "studies/cache"  # beside the studies' SQLite files (git-ignored)
 RUN_ONLY = ("threads", "cache_dir")  # ProxySettings fields that are not part of a study's identity
 MAX_LR = 1.0
+BASE_LR, BASE_LR_BATCH = 4e-3, 4096  # the full recipe's peak lr per batch of 4096 images (ConvNeXt), scaled linearly
 MAX_SEED = 2**32 - 1  # numpy's and Python's seeding take 32-bit seeds everywhere we pass them
+
+
+def option(help: str, **cli: Any) -> dict[str, Any]:
+    """A settings field's command-line option, as its `metadata` (console/options.py makes the typer option from it, so
+    the default and the help are written once, beside the field): its help, and how the command line spells it where
+    that is not `--field-name <type>`: `decls` (e.g. "--augment/--no-augment"), `flops` (text such as 4.5GFLOPs, read by
+    space.cost.parse_flops), `none_as` (the command-line value that stands for None, e.g. 0 for all images)."""
+    return {"help": help, **cli}
 
 
 def check_seed(name: str, seed: int) -> None:
@@ -31,23 +41,30 @@ def check_seed(name: str, seed: int) -> None:
 class ProxySettings:
     """Everything that decides a proxy score (stored with each trial so scores stay comparable)."""
 
-    epochs: int = 3
-    resolution: int = 32
-    batch_size: int = 64
-    lr: float = 2e-3
+    epochs: int = field(default=3, metadata=option("Proxy training epochs per trial."))
+    resolution: int = field(default=32, metadata=option("Proxy training resolution (>= 32: the networks reduce 32x)."))
+    batch_size: int = field(default=64, metadata=option("Proxy batch size."))
+    lr: float = field(default=2e-3, metadata=option("Proxy peak learning rate (AdamW)."))
     weight_decay: float = 0.05
     warmup_epochs: float = 0.5
     label_smoothing: float = 0.1
-    train_images: int | None = 768  # a fixed seeded subset per trial keeps the proxy cheap; None: all
-    bn_batches: int = 4  # training batches that re-estimate BatchNorm statistics before each evaluation; 0: off
-    data: str = "digits"
-    data_dir: str | None = None
-    seed: int = 0
+    train_images: int | None = field(default=768, metadata=option(  # a fixed subset per trial keeps the proxy cheap; None: all
+        "Training images per proxy epoch (a fixed seeded subset; 0: all).", none_as=0))
+    bn_batches: int = field(default=4, metadata=option(
+        "Training batches that re-estimate BatchNorm statistics before each evaluation (0: off)."))
+    data: str = field(default="digits", metadata=option("digits (embedded), cifar10, cifar100, an ImageFolder path, or synthetic (tests)."))
+    data_dir: str | None = field(default=None, metadata=option("Where CIFAR files live (default ./data)."))
+    seed: int = 0  # no option of its own: each command's --seed seeds the proxy too
     # Random crops (reflect-padded) and horizontal flips, batch-wise on the device. None: on for photographs (CIFAR, an
     # ImageFolder), off for digits, where a flipped 2, 3, 4, 5, 7 or 9 is no digit at all, and for synthetic (tests).
-    augment: bool | None = None
+    augment: bool | None = field(default=None, metadata=option(
+        "Random crops (reflect-padded) and horizontal flips of the training images, batch-wise on the device; part of the "
+        "study's identity. Default: on for cifar10/100 and ImageFolders, off for digits (a flipped digit is another or none).",
+        decls="--augment/--no-augment"))
     threads: int = 1
-    cache_dir: str | None = None  # where decoded images are cached (None: studies/cache); how a trial runs, not what it scores
+    cache_dir: str | None = field(default=None, metadata=option(  # how a trial runs, not what it scores
+        f"Where CIFAR and ImageFolders are decoded once at the proxy resolution, for every trial and later run to memory-map "
+        f"(default {DEFAULT_CACHE_DIR}). Not part of the study's identity."))
 
     def __post_init__(self) -> None:
         """A bad value fails here in one line, before any trial starts (else every trial would fail alike).
@@ -82,26 +99,27 @@ class ProxySettings:
 class TrainSettings:
     """The full recipe; defaults are the ConvNeXt paper's (reference/convnext_roadmap.md)."""
 
-    model: str
-    data: str = "digits"
-    data_dir: str | None = None
-    output: str = "runs/train"
-    epochs: int = 300
-    batch_size: int = 128
-    lr: float | None = None  # None: 4e-3 * batch_size / 4096
+    model: str = field(metadata=option("A registered model: an exported entry, a convspace_<preset>, or any timm model."))
+    data: str = field(default="digits", metadata=option("digits (embedded), cifar10, cifar100 or an ImageFolder path."))
+    data_dir: str | None = field(default=None, metadata=option("Where CIFAR files live."))
+    output: str = field(default="runs/train", metadata=option("Folder for last.pth (every epoch) and log.jsonl."))
+    epochs: int = field(default=300, metadata=option("Epochs (ConvNeXt: 300)."))
+    batch_size: int = field(default=128, metadata=option("Batch size (the lr scales with it)."))
+    lr: float | None = field(default=None, metadata=option(f"Peak lr (default {BASE_LR:g} x batch / {BASE_LR_BATCH})."))
     weight_decay: float = 0.05
-    warmup_epochs: int = 20
+    warmup_epochs: int = field(default=20, metadata=option("Linear warmup epochs (ConvNeXt: 20)."))
     min_lr: float = 1e-6
-    resolution: int | None = None  # None: the model's pretrained_cfg input size
+    resolution: int | None = field(default=None, metadata=option("Input size (default: the model's, 224)."))  # pretrained_cfg's
     randaugment: str = "rand-m9-mstd0.5-inc1"
-    mixup: float = 0.8
-    cutmix: float = 1.0
+    mixup: float = field(default=0.8, metadata=option("Mixup alpha (0 disables)."))
+    cutmix: float = field(default=1.0, metadata=option("CutMix alpha (0 disables)."))
     smoothing: float = 0.1
     reprob: float = 0.25
-    drop_path: float | None = None  # None: by size, as ConvNeXt T/S/B/L (0.1 / 0.4 / 0.5 / 0.5)
-    ema_decay: float = 0.9999
-    workers: int = 0
-    seed: int = 0
+    drop_path: float | None = field(default=None, metadata=option(  # None: by size, as ConvNeXt T/S/B/L
+        "Stochastic depth (default by size: 0.1 / 0.4 / 0.5)."))
+    ema_decay: float = field(default=0.9999, metadata=option("EMA decay (0 disables; always off for BatchNorm models)."))
+    workers: int = field(default=0, metadata=option("Data loader worker processes."))
+    seed: int = field(default=0, metadata=option("Seed."))
 
     def __post_init__(self) -> None:
         """A bad value fails here in one line, before anything is built (timm and torch would assert mid-run)."""
@@ -121,7 +139,7 @@ class TrainSettings:
 
     @property
     def scaled_lr(self) -> float:
-        return self.lr if self.lr is not None else 4e-3 * self.batch_size / 4096
+        return self.lr if self.lr is not None else BASE_LR * self.batch_size / BASE_LR_BATCH
 
 
 def check_cache_dir(path: str) -> None:
