@@ -19,7 +19,7 @@ from nas.fixed import Job, train_fixed
 from nas.ranking import Agreement, agreement
 from nas.record import TrialRecord
 from nas.seeds import seed_scores
-from nas.settings import check_address, check_trial_resources
+from nas.settings import TrialResources, check_address
 from nas.study import open_study
 from space.errors import ConvspaceError
 from space.files import read_yaml
@@ -65,18 +65,18 @@ def ablation_identity(file: StudyFile) -> dict[str, Any]:
     return {"kind": "ablation", "proxy": file.proxy.identity()}
 
 
-def run_ablation(file: StudyFile, storage: str, *, cpus_per_trial: float = 1.0, gpus_per_trial: float = 0.0, address: str | None = None,
-                 results_dir: str | None = None, progress: Progress | None = None) -> list[dict[str, Any]]:
-    """Train the networks the study does not hold yet; return one row per network (proxy and reference accuracy)."""
+def run_ablation(file: StudyFile, storage: str, *, resources: TrialResources | None = None, results_dir: str | None = None,
+                 progress: Progress | None = None) -> list[dict[str, Any]]:
+    """Train the networks the study does not hold yet, with `resources` (default: nas.settings'); return one row per
+    network (proxy and reference accuracy)."""
     # What the study file alone cannot tell fails here, before any file is written or Ray starts.
-    check_trial_resources(cpus_per_trial, gpus_per_trial, address)
-    check_address(address)
+    resources = resources or TrialResources()
+    check_address(resources.address)
     load_data(file.proxy.data, file.proxy.resolution, file.proxy.seed, file.proxy.data_dir, file.proxy.cache_dir)  # builds the cache
     study, _ = open_study(file.study, storage, ablation_identity(file))  # refuses a study trained with another proxy
     done = {TrialRecord(t).preset for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     jobs = [Job(name, dataclasses.replace(get_preset(name), num_classes=1000), {"preset": name}) for name in file.reference if name not in done]
-    train_fixed(study, storage, file.study, file.proxy, jobs, cpus=cpus_per_trial, gpus=gpus_per_trial, address=address,
-                results_dir=results_dir, progress=progress)
+    train_fixed(study, storage, file.study, file.proxy, jobs, resources=resources, results_dir=results_dir, progress=progress)
     by_name = {TrialRecord(t).preset: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     scores = seed_scores(study)  # the mean over seeds where `confirm --top` repeated the steps
     return [{"preset": n, "proxy_accuracy": scores[by_name[n].number].mean, "proxy_std": scores[by_name[n].number].std,

@@ -29,7 +29,7 @@ from nas.bridge import Progress
 from nas.pareto import front, load_study
 from nas.record import ACC, STATUS, Status, StudyRecord, TrialRecord, new_trial, outcome_attrs
 from nas.seeds import seed_scores, study_seed
-from nas.settings import check_confirm
+from nas.settings import TrialResources, check_confirm
 from nas.storage import SqliteDriverLock, is_sqlite, open_storage, results_folder
 from nas.study import upgraded
 from space.errors import ConvspaceError
@@ -155,14 +155,15 @@ def stored_repeat(study: optuna.Study, number: int, seed: int) -> bool:
     return any(r.status == Status.REPEAT and r.repeat_of == number and r.seed == seed for r in records)
 
 
-def run_confirm(study_name: str, storage: str, *, seeds: int, top: int | None = None, cpus_per_trial: float = 1.0,
-                gpus_per_trial: float = 0.0, address: str | None = None, results_dir: str | None = None,
-                progress: Progress | None = None, checked: bool = False) -> ConfirmOutcome:
-    """Train what is missing for `seeds` seeds per target trial; each repeat is stored as it ends.
+def run_confirm(study_name: str, storage: str, *, seeds: int, top: int | None = None, resources: TrialResources | None = None,
+                results_dir: str | None = None, progress: Progress | None = None, checked: bool = False) -> ConfirmOutcome:
+    """Train what is missing for `seeds` seeds per target trial, with `resources` (default: nas.settings'); each repeat
+    is stored as it ends.
 
     `checked`: the caller ran `check_confirm` already (the command line does, before it imports Ray)."""
+    resources = resources or TrialResources()
     if not checked:
-        check_confirm(seeds, top, cpus_per_trial, gpus_per_trial, address)
+        check_confirm(seeds, top, resources)
     lock = SqliteDriverLock(storage) if is_sqlite(storage) else None
     if lock:
         lock.acquire()  # a search writing the same SQLite study at once would meet "database is locked"
@@ -177,8 +178,7 @@ def run_confirm(study_name: str, storage: str, *, seeds: int, top: int | None = 
         if progress:
             progress("start", {"targets": outcome.targets, "runs": len(runs), "seeds": seeds})
         if runs:
-            _train(study, proxy, runs, outcome, storage=storage, cpus=cpus_per_trial, gpus=gpus_per_trial, address=address,
-                   results_dir=results_dir, progress=progress)
+            _train(study, proxy, runs, outcome, storage=storage, resources=resources, results_dir=results_dir, progress=progress)
         scores = seed_scores(study)
         outcome.unconfirmed = [t.number for t in front(study, scores) if len(scores[t.number].accuracies) < seeds and top is None]
         return outcome
@@ -188,7 +188,7 @@ def run_confirm(study_name: str, storage: str, *, seeds: int, top: int | None = 
 
 
 def _train(study: optuna.Study, proxy: ProxySettings, runs: list[tuple[FrozenTrial, int]], outcome: ConfirmOutcome, *,
-           storage: str, cpus: float, gpus: float, address: str | None, results_dir: str | None, progress: Progress | None) -> None:
+           storage: str, resources: TrialResources, results_dir: str | None, progress: Progress | None) -> None:
     """The (network, seed) pairs through Ray Tune, one at a time as the cluster frees up; on a shared study each is
     claimed right before it is handed out. Each ending is stored (or counted as failed) at once."""
     from nas.tune import RunQueue, init_ray, train_queue
@@ -228,12 +228,13 @@ def _train(study: optuna.Study, proxy: ProxySettings, runs: list[tuple[FrozenTri
         emit("done", {**result, "number": number, "seed": seed, "status": attrs[STATUS], ACC: attrs.get("proxy_accuracy"),
                       "reason": attrs.get("fail_reason")})
 
-    init_ray(address)
+    init_ray(resources.address)
     queue = RunQueue([{"config": TrialRecord(t).config, "seed": seed, "number": t.number} for t, seed in runs], ended,
                      claim=claim if claims else None, progress=emit)
     try:
         with results_folder(storage, results_dir) as results:
-            train_queue(f"{study.study_name}-confirm", proxy, results, queue, cpus=cpus, gpus=gpus, progress=progress)
+            train_queue(f"{study.study_name}-confirm", proxy, results, queue, cpus=resources.cpus_per_trial, gpus=resources.gpus_per_trial,
+                        progress=progress)
     finally:
         if claims:
             claims.close()

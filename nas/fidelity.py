@@ -20,10 +20,10 @@ from typing import Any
 from nas.bridge import Progress
 from nas.ranking import MIN_FOR_INTERVAL, Agreement, agreement
 from nas.record import TrialRecord
-from nas.settings import check_address, check_budget_reachable, check_trial_resources
+from nas.settings import BudgetBand, CostSettings, TrialResources, check_address, check_budget_reachable
 from space.choices import SeededSuggester, Space
 from space.config import ArchConfig
-from space.cost import arch_cost, check_resolution
+from space.cost import arch_cost
 from space.errors import ConvspaceError, require
 from trainers.settings import RUN_ONLY, ProxySettings, check_data
 
@@ -31,33 +31,27 @@ PROXY, LONG = "proxy", "long"  # the `fidelity` attribute of each trial
 
 
 @dataclass(frozen=True)
-class FidelitySettings:
-    """One fidelity command: which networks (space, budget, n, seed), the proxy, and what the long schedule changes."""
+class FidelitySettings(BudgetBand, CostSettings, TrialResources):
+    """One fidelity command: which networks (space, the band and cost parts, n, seed), the proxy, what the long schedule
+    changes, and each training's resources (the parts of nas.settings)."""
 
     study: str
     storage: str
     space: Space
-    budget: int
     proxy: ProxySettings
     long_epochs: int
     long_train_images: int | None  # None: all the training images
     n: int = 8
     top_k: int = 3
-    cost_resolution: int = 224
-    cost_classes: int = 1000
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
-    address: str | None = None
     results_dir: str | None = None
 
     def __post_init__(self) -> None:
         """A bad value fails here in one line, before any network is sampled or trained."""
         require(self.n >= MIN_FOR_INTERVAL, "n", f"must be >= {MIN_FOR_INTERVAL} (no ranking of fewer networks is significant at 5%)", self.n)
         require(1 <= self.top_k <= self.n, "top-k", f"must be between 1 and --n ({self.n})", self.top_k)
-        require(self.budget > 0, "budget", "must be > 0", self.budget)
-        check_resolution("cost-resolution", self.cost_resolution)
-        require(self.cost_classes >= 1, "cost-classes", "must be >= 1", self.cost_classes)
-        check_trial_resources(self.cpus_per_trial, self.gpus_per_trial, self.address)
+        BudgetBand.__post_init__(self)
+        CostSettings.__post_init__(self)
+        TrialResources.__post_init__(self)
         long = self.long  # its own checks (long-train-images >= 1)
         more_images = _images(long) >= _images(self.proxy)
         require(long.epochs >= self.proxy.epochs and more_images and (long.epochs, _images(long)) != (self.proxy.epochs, _images(self.proxy)),
@@ -80,25 +74,26 @@ def _images(settings: ProxySettings) -> float:
 def check_fidelity(s: FidelitySettings) -> list[ArchConfig]:
     """Everything knowable before a study is opened or Ray starts; returns the N networks the command will train."""
     check_data(s.proxy.data, s.proxy.data_dir)
-    check_budget_reachable(s.space, s.budget, s.cost_resolution, s.cost_classes, s.proxy.seed)
+    check_budget_reachable(s.space, s.budget, s.cost_resolution, s.cost_classes, s.proxy.seed, flops_min=s.flops_min)
     check_address(s.address)
-    return sample_in_budget(s.space, s.n, s.budget, seed=s.proxy.seed, cost_resolution=s.cost_resolution, cost_classes=s.cost_classes)
+    return sample_in_budget(s.space, s.n, s.budget, seed=s.proxy.seed, cost=s, flops_min=s.flops_min)
 
 
-def sample_in_budget(space: Space, n: int, budget: int, *, seed: int, cost_resolution: int = 224, cost_classes: int = 1000,
+def sample_in_budget(space: Space, n: int, budget: int, *, seed: int, cost: CostSettings | None = None, flops_min: int = 0,
                      patience: int = 1000) -> list[ArchConfig]:
-    """The first n distinct random networks of `space` within `budget` (seeded; a larger n keeps the first ones).
+    """The first n distinct random networks of `space` within `budget` and above `flops_min`, their cost counted as
+    `cost` says (default: the papers' convention) (seeded; a larger n keeps the first ones).
 
     Gives up after `patience` draws in a row bring no new one: the space (or the part of it inside the budget) is
     smaller than n, or nearly all of it is over the budget."""
-    rng, networks, seen, misses = random.Random(seed), [], set(), 0
+    rng, networks, seen, misses, cost = random.Random(seed), [], set(), 0, cost or CostSettings()
     while len(networks) < n:
         if misses == patience:
             raise ConvspaceError(f"n: only {len(networks)} distinct networks of space {space.name!r} fit in {budget / 1e9:.4g} GFLOPs "
                                  f"(no new one in the last {patience} draws); lower --n or raise --budget")
-        cfg = dataclasses.replace(space.sample(SeededSuggester(rng)), num_classes=cost_classes)
+        cfg = dataclasses.replace(space.sample(SeededSuggester(rng)), num_classes=cost.cost_classes)
         misses += 1
-        if cfg.hash not in seen and arch_cost(cfg, cost_resolution).flops <= budget:
+        if cfg.hash not in seen and flops_min <= arch_cost(cfg, cost.cost_resolution).flops <= budget:
             seen.add(cfg.hash)
             networks.append(cfg)
             misses = 0
@@ -109,8 +104,7 @@ def fidelity_identity(s: FidelitySettings) -> dict[str, Any]:
     """What must not change when a fidelity study is resumed: the networks (space, budget, seed) and the long schedule.
     The proxy settings may change: each proxy trial records its own, and is compared with the same long runs."""
     return {"kind": "fidelity", "space": s.space.name, "space_dims": {k: dataclasses.asdict(d) for k, d in s.space.dims.items()},
-            "budget": s.budget, "cost_resolution": s.cost_resolution, "cost_classes": s.cost_classes,
-            "long": _defining(s.long)}
+            **BudgetBand.identity(s), **CostSettings.identity(s), "long": _defining(s.long)}
 
 
 def _defining(settings: ProxySettings | dict[str, Any]) -> dict[str, Any]:
@@ -149,8 +143,7 @@ def run_fidelity(s: FidelitySettings, progress: Progress | None = None) -> Fidel
     study, _ = open_study(s.study, s.storage, fidelity_identity(s), attrs={"budget": s.budget})
     for kind, settings in ((PROXY, s.proxy), (LONG, s.long)):
         jobs = [Job(f"network {i} ({kind})", cfg, {"fidelity": kind, "sample": i}) for i, cfg in missing(study, networks, kind, settings)]
-        train_fixed(study, s.storage, f"{s.study}-{kind}", settings, jobs, cpus=s.cpus_per_trial, gpus=s.gpus_per_trial,
-                    address=s.address, results_dir=s.results_dir, progress=progress, cost_resolution=s.cost_resolution)
+        train_fixed(study, s.storage, f"{s.study}-{kind}", settings, jobs, resources=s, cost=s, results_dir=s.results_dir, progress=progress)
     proxy, long = ({TrialRecord(t).hash: t for t in _trials(study, kind, settings)} for kind, settings in ((PROXY, s.proxy), (LONG, s.long)))
     pairs = [{"sample": i, "config": cfg.hash, "gflops": arch_cost(cfg, s.cost_resolution).flops / 1e9,
               "proxy_trial": proxy[cfg.hash].number, "long_trial": long[cfg.hash].number,

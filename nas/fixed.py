@@ -15,6 +15,7 @@ import optuna
 
 from nas.bridge import Progress
 from nas.record import STATUS, Status, network_attrs, new_trial, outcome_attrs
+from nas.settings import CostSettings, TrialResources
 from nas.storage import results_folder
 from nas.tune import RunQueue, init_ray, train_queue
 from space.config import ArchConfig
@@ -32,10 +33,10 @@ class Job:
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
-def train_fixed(study: optuna.Study, storage: str, key: str, proxy: ProxySettings, jobs: list[Job], *, cpus: float, gpus: float,
-                address: str | None = None, results_dir: str | None = None, progress: Progress | None = None,
-                cost_resolution: int = 224) -> None:
-    """Train every job with `proxy` and add each to `study` as soon as it is trained (FLOPs counted at `cost_resolution`),
+def train_fixed(study: optuna.Study, storage: str, key: str, proxy: ProxySettings, jobs: list[Job], *, resources: TrialResources,
+                cost: CostSettings | None = None, results_dir: str | None = None, progress: Progress | None = None) -> None:
+    """Train every job with `proxy` and `resources` and add each to `study` as soon as it is trained (FLOPs counted as
+    `cost` says; default: the papers' convention),
     so that a killed run loses only the trainings in flight; the failed ones are named in one error once the others
     have ended, and a rerun retries only them. A job whose Ray worker died is trained once more first (nas.tune.RunQueue).
     Progress events (`done` as each is stored, `requeued`) carry the job's name and attributes."""
@@ -45,6 +46,7 @@ def train_fixed(study: optuna.Study, storage: str, key: str, proxy: ProxySetting
     if len(by_json) < len(jobs):
         raise ValueError("train_fixed: two jobs have the same config")
     failed: list[str] = []
+    resolution = (cost or CostSettings()).cost_resolution
 
     def named(event: str, info: dict[str, Any]) -> None:
         job = by_json.get(info.get("config"))
@@ -55,16 +57,16 @@ def train_fixed(study: optuna.Study, storage: str, key: str, proxy: ProxySetting
         job = by_json[spec["config"]]
         attrs = outcome_attrs(result, epochs=int(result.get("epoch", 0)), proxy_epochs=proxy.epochs)
         if attrs[STATUS] == Status.TRAINED:
-            cost = arch_cost(job.config, cost_resolution)
-            study.add_trial(new_trial({**job.attrs, **network_attrs(job.config, cost), **attrs, "proxy": proxy.to_dict()},
-                                      values=[attrs["proxy_accuracy"], float(cost.flops)]))
+            priced = arch_cost(job.config, resolution)
+            study.add_trial(new_trial({**job.attrs, **network_attrs(job.config, priced), **attrs, "proxy": proxy.to_dict()},
+                                      values=[attrs["proxy_accuracy"], float(priced.flops)]))
         else:
             failed.append(f"{job.name} ({attrs.get('fail_reason', 'stopped early')})")
         named("done", {**result, "config": spec["config"], "status": attrs[STATUS], "reason": attrs.get("fail_reason")})
 
-    init_ray(address)
+    init_ray(resources.address)
     queue = RunQueue([{"config": config} for config in by_json], ended, progress=named)
     with results_folder(storage, results_dir) as results:
-        train_queue(key, proxy, results, queue, cpus=cpus, gpus=gpus, progress=named)
+        train_queue(key, proxy, results, queue, cpus=resources.cpus_per_trial, gpus=resources.gpus_per_trial, progress=named)
     if failed:
         raise ConvspaceError(f"train: {len(failed)} of {len(jobs)} networks failed: {'; '.join(failed)}; rerun to retry them")

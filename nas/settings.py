@@ -155,12 +155,11 @@ class SearchSettings(BudgetBand, CostSettings, TrialResources):
                 f"must be longer than the heartbeat interval ({self.heartbeat_interval} s)", self.heartbeat_grace)
 
 
-def check_confirm(seeds: int, top: int | None, cpus: float, gpus: float, address: str | None) -> None:
-    """`confirm`'s settings, checked before a study is read or Ray starts."""
+def check_confirm(seeds: int, top: int | None, resources: TrialResources) -> None:
+    """`confirm`'s settings, checked before a study is read or Ray starts (the resources checked themselves when made)."""
     require(seeds >= 2, "seeds", "must be >= 2 (the search's own training is the first)", seeds)
     require(top is None or top >= 1, "top", "must be >= 1", top)
-    check_trial_resources(cpus, gpus, address)
-    check_address(address)
+    check_address(resources.address)
 
 
 def check_trial_resources(cpus: float, gpus: float, address: str | None) -> None:

@@ -22,7 +22,7 @@ from nas.confirm import PairClaims, run_confirm
 from nas.record import counts_toward_total
 from nas.search import open_search_study
 from nas.seeds import seed_scores
-from nas.settings import SearchSettings
+from nas.settings import SearchSettings, TrialResources
 from nas.storage import open_storage
 from space.choices import Space
 from tests.conftest import tiny_config, write_study
@@ -184,7 +184,7 @@ def test_fixed_networks_are_stored_as_each_ends_and_one_whose_worker_died_trains
         if event == "done":  # what a kill now would leave: read back from the file, not from this process
             stored_at_done.append(sorted(t.user_attrs["sample"] for t in optuna.load_study(study_name="f", storage=url).trials))
 
-    train_fixed(study, url, "f", PROXY, jobs, cpus=CPUS, gpus=0,
+    train_fixed(study, url, "f", PROXY, jobs, resources=TrialResources(cpus_per_trial=CPUS),
                 results_dir=str(tmp_path / "ray"), progress=progress)
     [(_, requeued)] = [(e, i) for e, i in events if e == "requeued"]
     assert requeued["name"] in ("a", "b") and requeued["reason"].startswith("its Ray worker died")
