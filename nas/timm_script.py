@@ -1,5 +1,8 @@
 """Run one of timm's own scripts (train.py, validate.py, inference.py, ...) with convspace's entries registered.
 
+The documented full training is `convspace train` (trainers/full.py); this is for what it cannot do (README "Train"):
+several GPUs, timm's recipe options it has none for, validate.py and inference.py on a checkpoint.
+
 timm's scripts resolve `--model NAME` through timm's registry, which only knows our entries once `nas.zoo`
 is imported; they have no import option, so this runs the script as `python script.py` would, after that import:
 
