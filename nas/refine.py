@@ -2,16 +2,16 @@
 Network Design Spaces": AnyNetX A -> B -> ... -> RegNet): sample at random, read where the good models lie, restrict the
 space there, sample the restricted space and compare the two EDFs (`analyze --against`).
 
-A dimension is narrowed only where three things agree. (1) PED-ANOVA calls it important (`--min-importance`, of the
-importances that sum to 1). (2) pycls's bootstrap (nas.analysis.good_values, the one `analyze` shows) puts the best
-models of most random subsets inside a part of it: a sub-range of a range, some values of a choice list. (3) The models
-inside that part are clearly better than those outside: the median error inside is below the lower quartile outside (the
-typical kept model beats three in four of those cut), by more than chance gives. (3) is needed because (2) always keeps
-the few best models: with tens of models the good part is narrower than the dimension even where nothing matters, and
-PED-ANOVA over tens of models can rank a dimension of pure noise first (measured: 0.73 on a study with no effect at all).
-So the gap is held against the same procedure run on errors shuffled over the models (a permutation test, Bonferroni
-over the dimensions tested): a study where nothing matters is narrowed about once in 20 (measured: 1 of 20 such
-studies of 60 models, tests/nas/test_refine.py's space, seeds 3-22).
+A dimension is narrowed only where three things agree. (1) PED-ANOVA calls it important enough (`--min-importance`,
+of the importances that sum to 1; 0 by default, since over tens of models it is a poor judge: it gave 0.73 to a width
+on a study of pure noise, and 0.001 to the attention of a real sweep whose cut CBAM models had an error quartile of
+0.78). (2) pycls's bootstrap (nas.analysis.good_values, the one `analyze` shows) puts the best models of most random
+subsets inside a part of it: a sub-range of a range, some values of a choice list. (3) The models inside that part are
+clearly better than those outside: the median error inside is below the lower quartile outside (the typical kept model
+beats three in four of those cut), by more than chance gives. (3) is needed because (2) always keeps the few best
+models: with tens of models the good part is narrower than the dimension even where nothing matters. So the gap is held
+against the same procedure run on errors shuffled over the models (a permutation test, Bonferroni over the dimensions
+tested): a study where nothing matters is narrowed in at most about 1 of 20 cases.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from space.dimensions import Dimension, encode_choice
 from space.errors import ConvspaceError
 from space.narrowing import dimension_from_record, is_subspace, narrow_choices, narrow_range, space_dict, space_yaml, spec_of
 
-DEFAULT_MIN_IMPORTANCE = 0.1  # twice the even share of the default space's ~20 sampled dimensions
 MIN_SIDE = 3  # models on each side of a cut, at the least: a quartile of fewer says nothing
 QUARTILES = (25, 50, 75)
 ALPHA = 0.05  # the chance of narrowing a study where no dimension matters, at most
@@ -78,7 +77,8 @@ class Refinement:
         """The new space file: the study's space with the changes, each under a comment saying what was kept and why."""
         header = [f"Refined by `convspace refine` from study {self.source!r}: {self.n} trained models of space {self.original.name!r},",
                   f"narrowed where PED-ANOVA importance >= {self.min_importance:g}, pycls's bootstrap put the best models in a part of",
-                  "the dimension, and the median error inside it is below the lower quartile outside (nas/refine.py).",
+                  "the dimension, and the median error inside it is below the lower quartile outside by more than the errors",
+                  "shuffled over the models give (a permutation test; nas/refine.py).",
                   *(f"warning: {w}" for w in self.warnings),
                   "Every other dimension is the study's own. Sample it with `search --space <this file>`; compare with `analyze --against`."]
         notes = {c.dimension: change_note(c) for c in self.changes}
@@ -142,27 +142,34 @@ def permutation_p(dim: Dimension, numeric: bool, values: list[Any], errors: np.n
     return (hits + 1) / (permutations + 1)
 
 
-def refine(study: optuna.Study, *, min_importance: float = DEFAULT_MIN_IMPORTANCE, name: str | None = None, seed: int = 0) -> Refinement:
+def refine(study: optuna.Study, *, min_importance: float, name: str | None = None, seed: int = 0) -> Refinement:
     """The study's space narrowed where its trained models clearly say so (see the module docstring); the rest unchanged."""
     original = study_space(study)
     sample = load_trained(study)
-    dims, changes, unchanged, reached = dict(original.dims), [], {}, []
+    dims, changes, unchanged, reached, tested = dict(original.dims), [], {}, [], 0
     for param, info in dimensions(study, sample, seed).items():
         match = _PER_STAGE.match(param)
         if param not in original.dims and match and match["name"] in original.dims:
             unchanged[match["name"]] = "sampled per stage: one spec serves every stage (narrow it by hand from `analyze`)"
         elif param in original.dims:  # else not a dimension of the space (a fitted space's FLOPs target)
+            tested += (info["importance"] or 0.0) >= min_importance and info["good"] is not None
             why = _screen(original.dims[param], info, sample, min_importance)
             if isinstance(why, str):
                 unchanged[param] = why
             else:
                 reached.append(why)
-    alpha = ALPHA / max(1, len(reached))  # Bonferroni over the dimensions tested: one chance finding in 20 studies at most
+    # Bonferroni over every dimension the procedure could have narrowed (one whose good part came out whole counts too:
+    # under shuffling it might not): a study where nothing matters is narrowed in at most 1 of 20 cases
+    alpha = ALPHA / max(1, tested)
     permutations = max(PERMUTATIONS, math.ceil(4 / alpha))
     for i, (dim, narrowed, errors, inside, values, importance, numeric) in enumerate(reached):
         proof = evidence(errors, inside)
         observed = gap(errors, inside)
         short = _short(spec_of(narrowed))
+        if observed == -math.inf:
+            unchanged[dim.name] = (f"good part {short} keeps {proof['inside']['n']} models and cuts {proof['outside']['n']} "
+                                   f"(each side needs {MIN_SIDE})")
+            continue
         if observed <= 0:
             unchanged[dim.name] = (f"good part {short} is not clearly better: median error inside {_quartile(proof['inside'], 1)}, "
                                    f"lower quartile outside {_quartile(proof['outside'], 0)}")
@@ -230,7 +237,7 @@ def _quartile(side: dict[str, Any], i: int) -> str:
 
 def _description(original: Space, study: str, n: int, changes: list[Change]) -> str:
     what = ", ".join(c.dimension for c in changes) or "nothing clearly better, no dimension narrowed"
-    return f"{original.name} refined from study {study!r} ({n} trained models): {what}"
+    return f"{original.name} refined from study {study} ({n} trained models): {what}"
 
 
 def write(refinement: Refinement, path: Path) -> None:
@@ -263,3 +270,32 @@ def next_commands(study: optuna.Study, refinement: Refinement, path: Path, url: 
     sweep = command([*args, "--no-warm-start"]) + (f" ({'; '.join(unset)})" if unset else "")
     analyze = ["analyze", "--study", study.study_name, "--against", new] + (["--storage", named] if named else [])
     return [sweep, command(analyze)]
+
+
+def default_path(url: str, name: str) -> Path:
+    """Where the new space goes unless told: beside the study (studies/<name>.yaml for the default SQLite file)."""
+    from nas.dashboard import output_folder
+
+    return output_folder(url) / f"{name}.yaml"
+
+
+def summary(refinement: Refinement, path: Path, commands: list[str]) -> list[str]:
+    """The terminal's account: what was narrowed and on what evidence, what was left whole and why, the file, the next
+    commands of the loop, and the warnings."""
+    r = refinement
+    lines = [f"study {r.source!r}: {r.n} trained models of space {r.original.name!r}; {len(r.changes)} dimension(s) narrowed"
+             + (":" if r.changes else " (none clearly better)")]
+    for c in r.changes:
+        inside, outside = c.evidence["inside"], c.evidence["outside"]
+        lines.append(f"  {c.dimension}: {_short(c.before)} -> {_short(c.after)} (importance {c.importance:.3f}; median error "
+                     f"{inside['error_quartiles'][1]:.3f} of {inside['n']} kept, lower quartile {outside['error_quartiles'][0]:.3f} "
+                     f"of {outside['n']} cut; p {c.evidence['p']:.4f})")
+    below = {k: why for k, why in r.unchanged.items() if why.startswith("importance ")}
+    lines += [f"  left whole: {k}: {why}" for k, why in r.unchanged.items() if k not in below]
+    if below:
+        lines.append(f"  left whole, importance below {r.min_importance:g}: "
+                     + ", ".join(f"{k} {why.split()[1]}" for k, why in below.items()))
+    lines.append(f"space {r.space.name!r} written to {path}")
+    if commands:
+        lines += [f"sample it at random: {commands[0]}", f"then compare the two: {commands[1]}"]
+    return lines + [f"warning: {w}" for w in r.warnings]

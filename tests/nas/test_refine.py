@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SPACE = {**read_yaml(ROOT / "tests" / "nas" / "tiny_space.yaml", "space"), "name": "tinier"}
 SPACE["dimensions"] = {**SPACE["dimensions"], "base_width": {"int": [8, 64], "step": 8}, "kernel": {"int": [3, 9], "step": 2},
                        "attention": {"choice": ["none", "se", "cbam"]}}
+MIN = 0.0  # the command's --min-importance: every dimension tested
 Score = Callable[[dict[str, Any]], float]
 
 
@@ -94,7 +95,7 @@ def cli(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_a_range_is_cut_to_its_good_interval(root):
-    refined = refine(study(root, "range"))
+    refined = refine(study(root, "range"), min_importance=MIN)
     assert [c.dimension for c in refined.changes] == ["base_width"]  # nothing else drives the accuracy
     change = refined.changes[0]
     assert change.before == {"int": [8, 64], "step": 8}
@@ -107,7 +108,7 @@ def test_a_range_is_cut_to_its_good_interval(root):
 
 
 def test_a_choice_list_is_cut_to_its_good_values(root):
-    refined = refine(study(root, "choice"))
+    refined = refine(study(root, "choice"), min_importance=MIN)
     assert [c.dimension for c in refined.changes] == ["attention"]
     assert refined.changes[0].before == {"choice": ["none", "se", "cbam"]}
     assert refined.changes[0].after == {"choice": ["none", "se"]}
@@ -116,7 +117,7 @@ def test_a_choice_list_is_cut_to_its_good_values(root):
 
 
 def test_nothing_clear_nothing_changed(root):
-    refined = refine(study(root, "noise"))
+    refined = refine(study(root, "noise"), min_importance=MIN)
     assert refined.changes == [] and refined.space.dims == study_space(study(root, "noise")).dims
     # every sampled dimension is accounted for; the noise made wide models look better, and PED-ANOVA ranks the width
     # first, but a gap as large comes from shuffled errors too often
@@ -128,7 +129,7 @@ def test_nothing_clear_nothing_changed(root):
 
 @pytest.mark.parametrize("name", ["range", "choice"])
 def test_every_point_of_the_refined_space_is_in_the_original(root, name):
-    original, refined = study_space(study(root, name)), refine(study(root, name)).space
+    original, refined = study_space(study(root, name)), refine(study(root, name), min_importance=MIN).space
     points = refined.sample_random(400, seed=3)
     assert all(original.contains(cfg) for cfg in points)
     assert all(refined.contains(cfg) for cfg in points)
@@ -137,11 +138,11 @@ def test_every_point_of_the_refined_space_is_in_the_original(root, name):
 
 
 def test_the_space_file_loads_and_says_why(root, tmp_path):
-    refined = refine(study(root, "range"))
+    refined = refine(study(root, "range"), min_importance=MIN)
     path = tmp_path / "out" / "range-refined.yaml"
     write(refined, path)
     loaded = Space.from_yaml(path)
-    assert loaded.dims == refined.space.dims and loaded.name == "range-refined" and "from study 'range'" in loaded.description
+    assert loaded.dims == refined.space.dims and loaded.name == "range-refined" and "from study range (60 trained models)" in loaded.description
     text = path.read_text()
     assert "from study 'range': 60 trained models of space 'tinier'" in text
     note = text.split("  base_width:")[0].splitlines()[-2:]  # the comment right above the narrowed dimension
@@ -151,12 +152,12 @@ def test_the_space_file_loads_and_says_why(root, tmp_path):
 
 
 def test_a_biased_study_warns_and_a_study_without_a_space_is_refused(root, tmp_path):
-    refined = refine(study(root, "tpe"))
+    refined = refine(study(root, "tpe"), min_importance=MIN)
     assert len(refined.warnings) == 1 and "TPESampler, not drawn at random" in refined.warnings[0]
     assert "# warning: 'tpe': trials chosen by TPESampler" in refined.yaml()
     bare = optuna.create_study(study_name="bare", storage=f"sqlite:///{tmp_path}/bare.db", directions=["maximize", "minimize"])
     with pytest.raises(ConvspaceError, match="study: 'bare' records no design space"):
-        refine(bare)
+        refine(bare, min_importance=MIN)
 
 
 def test_command_json_writes_a_space_every_command_loads(root, tmp_path):
