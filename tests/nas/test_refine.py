@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 import subprocess
 import sys
@@ -178,6 +179,15 @@ def test_command_prints_the_changes_and_the_next_commands(root):
     assert "base_width: 8-64 (step 8) -> " in result.stdout and "studies/range-refined.yaml" in result.stdout
     assert "search --budget 1GFLOPs --study range-refined" in result.stdout and "--space studies/range-refined.yaml" in result.stdout
     assert "analyze --study range --against range-refined" in result.stdout
+
+
+def test_command_imports_neither_torch_nor_ray(root, tmp_path):
+    code = ("import sys; sys.argv = ['cli.py'] + sys.argv[1:]; import cli\ntry:\n    cli.main()\nexcept SystemExit as e:\n"
+            "    print(e.code, sorted(m for m in ('torch', 'timm', 'ray') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code, "refine", "--study", "noise", "--out", str(tmp_path / "n.yaml")], cwd=root,
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.stdout.strip().splitlines()[-1] == "0 []", result.stdout + result.stderr
+    assert "0 dimension(s) narrowed (none clearly better)" in result.stdout
 
 
 @pytest.mark.parametrize(
