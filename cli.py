@@ -20,7 +20,7 @@ from console.options import FLOPS_RESOLUTION, SPACE, STORAGE, STUDY, Part, comma
 from console.reports import analyze_study, export_trials, inspect_network, show_front
 from console.tables import print_costs, print_network, warn_remote
 from nas.entries import DEFAULT_ZOO
-from nas.settings import BudgetBand, CostSettings, SearchSettings, TrialResources
+from nas.settings import BudgetBand, CostSettings, FidelitySample, SearchSettings, TrialResources
 from nas.storage import resolve_storage
 from space.errors import ConvspaceError
 from trainers.settings import ProxySettings, TrainSettings
@@ -253,14 +253,13 @@ def ablation(
 @command
 def fidelity(
     band: Options = Part(BudgetBand, skip=("flops_min",)),
-    n: int = typer.Option(8, "--n", "-n", help="How many random networks, >= 5 (seeded; a larger --n on a rerun keeps the first ones)."),
+    networks: Options = Part(FidelitySample),
     space: str = SPACE,
     proxy_epochs: int = typer.Option(1, help="Epochs of the proxy under test."),
     long_epochs: int = typer.Option(ProxySettings.epochs, help="Epochs of the longer schedule it is compared with (default: the search's proxy)."),
     long_train_images: int = typer.Option(None, help="Training images per epoch of the long schedule (default: --train-images; 0: all)."),
     proxy: Options = Part(ProxySettings, skip=("epochs",)),
     cost: Options = Part(CostSettings),
-    top_k: int = typer.Option(3, help="Report how many of the k best by the proxy are among the k best by the long schedule."),
     seed: int = typer.Option(SearchSettings.seed, help="Seeds the sampled networks, the data split, the training and the bootstrap."),
     study: str = study_option("Study name; a rerun resumes it (a rerun with other proxy settings reuses the long runs).", "fidelity"),
     storage: str = STORAGE,
@@ -278,7 +277,7 @@ def fidelity(
     trained_by = ProxySettings(**proxy, epochs=proxy_epochs, seed=seed)
     long_images = proxy["train_images"] if long_train_images is None else long_train_images or None
     settings = FidelitySettings(study=study, storage=url, space=Space.from_yaml(space), proxy=trained_by, long_epochs=long_epochs,
-                                long_train_images=long_images, n=n, top_k=top_k, **band, **cost, **resources)
+                                long_train_images=long_images, **band, **networks, **cost, **resources)
     check_fidelity(settings)
     from nas.fidelity import run_fidelity
 

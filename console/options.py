@@ -69,7 +69,8 @@ class Part:
     def _option(self, f: dataclasses.Field) -> Any:
         required = f.default is dataclasses.MISSING
         default = ... if required else None if f.metadata.get("flops") else f.metadata.get("none_as") if f.default is None else f.default
-        decls = [f.metadata["decls"]] if "decls" in f.metadata else []
+        decls = f.metadata.get("decls", ())
+        decls = [decls] if isinstance(decls, str) else list(decls)
         return typer.Option(default, *decls, help=f.metadata["help"])
 
     def values(self, given: dict[str, Any]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 from nas.bridge import Progress
 from nas.ranking import MIN_FOR_INTERVAL, Agreement, agreement
 from nas.record import TrialRecord
-from nas.settings import BudgetBand, CostSettings, TrialResources, check_address, check_budget_reachable
+from nas.settings import BudgetBand, CostSettings, FidelitySample, TrialResources, check_address, check_budget_reachable
 from space.choices import SeededSuggester, Space
 from space.config import ArchConfig
 from space.cost import arch_cost
@@ -31,7 +31,7 @@ PROXY, LONG = "proxy", "long"  # the `fidelity` attribute of each trial
 
 
 @dataclass(frozen=True)
-class FidelitySettings(BudgetBand, CostSettings, TrialResources):
+class FidelitySettings(BudgetBand, CostSettings, TrialResources, FidelitySample):
     """One fidelity command: which networks (space, the band and cost parts, n, seed), the proxy, what the long schedule
     changes, and each training's resources (the parts of nas.settings)."""
 
@@ -41,8 +41,6 @@ class FidelitySettings(BudgetBand, CostSettings, TrialResources):
     proxy: ProxySettings
     long_epochs: int
     long_train_images: int | None  # None: all the training images
-    n: int = 8
-    top_k: int = 3
     results_dir: str | None = None
 
     def __post_init__(self) -> None:

@@ -90,6 +90,20 @@ class TrialResources:
         return {}
 
 
+@dataclass(frozen=True, kw_only=True)
+class FidelitySample:
+    """Part: how many random networks `fidelity` trains both ways, and the k of its top-k overlap (nas.fidelity checks
+    them against the ranking's minimum). Neither defines the study: a larger n keeps the first networks."""
+
+    n: int = field(default=8, metadata=option("How many random networks, >= 5 (seeded; a larger --n on a rerun keeps the first ones).",
+                                              decls=("--n", "-n")))
+    top_k: int = field(default=3, metadata=option("Report how many of the k best by the proxy are among the k best by the long schedule."))
+
+    def identity(self) -> dict[str, Any]:
+        """Nothing: the same study serves any n and k."""
+        return {}
+
+
 @dataclass(frozen=True)
 class SearchSettings(BudgetBand, CostSettings, TrialResources):
     """One search command's settings: the parts (budget band, cost, resources) and the search's own. The study keeps

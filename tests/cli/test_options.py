@@ -8,7 +8,7 @@ import pytest
 import typer.main
 
 import cli
-from nas.settings import BudgetBand, CostSettings, SearchSettings, TrialResources
+from nas.settings import BudgetBand, CostSettings, FidelitySample, SearchSettings, TrialResources
 from trainers.settings import ProxySettings, TrainSettings
 
 COMMANDS = typer.main.get_command(cli.app).commands
@@ -29,7 +29,7 @@ def expected_default(field: dataclasses.Field) -> object:
 
 @pytest.mark.parametrize("command, parts", [
     ("search", (BudgetBand, SearchSettings, ProxySettings, CostSettings, TrialResources)),
-    ("fidelity", (CostSettings, TrialResources)),
+    ("fidelity", (FidelitySample, CostSettings, TrialResources)),
     ("confirm", (TrialResources,)),
     ("ablation", (TrialResources,)),
     ("train", (TrainSettings,)),
