@@ -42,8 +42,8 @@ class BudgetBand:
 
     budget: int = field(metadata=option("FLOPs budget of the target network, e.g. 4.5GFLOPs, 450M, 4.5e9.", flops=True))
     flops_min: int = field(default=0, metadata=option(  # 0: no floor
-        "Refuse networks below this many FLOPs too, as over-budget ones are: a band [flops-min, budget] for studies that want "
-        "every network near the budget, e.g. 4GFLOPs.", flops=True))
+        "Refuse networks below this many FLOPs too, as over-budget ones are: a band from --flops-min to the budget for studies "
+        "that want every network near the budget, e.g. 4GFLOPs.", flops=True))  # no [...]: the help is rich markup
 
     def __post_init__(self) -> None:
         """A bad value fails here in one line."""
