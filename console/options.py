@@ -26,12 +26,14 @@ from space.errors import ConvspaceError
 STORAGE = typer.Option(None, help=f"SQLAlchemy URL (default ${STORAGE_ENV}, else sqlite:///studies/<study>.db).")
 SPACE = typer.Option("default", help="Space YAML file, or the name of a shipped space.")
 FLOPS_RESOLUTION = typer.Option(CostSettings.cost_resolution, help="Input side length for the FLOPs count.")
-STUDY = typer.Option(DEFAULT_STUDY, help="Study name.")
 
 
 def study_option(help: str = "Study name.", default: str = DEFAULT_STUDY) -> Any:
     """The --study option with a command's own words (a search resumes the study it names) or default."""
     return typer.Option(default, help=help)
+
+
+STUDY = study_option()  # the study every reading command defaults to: the one `search` writes
 
 
 def flops_option(name: str, text: str | None, *, required: bool = False) -> int:
