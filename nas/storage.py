@@ -226,11 +226,29 @@ class StorageUnavailable(ConvspaceError):
     """The storage stayed locked, full or unreachable past STORAGE_PATIENCE (a user-facing fault, told in one line)."""
 
 
+_DRIVERS = ("sqlite3", "sqlalchemy", "psycopg2", "psycopg")
+_FAULTS = ("OperationalError", "DatabaseError", "InterfaceError", "InternalError")
+_BUGS = ("ProgrammingError", "IntegrityError", "DataError", "NotSupportedError")
+
+
+def _is_fault(kind: type) -> bool:
+    """The nearest DB-API class of `kind` (a driver's own subclass such as psycopg2.errors.AdminShutdown included) is a
+    fault class; a ProgrammingError is a DatabaseError too, so the walk stops at whichever it meets first."""
+    for base in kind.__mro__:
+        if base.__module__.split(".")[0] in _DRIVERS and base.__name__ in _FAULTS + _BUGS:
+            return base.__name__ in _FAULTS
+    return False
+
+
 def storage_fault(exc: BaseException) -> str | None:
-    """The storage's own words for a fault (the first line of the driver's message), or None for other errors."""
+    """The storage's own words for a fault (the first line of the driver's message), or None for other errors.
+
+    Only the DB-API's fault classes count (damaged, locked, full, unreachable: OperationalError, DatabaseError,
+    InterfaceError, InternalError, from the driver or as SQLAlchemy wraps them); a ProgrammingError, an IntegrityError
+    or SQLAlchemy's own usage errors are bugs in our code and keep their traceback rather than read as a fault."""
     seen = exc
     while seen is not None:
-        if type(seen).__module__.split(".")[0] in ("sqlite3", "sqlalchemy", "psycopg2", "psycopg") and "Integrity" not in type(seen).__name__:
+        if _is_fault(type(seen)):
             text = str(getattr(seen, "orig", None) or seen).strip().splitlines()
             return mask_passwords(text[0] if text else type(seen).__name__)
         seen = seen.__cause__ or seen.__context__

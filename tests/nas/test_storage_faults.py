@@ -92,3 +92,23 @@ def test_the_single_driver_lock_is_keyed_on_the_file_not_the_spelling(tmp_path):
             SqliteDriverLock(f"sqlite:///{tmp_path}/./sub/../s.db").acquire()
     finally:
         first.release()
+
+
+def test_only_the_drivers_fault_classes_read_as_a_storage_fault():
+    """A locked, damaged or unreachable store is one line; a bug of ours (a bad query, a broken constraint, a misuse of
+    SQLAlchemy) keeps its traceback instead of being told as "rerun to resume"."""
+    import sqlalchemy.exc as sa
+
+    from nas.storage import storage_fault
+
+    assert storage_fault(sa.OperationalError("SELECT 1", {}, sqlite3.OperationalError("database is locked"))) == "database is locked"
+    assert storage_fault(sa.DatabaseError("SELECT 1", {}, sqlite3.DatabaseError("file is not a database"))) == "file is not a database"
+    assert storage_fault(RuntimeError("wrapped")) is None
+    wrapped = RuntimeError("outer")
+    wrapped.__cause__ = sqlite3.OperationalError("database or disk is full")
+    assert storage_fault(wrapped) == "database or disk is full"
+    assert storage_fault(sa.ProgrammingError("SELEC 1", {}, sqlite3.ProgrammingError("syntax"))) is None
+    assert storage_fault(sa.IntegrityError("INSERT", {}, sqlite3.IntegrityError("UNIQUE constraint failed"))) is None
+    assert storage_fault(sa.ArgumentError("bad argument")) is None
+    psycopg2_errors = pytest.importorskip("psycopg2.errors")
+    assert storage_fault(psycopg2_errors.AdminShutdown("terminating connection")) == "terminating connection"
