@@ -191,7 +191,8 @@ def _train(study: optuna.Study, proxy: ProxySettings, runs: list[tuple[FrozenTri
            storage: str, resources: TrialResources, results_dir: str | None, progress: Progress | None) -> None:
     """The (network, seed) pairs through Ray Tune, one at a time as the cluster frees up; on a shared study each is
     claimed right before it is handed out. Each ending is stored (or counted as failed) at once."""
-    from nas.tune import RunQueue, init_ray, train_queue
+    from nas.ray_cluster import init_ray
+    from nas.tune import RunQueue, train_queue
     from trainers.data import load_data
 
     # CIFAR or an ImageFolder is decoded into the cache by this driver (a no-op when the search left it there), so

@@ -14,10 +14,11 @@ from typing import Any
 import optuna
 
 from nas.bridge import Progress
+from nas.ray_cluster import init_ray
 from nas.record import STATUS, Status, network_attrs, new_trial, outcome_attrs
 from nas.settings import CostSettings, TrialResources
 from nas.storage import results_folder
-from nas.tune import RunQueue, init_ray, train_queue
+from nas.tune import RunQueue, train_queue
 from space.config import ArchConfig
 from space.cost import arch_cost
 from space.errors import ConvspaceError

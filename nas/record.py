@@ -240,20 +240,20 @@ def new_trial(attrs: Mapping[str, Any], **trial: Any) -> FrozenTrial:
     return optuna.trial.create_trial(user_attrs=dict(attrs), **trial)
 
 
-Trial = FrozenTrial | optuna.trial.Trial
+AnyTrial = FrozenTrial | optuna.trial.Trial  # a stored trial, or one being asked or told
 
 
-def status(trial: Trial) -> str | None:
+def status(trial: AnyTrial) -> str | None:
     """The trial's status attribute (None while it is being sampled or waits to be retried)."""
     return TrialRecord(trial).status
 
 
-def proposed_by(trial: Trial) -> str:
+def proposed_by(trial: AnyTrial) -> str:
     """Who chose the trial's network (PROPOSERS; see TrialRecord.proposed_by)."""
     return TrialRecord(trial).proposed_by
 
 
-def interrupted(trial: Trial) -> bool:
+def interrupted(trial: AnyTrial) -> bool:
     """Cut short through no fault of its config (Ctrl-C, the time budget, a dead driver): its config is queued again."""
     record = TrialRecord(trial)
     return record.status == Status.FAILED and str(record.fail_reason or "").startswith(INTERRUPTED)

@@ -124,7 +124,8 @@ def _tune(s: SearchSettings, study: optuna.Study, storage: RDBStorage, remaining
     """Ray Tune runs the proxy trainings the bridge hands out; the scheduler (ParetoASHA, ASHA or none) stops the weak ones."""
     from ray.tune.search import ConcurrencyLimiter
 
-    from nas.tune import BridgeSearcher, Driver, build_tuner, concurrency, connect, init_ray
+    from nas.ray_cluster import init_ray
+    from nas.tune import BridgeSearcher, Driver, build_tuner, concurrency, connect
 
     init_ray(s.address)
     check_cluster_fits(s.cpus_per_trial, s.gpus_per_trial)

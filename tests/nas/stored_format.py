@@ -63,7 +63,8 @@ def _plain(value: Any) -> Any:
 def readings(study: optuna.Study) -> dict[str, Any]:
     """What the commands read of a study: `pareto` (JSON, the counts), each trial's sentence, the dashboard's study
     and trial notes and its view of the trials and the study, the export record of the best trial, the search's counts."""
-    from nas.dashboard import TrainedTrialsView, study_note, trial_note
+    from nas.dashboard_notes import study_note, trial_note
+    from nas.dashboard_view import TrainedTrialsView
     from nas.endings import how_it_ended, study_words
     from nas.entries import pick_trial, plan_export
     from nas.ledger import StudyLedger

@@ -14,7 +14,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.dashboard import TrainedTrialsView
+from nas.dashboard_view import TrainedTrialsView
 from nas.storage import open_storage
 
 ROOT = Path(__file__).resolve().parents[2]

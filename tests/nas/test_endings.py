@@ -114,7 +114,7 @@ def served(url: str, path: str, artifacts: Path | None = None) -> tuple[str, byt
     from optuna.artifacts import FileSystemArtifactStore
     from optuna_dashboard import wsgi
 
-    from nas.dashboard import TrainedTrialsView
+    from nas.dashboard_view import TrainedTrialsView
     from nas.storage import open_storage
 
     environ: dict = {"PATH_INFO": path.split("?")[0], "QUERY_STRING": path.partition("?")[2]}
@@ -151,7 +151,8 @@ def test_the_dashboard_lists_each_training_once_with_its_ending_first_and_means_
 def test_publish_writes_the_front_as_notes_optuna_dashboard_reads_and_the_png_as_an_artifact(lived, tmp_path):
     from optuna_dashboard import get_note
 
-    from nas.dashboard import artifact_folder, publish, read_note
+    from nas.dashboard import artifact_folder, publish
+    from nas.dashboard_notes import read_note
 
     study, url, folder = lived
     png = tmp_path / "lived-front.png"

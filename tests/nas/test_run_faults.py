@@ -134,7 +134,7 @@ def ray_started():
     """One local Ray for this module's tests (the runs below find it started); shut down after them."""
     import ray
 
-    from nas.tune import init_ray
+    from nas.ray_cluster import init_ray
 
     init_ray(None)
     yield
@@ -194,6 +194,7 @@ def test_fixed_networks_are_stored_as_each_ends_and_one_whose_worker_died_trains
 def test_two_confirm_runs_at_once_on_postgresql_never_train_or_store_the_same_pair(tmp_path, postgres_url, monkeypatch):
     """Two real runs of run_confirm in threads on one PostgreSQL study, each with its own connections and claims; the
     training itself is faked (Ray's part is tested above), each taking a moment so that the runs overlap."""
+    import nas.ray_cluster
     import nas.tune
 
     url = fresh_database(postgres_url, "confirm_shared")
@@ -214,7 +215,7 @@ def test_two_confirm_runs_at_once_on_postgresql_never_train_or_store_the_same_pa
             queue.on_trial_complete(f"{threading.get_ident()}-{n}", {"acc": accuracy, "epoch": proxy.epochs}, False)
 
     monkeypatch.setattr(nas.tune, "train_queue", train_queue)
-    monkeypatch.setattr(nas.tune, "init_ray", lambda address: None)
+    monkeypatch.setattr(nas.ray_cluster, "init_ray", lambda address: None)
     start, outcomes = threading.Barrier(2), []
 
     def run() -> None:

@@ -163,8 +163,8 @@ def test_search_through_an_existing_ray_cluster(tmp_path):
                              cwd=tmp_path, capture_output=True, text=True, env=RAY_ENV, timeout=600)
         assert run.returncode == 0, run.stdout + run.stderr
         # without --address a search starts its own Ray, even beside a `ray start` cluster (which Ray would join)
-        local = subprocess.run([sys.executable, "-c", "import ray, nas.tune; nas.tune.init_ray(None); print(ray.get_runtime_context().gcs_address)"],
-                               cwd=ROOT, capture_output=True, text=True, env=RAY_ENV, timeout=120)
+        start = "import ray, nas.ray_cluster; nas.ray_cluster.init_ray(None); print(ray.get_runtime_context().gcs_address)"
+        local = subprocess.run([sys.executable, "-c", start], cwd=ROOT, capture_output=True, text=True, env=RAY_ENV, timeout=120)
         assert local.returncode == 0 and local.stdout.strip() and local.stdout.strip() != address, local.stdout + local.stderr
         # a driver without the cluster's token is refused in one line, at once (Ray itself retries for minutes)
         other = {**RAY_ENV, "RAY_AUTH_TOKEN": secrets.token_hex(32), "HOME": str(tmp_path)}

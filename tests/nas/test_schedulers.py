@@ -171,7 +171,7 @@ def local_ray():
     """Ray on two CPUs for this module's Tune run, started as a search starts it (loopback, its own token)."""
     import ray
 
-    from nas.tune import init_ray
+    from nas.ray_cluster import init_ray
 
     init_ray(None, num_cpus=2)
     yield

@@ -307,7 +307,7 @@ def fake_project(root: Path) -> Path:
 def test_cluster_runtime_env_ships_only_our_packages(tmp_path):
     from ray._private.runtime_env.packaging import create_package
 
-    from nas.tune import WORKER_PACKAGES, _cluster_runtime_env
+    from nas.ray_cluster import WORKER_PACKAGES, _cluster_runtime_env
 
     root = fake_project(tmp_path / "checkout")
     env = _cluster_runtime_env(root)
@@ -326,7 +326,7 @@ WORKER = """
 import json, os, sys
 from pathlib import Path
 import ray
-import nas.tune
+import nas.ray_cluster
 
 @ray.remote
 def look():
@@ -336,9 +336,9 @@ def look():
             "files": sorted(str(p.relative_to(unpacked)) for p in unpacked.rglob("*") if p.is_file())}
 
 # init_ray as with --address, on a local cluster (\"local\"), with the packages of the fake checkout
-env = nas.tune._cluster_runtime_env(Path(sys.argv[1]))
-nas.tune._cluster_runtime_env = lambda: env
-nas.tune.init_ray("local")
+env = nas.ray_cluster._cluster_runtime_env(Path(sys.argv[1]))
+nas.ray_cluster._cluster_runtime_env = lambda: env
+nas.ray_cluster.init_ray("local")
 seen = ray.get(look.remote())
 seen["jobs"] = [job["Entrypoint"] for job in ray._private.state.jobs()]
 print(json.dumps(seen))

@@ -74,9 +74,9 @@ def listening(pids: list[int]) -> set[tuple[str, int]]:
 HOLDER = """
 import json, os, sys
 import ray
-import nas.tune
+import nas.ray_cluster
 
-nas.tune.init_ray(None, num_cpus=1)  # as search, confirm, ablation and fidelity start their local Ray
+nas.ray_cluster.init_ray(None, num_cpus=1)  # as search, confirm, ablation and fidelity start their local Ray
 
 
 @ray.remote
@@ -92,7 +92,7 @@ sys.stdin.read()  # holds the cluster until the test closes stdin
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """One local Ray cluster started by nas.tune.init_ray in another process, as a search starts it, with the storage's
+    """One local Ray cluster started by nas.ray_cluster.init_ray in another process, as a search starts it, with the storage's
     password in $CONVSPACE_STORAGE and $PGPASSWORD and a HOME of its own; held for this module's tests."""
     base = Path(tempfile.mkdtemp(prefix="cs-"))  # short: Ray's unix sockets must fit in 107 characters
     home = base / "home"
@@ -176,7 +176,7 @@ def test_local_ray_keeps_its_files_where_no_other_user_can_enter(local_ray):
 
 
 def test_a_ray_folder_others_could_enter_is_refused(tmp_path, monkeypatch):
-    from nas.tune import private_ray_folder
+    from nas.ray_cluster import private_ray_folder
     from space.errors import ConvspaceError
 
     monkeypatch.delenv("RAY_TMPDIR", raising=False)
@@ -265,7 +265,8 @@ def gated(tmp_path):
     """optuna-dashboard's own WSGI app over a real study, behind the gate `serve_dashboard` puts in front of it."""
     from optuna_dashboard import wsgi
 
-    from nas.dashboard import AllowedHosts, TokenGate, TrainedTrialsView
+    from nas.dashboard_gate import AllowedHosts, TokenGate
+    from nas.dashboard_view import TrainedTrialsView
     from nas.storage import open_storage
     from tests.conftest import write_study
 
@@ -330,7 +331,7 @@ def test_the_dashboard_refuses_another_host_even_with_the_token(gated, host):
 def test_the_hosts_a_dashboard_answers_to():
     import socket
 
-    from nas.dashboard import AllowedHosts
+    from nas.dashboard_gate import AllowedHosts
 
     loopback = AllowedHosts("127.0.0.1")
     for name in ("127.0.0.1", "localhost", "::1"):  # and any port: an SSH tunnel may forward another one
