@@ -36,6 +36,7 @@ from space.narrowing import dimension_from_record, is_subspace, narrow_choices, 
 
 MIN_SIDE = 3  # models on each side of a cut, at the least: a quartile of fewer says nothing
 QUARTILES = (25, 50, 75)
+ALL_GOOD = "the bootstrap's good part is all of it"
 ALPHA = 0.05  # the chance of narrowing a study where no dimension matters, at most
 PERMUTATIONS = 399  # shuffles of the errors per tested dimension, at the least (p resolves to 1/400)
 _PER_STAGE = re.compile(r"^(?P<name>.+)_s\d+$")
@@ -204,7 +205,7 @@ def _screen(dim: Dimension, info: dict[str, Any], sample: Trained, min_importanc
     values = [sample.trials[i].params[dim.name] for i in held]
     cut = candidate(dim, info["good"], info["numeric"], values)
     if cut is None:
-        return "the bootstrap's good part is all of it"
+        return ALL_GOOD
     return dim, cut[0], sample.errors[held], cut[1], values, float(importance), info["numeric"]
 
 
@@ -292,7 +293,10 @@ def summary(refinement: Refinement, path: Path, commands: list[str]) -> list[str
                      f"{inside['error_quartiles'][1]:.3f} of {inside['n']} kept, lower quartile {outside['error_quartiles'][0]:.3f} "
                      f"of {outside['n']} cut; p {c.evidence['p']:.4f})")
     below = {k: why for k, why in r.unchanged.items() if why.startswith("importance ")}
-    lines += [f"  left whole: {k}: {why}" for k, why in r.unchanged.items() if k not in below]
+    whole = [k for k, why in r.unchanged.items() if why == ALL_GOOD]
+    lines += [f"  left whole: {k}: {why}" for k, why in r.unchanged.items() if k not in below and k not in whole]
+    if whole:  # the commonest reason at tens of models: one line for all of them
+        lines.append(f"  left whole, {ALL_GOOD}: {', '.join(whole)}")
     if below:
         lines.append(f"  left whole, importance below {r.min_importance:g}: "
                      + ", ".join(f"{k} {why.split()[1]}" for k, why in below.items()))
