@@ -59,9 +59,9 @@ class Recorder(SeededSuggester):
 
 
 def make_study(root: Path, name: str, score: Score, *, n: int = 60, seed: int = 0,
-               sampler: optuna.samplers.BaseSampler | None = None) -> None:
+               sampler: optuna.samplers.BaseSampler | None = None, space_data: dict[str, Any] = SPACE) -> None:
     """A random sweep of SPACE in root/studies/<name>.db (where the commands find it): accuracy = score(params) + noise."""
-    space = Space.from_dict(SPACE)
+    space = Space.from_dict(space_data)
     identity = {"space": space.name, "space_dims": {k: dataclasses.asdict(d) for k, d in space.dims.items()}, "budget": 10**9}
     study, _ = open_study(name, f"sqlite:///{root}/studies/{name}.db", identity,
                           sampler=sampler or optuna.samplers.RandomSampler(seed=seed))
@@ -84,6 +84,8 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     make_study(path, "choice", lambda p: 0.5 if p["attention"] == "cbam" else 0.9)
     make_study(path, "noise", lambda p: 0.9, seed=12)  # a seed whose noise alone puts wide models ahead of narrow ones
     make_study(path, "tpe", lambda p: 0.5 if p["attention"] == "cbam" else 0.9, n=20, sampler=optuna.samplers.TPESampler(seed=0))
+    per_stage = {**SPACE, "dimensions": {**SPACE["dimensions"], "kernel": {"int": [3, 9], "step": 2, "per_stage": True}}}
+    make_study(path, "stages", lambda p: 0.9 if p["kernel_s0"] <= 5 else 0.5, space_data=per_stage)
     return path
 
 
@@ -150,6 +152,12 @@ def test_the_space_file_loads_and_says_why(root, tmp_path):
     assert note[0].startswith("  # base_width: kept ") and "of 8-64 (step 8) (importance" in note[0]
     assert "of 60 models, error quartiles" in note[1] and "for the" in note[1] and "cut" in note[1]
     assert sorted(p.name for p in path.parent.iterdir()) == ["range-refined.yaml"]  # no temporary file left
+
+
+def test_a_per_stage_dimension_is_left_whole_and_said_so(root):
+    refined = refine(study(root, "stages"), min_importance=MIN)
+    assert refined.changes == [] and refined.space.dims["kernel"].per_stage
+    assert refined.unchanged["kernel"].startswith("sampled per stage: one spec serves every stage")
 
 
 def test_a_biased_study_warns_and_a_study_without_a_space_is_refused(root, tmp_path):
