@@ -32,7 +32,7 @@ from nas.study import upgraded
 from space.choices import Space
 from space.dimensions import Dimension, encode_choice
 from space.errors import ConvspaceError
-from space.narrowing import dimension_from_record, is_subspace, narrow_choices, narrow_range, space_dict, space_yaml, spec_of
+from space.narrowing import dimension_from_record, is_subspace, narrow_choices, narrow_range, space_dict, space_yaml, spec_of, within
 
 MIN_SIDE = 3  # models on each side of a cut, at the least: a quartile of fewer says nothing
 QUARTILES = (25, 50, 75)
@@ -44,8 +44,8 @@ _PER_STAGE = re.compile(r"^(?P<name>.+)_s\d+$")
 
 @dataclass(frozen=True)
 class Change:
-    """One narrowed dimension: its spec before and after, its importance, and the evidence (n and the error quartiles
-    of the models inside and outside what was kept)."""
+    """One narrowed dimension: its spec before and after, its importance, and the evidence (n, the error quartiles of the
+    models inside and outside what was kept, and the shuffle test: p, the shuffles, the level it had to reach)."""
 
     dimension: str
     before: dict[str, Any]
@@ -121,9 +121,10 @@ def candidate(dim: Dimension, good: Any, numeric: bool, values: list[Any]) -> tu
     the good part is all of it."""
     if dim.kind in ("int", "float"):
         lo, hi = good
-        if (lo, hi) == (dim.low, dim.high):
+        cut = narrow_range(dim, lo, hi)
+        if within(dim, cut):  # the whole range (a stepped float bound read back as 0.5000000000000001 included)
             return None
-        return narrow_range(dim, lo, hi), np.array([lo <= v <= hi for v in values], dtype=bool)
+        return cut, np.array([lo <= v <= hi for v in values], dtype=bool)  # the values as the trials hold them
     kept = [v for v in dim.values if (good[0] <= v <= good[1] if numeric else encode_choice(v) in good)]
     if len(kept) == len(dim.values):
         return None

@@ -55,10 +55,12 @@ def narrow_range(dim: Dimension, low: float, high: float) -> Dimension:
     """An int/float range cut to [low, high] (values the dimension allows, so a stepped range keeps its grid)."""
     if dim.kind not in ("int", "float"):
         raise ConvspaceError(f"{dim.name}: only an int or float range narrows to a sub-range, it is a {dim.kind}")
+    if dim.kind == "float":  # a stepped float as stored (0.5000000000000001) is a value of its step
+        low, high = _number(low, dim.kind), _number(high, dim.kind)
     if not (dim.allows(low) and dim.allows(high) and low <= high):
         raise ConvspaceError(f"{dim.name}: [{low}, {high}] is not a sub-range of [{dim.low}, {dim.high}]"
                              + (f" on its step {dim.step}" if dim.step else ""))
-    return Dimension(dim.name, dim.kind, (), _number(low, dim.kind), _number(high, dim.kind), dim.step, dim.log, dim.per_stage)
+    return Dimension(dim.name, dim.kind, (), low, high, dim.step, dim.log, dim.per_stage)
 
 
 def narrow_choices(dim: Dimension, kept: list[Any]) -> Dimension:

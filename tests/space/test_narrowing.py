@@ -37,6 +37,9 @@ def test_a_range_keeps_its_step_grid():
     assert not within(Dimension("kernel", "int", (), 4, 8, 2), KERNEL)  # same width, shifted grid
     drop = Dimension("drop_path_rate", "float", (), 0.0, 0.5, 0.05)
     assert spec_of(narrow_range(drop, 0.1 + 0.2, 0.45)) == {"float": [0.3, 0.45], "step": 0.05}  # 0.30000000000000004 written 0.3
+    assert within(drop, narrow_range(drop, 0.0, 0.5000000000000001))  # a bound as a trial may hold it: the whole range
+    with pytest.raises(ConvspaceError, match=r"kernel: \[3.5, 9\]"):
+        narrow_range(KERNEL, 3.5, 9)  # an int range takes no fraction (never truncated to 3)
 
 
 def test_a_choice_list_keeps_its_order_and_its_kinds():
