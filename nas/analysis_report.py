@@ -21,8 +21,13 @@ def _good(dim: dict[str, Any]) -> str:
         return f"too few models hold it ({dim['n']})"
     if not dim["numeric"]:
         return "good {" + ", ".join(map(str, dim["good"])) + f"}}, best {dim['best']}"
-    lo, hi = dim["good"]
-    return f"good {lo if lo == hi else f'{lo}-{hi}'}, best {dim['best']}"
+    lo, hi, best = (_number(x) for x in (*dim["good"], dim["best"]))
+    return f"good {lo if lo == hi else f'{lo}-{hi}'}, best {best}"
+
+
+def _number(value: Any) -> str:
+    """A stepped float as its step reads (0.15, not 0.15000000000000002): 6 significant digits, trailing zeros dropped."""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
 
 
 def _study_lines(part: dict[str, Any]) -> list[str]:

@@ -187,3 +187,11 @@ def test_command_json_summary_and_pictures(root, tmp_path):
 def test_command_errors_are_one_line(root, args, message):
     result = cli(root, *args)
     assert result.returncode == 2 and result.stderr.startswith(message) and result.stderr.count("\n") == 1
+
+
+def test_a_stepped_float_reads_as_its_step_in_the_summary():
+    from nas.analysis_report import _good
+
+    dim = {"good": (0.15000000000000002, 0.30000000000000004), "best": 0.15000000000000002, "numeric": True, "n": 40}
+    assert _good(dim) == "good 0.15-0.3, best 0.15"
+    assert _good({**dim, "good": (3, 7), "best": 5}) == "good 3-7, best 5"
