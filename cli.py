@@ -267,7 +267,7 @@ def ablation(
 
     spec = load_study_file(file)
     url = resolve_storage(spec.study, storage)
-    rows = run_ablation(spec, url, resources=TrialResources(**resources), progress=network_progress("preset", "proxy accuracy"))
+    rows = run_ablation(spec, url, resources=TrialResources(**resources), progress=network_progress("proxy accuracy"))
     ablation_ended(spec.study, rows, rank_agreement(rows), url)
 
 
@@ -304,7 +304,7 @@ def fidelity(
 
     if not as_json:
         fidelity_started(settings, url)
-    report = run_fidelity(settings, network_progress("name", "accuracy", quiet=as_json))
+    report = run_fidelity(settings, network_progress("accuracy", quiet=as_json))
     if as_json:
         print(json.dumps(report.to_dict()))
     else:

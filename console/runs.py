@@ -1,12 +1,12 @@
 """What the commands that train print: their progress lines as trainings end, and what they say when they are done.
 
-Each `*_progress` returns the callback a run reports through (nas.bridge.Progress); printers only print: storing a
-trial is the engine's (nas), never a printer's.
+Each `*_progress` returns the callback a run reports its typed events through (nas.events.dispatch over a table of
+handlers); printers only print: storing a trial is the engine's (nas), never a printer's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -16,25 +16,27 @@ from rich.table import Table
 from console import console
 from console.tables import print_agreement, print_front, publish_front, write_front_png
 from nas.commands import DEFAULT_STUDY
+from nas.events import ConfirmOpened, Progress, RunEnded, RunRequeued, SearchOpened, dispatch
 from nas.storage import display_url, has_password
-
-Progress = Callable[[str, dict[str, Any]], None]
 
 
 def search_progress(view: Any, settings: Any, url: str) -> Progress:
     """The search's: a header once the study is open, then the live view (nas.live) for every event."""
 
-    def progress(event: str, info: dict[str, Any]) -> None:
-        if event == "start":  # the study is open
-            s, proxy = settings, settings.proxy
-            view.console.print(f"study [bold]{s.study}[/] in {display_url(url)}: {s.trials} trials within {s.budget / 1e9:.3g} GFLOPs "
-                               f"(at {s.cost_resolution}px, {s.cost_classes} classes), proxy {proxy.epochs} epochs of {proxy.data} at {proxy.resolution}px")
-            if info.get("warm_started"):
-                view.console.print(f"warm start: {', '.join(info['warm_started'])} (fitted into the band) train first")
-            if info["remaining"] < info["trials"]:
-                view.console.print(f"{info['trials'] - info['remaining']} of {info['trials']} trials already in the study: "
-                                   f"training {info['remaining']} more")
-        view(event, info)
+    def opened(e: SearchOpened) -> None:
+        s, proxy = settings, settings.proxy
+        view.console.print(f"study [bold]{s.study}[/] in {display_url(url)}: {s.trials} trials within {s.budget / 1e9:.3g} GFLOPs "
+                           f"(at {s.cost_resolution}px, {s.cost_classes} classes), proxy {proxy.epochs} epochs of {proxy.data} at {proxy.resolution}px")
+        if e.warm_started:
+            view.console.print(f"warm start: {', '.join(e.warm_started)} (fitted into the band) train first")
+        if e.remaining < e.trials:
+            view.console.print(f"{e.trials - e.remaining} of {e.trials} trials already in the study: training {e.remaining} more")
+
+    header = dispatch({SearchOpened: opened})
+
+    def progress(event: Any) -> None:  # the header first, then the view takes every event
+        header(event)
+        view(event)
 
     return progress
 
@@ -77,20 +79,16 @@ def search_ended(outcome: Any, view: Any, settings: Any, url: str, storage: str 
 def confirm_progress(study: str, seeds: int, top: int | None) -> Progress:
     """`confirm`'s: what it will train, then each repeat as it ends."""
 
-    def progress(event: str, info: dict[str, Any]) -> None:
-        if event == "start":
-            what = f"the {len(info['targets'])} most accurate networks" if top else f"the {len(info['targets'])} front networks"
-            console.print(f"confirming {what} of {study} with {seeds} seeds each: {info['runs']} trainings to run"
-                          + ("" if info["runs"] else " (every seed is in the study already)"), markup=False, highlight=False)
-        elif event == "done":  # in the words of nas.record: a repeat, or how a training that did not end as one went
-            score = f"accuracy {info['acc']:.4f}" if info.get("acc") is not None else f"{info.get('status')}"
-            console.print(f"  repeat of trial {info['number']} with seed {info['seed']}: {score} ({info.get('train_seconds', 0):.0f} s)",
-                          markup=False, highlight=False)
-        elif event == "requeued":  # its Ray worker died: trained once more
-            console.print(f"  repeat of trial {info['number']} with seed {info['seed']} cut short ({info['reason']}): queued to train again",
-                          markup=False, highlight=False)
+    def opened(e: ConfirmOpened) -> None:
+        what = f"the {len(e.targets)} most accurate networks" if top else f"the {len(e.targets)} front networks"
+        console.print(f"confirming {what} of {study} with {seeds} seeds each: {e.runs} trainings to run"
+                      + ("" if e.runs else " (every seed is in the study already)"), markup=False, highlight=False)
 
-    return progress
+    def ended(e: RunEnded) -> None:  # in the words of nas.record: a repeat, or how a training that did not end as one went
+        score = f"accuracy {e.acc:.4f}" if e.acc is not None else e.status
+        console.print(f"  {e.name}: {score} ({e.train_seconds:.0f} s)", markup=False, highlight=False)
+
+    return dispatch({ConfirmOpened: opened, RunEnded: ended, RunRequeued: requeued})
 
 
 def confirm_ended(outcome: Any, url: str, study: str, seeds: int) -> None:
@@ -113,22 +111,22 @@ def confirm_ended(outcome: Any, url: str, study: str, seeds: int) -> None:
                       "seeds: run confirm again to confirm them too", markup=False, highlight=False)
 
 
-def network_progress(key: str, what: str, *, quiet: bool = False) -> Progress:
-    """`ablation`'s and `fidelity`'s: each fixed network as its training ends (named by its `key` in the event), or is
-    queued again because its Ray worker died; `what` names the score."""
+def network_progress(what: str, *, quiet: bool = False) -> Progress:
+    """`ablation`'s and `fidelity`'s: each fixed network as its training ends (by its job's name), or is queued again
+    because its Ray worker died; `what` names the score."""
 
-    def progress(event: str, info: dict[str, Any]) -> None:
-        name = info.get(key, "a network")
-        if quiet:
-            return
-        if event == "done" and info.get("status") == "failed":
-            console.print(f"  {name} failed: {info.get('reason')}", markup=False, highlight=False)
-        elif event == "done":
-            console.print(f"  {name} finished: {what} {info.get('acc', float('nan')):.4f}", highlight=False)
-        elif event == "requeued":  # its Ray worker died: trained once more
-            console.print(f"  {name} cut short ({info['reason']}): queued to train again", markup=False, highlight=False)
+    def ended(e: RunEnded) -> None:
+        if e.status == "failed":
+            console.print(f"  {e.name} failed: {e.reason}", markup=False, highlight=False)
+        else:
+            console.print(f"  {e.name} finished: {what} {float('nan') if e.acc is None else e.acc:.4f}", highlight=False)
 
-    return progress
+    return dispatch({} if quiet else {RunEnded: ended, RunRequeued: requeued})
+
+
+def requeued(e: RunRequeued) -> None:
+    """A given training whose Ray worker died, trained once more: one line, the same for `confirm` and the fixed runs."""
+    console.print(f"  {e.name} cut short ({e.reason}): queued to train again", markup=False, highlight=False)
 
 
 def ablation_ended(study: str, rows: list[dict[str, Any]], agreement: Any, url: str) -> None:
@@ -189,23 +187,30 @@ def training_bar(epochs: int) -> Iterator[Progress]:
     from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn
     from rich.progress import Progress as Bar
 
+    from trainers.events import EpochTrained, StepEnded
+
     bar = Bar("{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console)
     task = None
 
-    def progress(event: str, info: dict[str, Any]) -> None:
+    def shown() -> Any:
         nonlocal task
         if task is None:
             bar.start()
             task = bar.add_task("epoch", total=None)
-        if event == "step":
-            bar.update(task, description=f"epoch {info['epoch']}/{epochs}", completed=info["step"], total=info["steps"])
-        else:
-            ema = f", EMA top-1 {info['ema_top1']:.2f}" if "ema_top1" in info else ""
-            bar.console.print(f"epoch {info['epoch']}/{epochs}: loss {info['train_loss']:.4f}, top-1 {info['top1']:.2f}, "
-                              f"top-5 {info['top5']:.2f}{ema} ({info['seconds']:.0f} s)")
+        return task
+
+    def step(e: StepEnded) -> None:
+        bar.update(shown(), description=f"epoch {e.epoch}/{epochs}", completed=e.step, total=e.steps)
+
+    def epoch(e: EpochTrained) -> None:
+        shown()
+        line = e.summary
+        ema = f", EMA top-1 {line['ema_top1']:.2f}" if "ema_top1" in line else ""
+        bar.console.print(f"epoch {line['epoch']}/{epochs}: loss {line['train_loss']:.4f}, top-1 {line['top1']:.2f}, "
+                          f"top-5 {line['top5']:.2f}{ema} ({line['seconds']:.0f} s)")
 
     try:
-        yield progress
+        yield dispatch({StepEnded: step, EpochTrained: epoch})
     finally:
         if task is not None:
             bar.stop()

@@ -14,7 +14,7 @@ from typing import Any
 
 from optuna.trial import TrialState
 
-from nas.bridge import Progress
+from nas.events import Progress
 from nas.fixed import Job, train_fixed
 from nas.ranking import Agreement, agreement
 from nas.record import TrialRecord

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 import optuna
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
+from nas.events import Progress, Rejected, StorageFault, TrialEnded, TrialRequeued, TrialStarted, ignore
 from nas.ledger import StudyLedger
 from nas.pareto import study_hypervolume
 from nas.record import (
@@ -46,8 +46,6 @@ from nas.storage import storage_fault
 from nas.study import claim_driver, driver_seed, fail_and_requeue
 from space.errors import ConvspaceError
 from space.fitting import propose
-
-Progress = Callable[[str, dict[str, Any]], None]  # the command's progress printer: event name, details
 
 WORKER_DIED = "worker_died"  # in a trial's last result (nas.tune.worker_death): its Ray worker died under it
 WORKER_DEATH = "its Ray worker died"  # the reason a trial so lost is queued again with
@@ -90,7 +88,7 @@ class BudgetedOptunaSearcher:
     def __init__(self, study: optuna.Study, storage: RDBStorage, settings: SearchSettings,
                  progress: Progress | None = None, *, parallel: int = 1) -> None:
         self.study, self.storage, self.settings = study, storage, settings
-        self.progress = progress or (lambda event, info: None)  # "rejected" and "started" events for the live view
+        self.progress = progress or ignore  # what the command's printer hears (nas.events)
         self.study_id = storage.get_study_id_from_name(study.study_name)  # once: every heartbeat names a trial by id
         # Each driver samples with its own seed (see driver_seed); the proxy settings stay the study's.
         self.driver = claim_driver(storage, self.study_id)
@@ -118,7 +116,7 @@ class BudgetedOptunaSearcher:
                 self.beat_fault = None
             except Exception as exc:  # noqa: BLE001 - a thread that raises dies silently; this one says why and goes on
                 if self.beat_fault is None:
-                    self.progress("storage_fault", {"reason": storage_fault(exc) or f"{type(exc).__name__}: {exc}"})
+                    self.progress(StorageFault(storage_fault(exc) or f"{type(exc).__name__}: {exc}"))
                 self.beat_fault = exc
 
     def _beat_for(self, trial: optuna.trial.Trial) -> None:
@@ -131,7 +129,7 @@ class BudgetedOptunaSearcher:
         TrialRecord(trial).write({STATUS: status})
         self.study.tell(trial, state=TrialState.PRUNED)
         self.rejected[status] = self.rejected.get(status, 0) + 1
-        self.progress("rejected", {"reason": status})
+        self.progress(Rejected(status))
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """The next within-budget, never-evaluated config (None once the study holds --trials trials)."""
@@ -177,8 +175,7 @@ class BudgetedOptunaSearcher:
             # the scheduler is not the study's identity: it may change on resume
             record.write({"proxy": self.settings.proxy.to_dict(), "scheduler": self.settings.scheduler, "driver": self.driver})
             self.proposed[who] = self.proposed.get(who, 0) + 1
-            self.progress("started", {"number": trial.number, "config": cfg, FLOPS: cost.flops, PROPOSED_BY: who,
-                                      "retry_of": record.retry_of})  # the live view says which trial a retry retries
+            self.progress(TrialStarted(trial.number, cfg, cost.flops, who, record.retry_of))  # the view names what a retry retries
             return {"config": cfg.to_json(), "number": trial.number, FLOPS: cost.flops}  # FLOPs: ParetoASHA's second objective
         raise ConvspaceError(f"budget: {MAX_PROPOSALS} proposals in a row could not be fitted into the band, were too dilated for the proxy "
                              "resolution, or were duplicates; widen the band (--budget, --flops-min) or the space")
@@ -201,7 +198,7 @@ class BudgetedOptunaSearcher:
             result["error"] = f"{why} (again: trial {record.retry_of} lost its worker first)"
             return False
         fail_and_requeue(self.study, self.storage, trial.number, trial.params, why)
-        self.progress("requeued", {"number": trial.number, "reason": why, "ray_log": result.get("ray_log")})
+        self.progress(TrialRequeued(trial.number, why, result.get("ray_log")))
         return True
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None, error: bool) -> None:
@@ -232,5 +229,4 @@ class BudgetedOptunaSearcher:
         self.ended[status] = self.ended.get(status, 0) + 1
         if status == Status.FAILED and not str(attrs.get("fail_reason", "")).startswith(INTERRUPTED):
             self.failures.append(str(attrs["fail_reason"]))
-        self.progress("finished", {"number": trial.number, "status": status, ACC: result.get(ACC), "epoch": attrs["epochs"],
-                                   "reason": attrs.get("fail_reason") or attrs.get("stop_reason")})
+        self.progress(TrialEnded(trial.number, status, result.get(ACC), attrs["epochs"], attrs.get("fail_reason") or attrs.get("stop_reason")))

@@ -25,9 +25,9 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from nas.bridge import Progress
+from nas.events import ConfirmOpened, Progress, RunEnded, ignore
 from nas.pareto import front, load_study
-from nas.record import ACC, STATUS, Status, StudyRecord, TrialRecord, new_trial, outcome_attrs
+from nas.record import STATUS, Status, StudyRecord, TrialRecord, new_trial, outcome_attrs
 from nas.seeds import seed_scores, study_seed
 from nas.settings import TrialResources, check_confirm
 from nas.storage import SqliteDriverLock, is_sqlite, open_storage, results_folder
@@ -149,6 +149,11 @@ class PairClaims:
         self._stop.set()
 
 
+def repeat_name(spec: dict[str, Any]) -> str:
+    """A (network, seed) pair as `confirm` prints it: `repeat of trial 3 with seed 2`."""
+    return f"repeat of trial {spec['number']} with seed {spec['seed']}"
+
+
 def stored_repeat(study: optuna.Study, number: int, seed: int) -> bool:
     """Whether the study holds a repeat of trial `number` with `seed` (stored by this run or another)."""
     records = (TrialRecord(t) for t in study.get_trials(deepcopy=False, states=(TrialState.PRUNED,)))
@@ -176,7 +181,7 @@ def run_confirm(study_name: str, storage: str, *, seeds: int, top: int | None = 
         runs = missing_runs(study, chosen, seeds)
         outcome = ConfirmOutcome(study, [t.number for t in chosen])
         if progress:
-            progress("start", {"targets": outcome.targets, "runs": len(runs), "seeds": seeds})
+            progress(ConfirmOpened(tuple(outcome.targets), len(runs), seeds))
         if runs:
             _train(study, proxy, runs, outcome, storage=storage, resources=resources, results_dir=results_dir, progress=progress)
         scores = seed_scores(study)
@@ -204,7 +209,7 @@ def _train(study: optuna.Study, proxy: ProxySettings, runs: list[tuple[FrozenTri
     if not is_sqlite(storage):  # a SQLite study has one driver at a time (its lock): nothing to share
         rdb = open_storage(storage)
         claims = PairClaims(rdb, rdb.get_study_id_from_name(study.study_name))
-    emit = progress or (lambda event, info: None)
+    progress = progress or ignore
 
     def claim(spec: dict[str, Any]) -> bool:
         number, seed = spec["number"], spec["seed"]
@@ -226,12 +231,12 @@ def _train(study: optuna.Study, proxy: ProxySettings, runs: list[tuple[FrozenTri
             outcome.trained += 1
         if claims:
             claims.release(number, seed)  # after storing: whoever claims it next finds the repeat stored
-        emit("done", {**result, "number": number, "seed": seed, "status": attrs[STATUS], ACC: attrs.get("proxy_accuracy"),
-                      "reason": attrs.get("fail_reason")})
+        progress(RunEnded(repeat_name(spec), attrs[STATUS], attrs.get("proxy_accuracy"), attrs.get("fail_reason"),
+                          result.get("train_seconds", 0.0)))
 
     init_ray(resources.address)
     queue = RunQueue([{"config": TrialRecord(t).config, "seed": seed, "number": t.number} for t, seed in runs], ended,
-                     claim=claim if claims else None, progress=emit)
+                     claim=claim if claims else None, progress=progress, name=repeat_name)
     try:
         with results_folder(storage, results_dir) as results:
             train_queue(f"{study.study_name}-confirm", proxy, results, queue, cpus=resources.cpus_per_trial, gpus=resources.gpus_per_trial,

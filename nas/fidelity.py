@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from nas.bridge import Progress
+from nas.events import Progress
 from nas.ranking import MIN_FOR_INTERVAL, Agreement, agreement
 from nas.record import TrialRecord
 from nas.settings import BudgetBand, CostSettings, FidelitySample, TrialResources, check_address, check_budget_reachable

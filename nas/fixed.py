@@ -13,9 +13,9 @@ from typing import Any
 
 import optuna
 
-from nas.bridge import Progress
+from nas.events import Progress, RunEnded, ignore
 from nas.ray_cluster import init_ray
-from nas.record import STATUS, Status, network_attrs, new_trial, outcome_attrs
+from nas.record import ACC, STATUS, Status, network_attrs, new_trial, outcome_attrs
 from nas.settings import CostSettings, TrialResources
 from nas.storage import results_folder
 from nas.tune import RunQueue, train_queue
@@ -40,7 +40,7 @@ def train_fixed(study: optuna.Study, storage: str, key: str, proxy: ProxySetting
     `cost` says; default: the papers' convention),
     so that a killed run loses only the trainings in flight; the failed ones are named in one error once the others
     have ended, and a rerun retries only them. A job whose Ray worker died is trained once more first (nas.tune.RunQueue).
-    Progress events (`done` as each is stored, `requeued`) carry the job's name and attributes."""
+    Progress events (RunEnded as each is stored, RunRequeued) name the job."""
     if not jobs:
         return
     by_json = {job.config.to_json(): job for job in jobs}  # Tune hands back each trial's config JSON
@@ -48,11 +48,7 @@ def train_fixed(study: optuna.Study, storage: str, key: str, proxy: ProxySetting
         raise ValueError("train_fixed: two jobs have the same config")
     failed: list[str] = []
     resolution = (cost or CostSettings()).cost_resolution
-
-    def named(event: str, info: dict[str, Any]) -> None:
-        job = by_json.get(info.get("config"))
-        if progress:
-            progress(event, {**info, "name": job.name, **job.attrs} if job else info)
+    progress = progress or ignore
 
     def ended(spec: dict[str, Any], result: dict[str, Any]) -> None:
         job = by_json[spec["config"]]
@@ -63,11 +59,11 @@ def train_fixed(study: optuna.Study, storage: str, key: str, proxy: ProxySetting
                                       values=[attrs["proxy_accuracy"], float(priced.flops)]))
         else:
             failed.append(f"{job.name} ({attrs.get('fail_reason', 'stopped early')})")
-        named("done", {**result, "config": spec["config"], "status": attrs[STATUS], "reason": attrs.get("fail_reason")})
+        progress(RunEnded(job.name, attrs[STATUS], result.get(ACC), attrs.get("fail_reason"), result.get("train_seconds", 0.0)))
 
     init_ray(resources.address)
-    queue = RunQueue([{"config": config} for config in by_json], ended, progress=named)
+    queue = RunQueue([{"config": config} for config in by_json], ended, progress=progress, name=lambda spec: by_json[spec["config"]].name)
     with results_folder(storage, results_dir) as results:
-        train_queue(key, proxy, results, queue, cpus=resources.cpus_per_trial, gpus=resources.gpus_per_trial, progress=named)
+        train_queue(key, proxy, results, queue, cpus=resources.cpus_per_trial, gpus=resources.gpus_per_trial, progress=progress)
     if failed:
         raise ConvspaceError(f"train: {len(failed)} of {len(jobs)} networks failed: {'; '.join(failed)}; rerun to retry them")

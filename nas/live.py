@@ -1,6 +1,6 @@
 """What a running search shows: a live panel at a terminal, plain lines in logs (CI, `| tee`).
 
-The search reports events (`start`, `rejected`, `started`, `epoch`, `finished`); this view turns them into
+The search reports typed events (nas.events: opened, rejected, started, epoch, ended, requeued); this view turns them into
 what a person wants to know: trials finished of those wanted with the time spent and left, what each running
 trial is and how far it got (a retry: which trial it retries), and how many sampled points were refused before training
 and why, in the words of nas.endings.ENDINGS. At a terminal the panel is
@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from nas.endings import ENDINGS, ended_words, proposed_words, refused_words, stopped_ending
+from nas.events import EpochEnded, Rejected, SearchOpened, StorageFault, TrialEnded, TrialRequeued, TrialStarted, dispatch
 from nas.pareto import summary
 from nas.record import Status
 
@@ -34,15 +35,15 @@ def finished_key(status: str, reason: str | None) -> str:
     return status if status in ENDINGS else "failed"
 
 
-def finished_words(key: str, info: dict[str, Any], epochs: int) -> str:
+def finished_words(key: str, e: TrialEnded, epochs: int) -> str:
     """`stopped early by the scheduler (pareto-asha) after epoch 1 of 3, accuracy 0.9123`: one trial as it ended."""
-    acc = f", accuracy {info['acc']:.4f}" if info.get("acc") is not None else ""
+    acc = f", accuracy {e.acc:.4f}" if e.acc is not None else ""
     if key == "failed":
-        return f"{ENDINGS[key].words}: {info.get('reason')}"
+        return f"{ENDINGS[key].words}: {e.reason}"
     if key == "trained":
         return ENDINGS[key].words + acc
-    by = f" ({info['reason']})" if key == "stopped_scheduler" and info.get("reason") else ""
-    when = f" after epoch {info['epoch']} of {epochs}{acc}" if info.get("epoch") and acc else " before its first epoch ended (no accuracy)"
+    by = f" ({e.reason})" if key == "stopped_scheduler" and e.reason else ""
+    when = f" after epoch {e.epoch} of {epochs}{acc}" if e.epoch and acc else " before its first epoch ended (no accuracy)"
     return ENDINGS[key].words + by + when
 
 
@@ -79,6 +80,9 @@ class SearchView:
         self.proposed: dict[str, int] = {}
         self.best = 0.0
         self._live = Live(self, console=console, refresh_per_second=2, transient=True) if live else None
+        self._dispatch = dispatch({SearchOpened: self._opened, Rejected: self._rejected, TrialStarted: self._started,
+                                   TrialRequeued: self._requeued, StorageFault: self._storage_fault, EpochEnded: self._epoch,
+                                   TrialEnded: self._ended})
 
     def __enter__(self) -> SearchView:
         if self._live:
@@ -93,40 +97,48 @@ class SearchView:
         """A permanent line: above the panel at a terminal, as it is in a log."""
         self.console.print(text, highlight=False)
 
-    def __call__(self, event: str, info: dict[str, Any]) -> None:
-        """One event of the search."""
-        if event == "start":
-            self.wanted = info["remaining"]
-        elif event == "rejected":
-            self.rejected[info["reason"]] = self.rejected.get(info["reason"], 0) + 1
-        elif event == "started":
-            running = Running(info["number"], summary(info["config"]), info["flops"] / 1e9, retry_of=info.get("retry_of"))
-            self.running[info["number"]] = running
-            who = info.get("proposed_by", "sampler")
-            self.proposed[who] = self.proposed.get(who, 0) + 1
-            if not self._live:
-                self._line(f"  trial {info['number']:>3} started{self._retry(running)}: {running.summary}, {info['flops'] / 1e9:.2f} GFLOPs "
-                           f"(refused before training so far: {refused_words(self.rejected)})")
-        elif event == "requeued":  # its Ray worker died: its network trains again (nas.bridge)
-            self.running.pop(info["number"], None)
-            self._line(f"trial {info['number']:>3} {ENDINGS['cut_short'].words} ({info['reason']}): its network is queued to train again"
-                       + (f"; Ray's report: {info['ray_log']}" if info.get("ray_log") else ""))
-        elif event == "storage_fault":
-            self._line(f"storage: {info['reason']} (heartbeats retried each interval; trials keep training)")
-        elif event == "epoch" and info.get("acc") is not None:
-            self.best = max(self.best, info["acc"])
-            trial = self.running.get(info["number"])
-            if trial:
-                trial.epoch, trial.accuracy = info["epoch"], info["acc"]
-            if not self._live:
-                self._line(f"  trial {info['number']:>3}  epoch {info['epoch']}/{self.epochs}  acc {info['acc']:.4f}"
-                           f"  (best so far {self.best:.4f})")
-        elif event == "finished":
-            running = self.running.pop(info["number"], None)
-            key = finished_key(info["status"], info.get("reason"))
-            self.ended[key] = self.ended.get(key, 0) + 1
-            self._line(f"trial {info['number']:>3} {finished_words(key, info, self.epochs)}{self._retry(running, ';')}  "
-                       f"({self.finished} of {self.wanted} finished, {clock(self.elapsed)})")
+    def __call__(self, event: Any) -> None:
+        """One event of the search (nas.events)."""
+        self._dispatch(event)
+
+    def _opened(self, e: SearchOpened) -> None:
+        self.wanted = e.remaining
+
+    def _rejected(self, e: Rejected) -> None:
+        self.rejected[e.reason] = self.rejected.get(e.reason, 0) + 1
+
+    def _started(self, e: TrialStarted) -> None:
+        running = Running(e.number, summary(e.config), e.flops / 1e9, retry_of=e.retry_of)
+        self.running[e.number] = running
+        self.proposed[e.proposed_by] = self.proposed.get(e.proposed_by, 0) + 1
+        if not self._live:
+            self._line(f"  trial {e.number:>3} started{self._retry(running)}: {running.summary}, {e.flops / 1e9:.2f} GFLOPs "
+                       f"(refused before training so far: {refused_words(self.rejected)})")
+
+    def _requeued(self, e: TrialRequeued) -> None:  # its Ray worker died: its network trains again (nas.bridge)
+        self.running.pop(e.number, None)
+        self._line(f"trial {e.number:>3} {ENDINGS['cut_short'].words} ({e.reason}): its network is queued to train again"
+                   + (f"; Ray's report: {e.ray_log}" if e.ray_log else ""))
+
+    def _storage_fault(self, e: StorageFault) -> None:
+        self._line(f"storage: {e.reason} (heartbeats retried each interval; trials keep training)")
+
+    def _epoch(self, e: EpochEnded) -> None:
+        if e.acc is None:
+            return
+        self.best = max(self.best, e.acc)
+        trial = self.running.get(e.number)
+        if trial:
+            trial.epoch, trial.accuracy = e.epoch, e.acc
+        if not self._live:
+            self._line(f"  trial {e.number:>3}  epoch {e.epoch}/{self.epochs}  acc {e.acc:.4f}  (best so far {self.best:.4f})")
+
+    def _ended(self, e: TrialEnded) -> None:
+        running = self.running.pop(e.number, None)
+        key = finished_key(e.status, e.reason)
+        self.ended[key] = self.ended.get(key, 0) + 1
+        self._line(f"trial {e.number:>3} {finished_words(key, e, self.epochs)}{self._retry(running, ';')}  "
+                   f"({self.finished} of {self.wanted} finished, {clock(self.elapsed)})")
 
     @staticmethod
     def _retry(running: Running | None, lead: str = "") -> str:

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.storages import RDBStorage
 
-from nas.bridge import BudgetedOptunaSearcher, Progress, make_sampler
+from nas.bridge import BudgetedOptunaSearcher, make_sampler
+from nas.events import Progress, SearchOpened
 from nas.record import ACC, FLOPS
 from nas.settings import SearchSettings, check_search
 from nas.storage import SqliteDriverLock, is_sqlite, results_folder
@@ -78,7 +79,7 @@ def run_search(s: SearchSettings, progress: Progress | None = None, *, checked: 
         # A new study only: on a resume the sampler has trials of its own to breed from.
         warm = enqueue_warm_start(study, s.space, s.band, warm_start_size(s.trials)) if s.warm_start and remaining == s.trials else []
         if progress:
-            progress("start", {"remaining": max(remaining, 0), "trials": s.trials, "warm_started": warm})
+            progress(SearchOpened(max(remaining, 0), s.trials, tuple(warm)))
         if remaining <= 0:
             return SearchOutcome(study, recovered=recovered)
         from trainers.data import load_data

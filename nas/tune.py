@@ -21,7 +21,8 @@ import ray
 from ray import tune
 from ray.tune.search import Searcher
 
-from nas.bridge import WORKER_DEATH, WORKER_DIED, BudgetedOptunaSearcher, Progress
+from nas.bridge import WORKER_DEATH, WORKER_DIED, BudgetedOptunaSearcher
+from nas.events import EpochEnded, Progress, RunRequeued, ignore
 from nas.record import ACC, EPOCH_ACCURACIES, FLOPS
 from space.config import ArchConfig
 from trainers.settings import ProxySettings
@@ -115,14 +116,15 @@ class RunQueue:
 
     `claim(spec)` (a shared study) is asked right before a training is handed out: False skips it (another run trains it).
     `limit`: how many run at once (train_queue sets it to what the cluster fits).
-    A training whose Ray worker died is handed out once more, its reason told as a `requeued` event; dying again, it
-    ends failed. No Ray here: `QueueSearcher` is Tune's view of it."""
+    A training whose Ray worker died is handed out once more, told to `progress` as a RunRequeued under `name(spec)`;
+    dying again, it ends failed. No Ray here: `QueueSearcher` is Tune's view of it."""
 
     def __init__(self, specs: list[dict[str, Any]], on_end: Callable[[dict[str, Any], dict[str, Any]], None], *, limit: int = 1,
-                 claim: Callable[[dict[str, Any]], bool] | None = None, progress: Progress | None = None) -> None:
+                 claim: Callable[[dict[str, Any]], bool] | None = None, progress: Progress | None = None,
+                 name: Callable[[dict[str, Any]], str] = str) -> None:
         self.pending = [_Run(spec) for spec in specs]
-        self.on_end, self.claim, self.limit = on_end, claim, max(1, limit)
-        self.progress = progress or (lambda event, info: None)
+        self.on_end, self.claim, self.limit, self.name = on_end, claim, max(1, limit), name
+        self.progress = progress or ignore
         self.live: dict[str, _Run] = {}
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
@@ -150,7 +152,7 @@ class RunQueue:
             if not run.retried:
                 run.retried = True
                 self.pending.insert(0, run)
-                self.progress("requeued", {**run.spec, "reason": result["error"], "ray_log": result.get("ray_log")})
+                self.progress(RunRequeued(self.name(run.spec), result["error"], result.get("ray_log")))
                 return
         self.on_end(run.spec, result)
 
@@ -216,15 +218,11 @@ class QueueSearcher(Searcher):
 
 
 class TrialProgress(tune.Callback):
-    """Forwards per-epoch results and trial ends to the command's progress printer."""
+    """Forwards each epoch's result to the command's progress printer (how a trial ended is told by whoever stores it:
+    the bridge, or the RunQueue's owner)."""
 
     def __init__(self, key: str) -> None:
         self.key = key
-
-    def _emit(self, event: str, info: dict[str, Any]) -> None:
-        driver = _DRIVERS.get(self.key)
-        if driver and driver.progress:
-            driver.progress(event, info)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         driver = _DRIVERS.get(self.key)
@@ -232,14 +230,11 @@ class TrialProgress(tune.Callback):
             driver.trials[trial.trial_id] = trial
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        spec = run_spec(trial.config)
-        self._emit("epoch", {"number": spec.get("number", trial.trial_id), "seed": spec.get("seed"), ACC: result.get(ACC),
-                             "epoch": result.get("epoch"), "pid": result.get("pid")})
-
-    def on_trial_complete(self, iteration, trials, trial, **info):
-        spec = run_spec(trial.config)
-        self._emit("done", {**(trial.last_result or {}), "number": spec.get("number", trial.trial_id), "seed": spec.get("seed"),
-                            "config": spec.get("config")})
+        driver = _DRIVERS.get(self.key)
+        if driver and driver.progress:
+            spec = run_spec(trial.config)
+            driver.progress(EpochEnded(spec.get("number", trial.trial_id), result.get("epoch"), result.get(ACC), spec.get("seed"),
+                                       result.get("pid")))
 
 
 def build_tuner(key: str, proxy: ProxySettings, results: Path, *, cpus: float, gpus: float, time_limit: float | None = None,
@@ -267,13 +262,12 @@ def _trial_folder(trial: Any) -> str:
 
 def train_queue(key: str, proxy: ProxySettings, results: Path, queue: RunQueue, *, cpus: float, gpus: float,
                 progress: Progress | None = None) -> None:
-    """Train what `queue` hands out, as many at once as the cluster fits (Ray started). The queue tells how each training
-    ended as it ends: of Tune's events only the epochs go to `progress`."""
+    """Train what `queue` hands out, as many at once as the cluster fits (Ray started). The queue's owner tells how each
+    training ended as it stores it; Tune's epochs go to `progress`."""
     queue.limit = concurrency(cpus, gpus)
-    epochs = (lambda event, info: progress(event, info) if event == "epoch" else None) if progress else None
     tuner = build_tuner(key, proxy, results, cpus=cpus, gpus=gpus, search_alg=QueueSearcher(key),
                         num_samples=2 * len(queue.pending))  # twice: a training whose worker died is handed out once more
-    with connect(key, Driver(queue, epochs)):
+    with connect(key, Driver(queue, progress)):
         tuner.fit()
 
 

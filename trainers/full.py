@@ -33,6 +33,7 @@ from torch.utils.data import DataLoader
 from space.errors import ConvspaceError
 from trainers.data import image_datasets
 from trainers.device import autocast, batch_on_device, grad_scaler, on_device, training_device
+from trainers.events import EpochTrained, StepEnded
 from trainers.settings import TrainSettings
 
 
@@ -111,8 +112,9 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, device: torch.device, n
     return top1 / count, top5 / count
 
 
-def train(s: TrainSettings, resume: bool = False, progress: Callable[[str, dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train (or resume) and return the last epoch's summary; logs one JSON line per epoch to <output>/log.jsonl."""
+def train(s: TrainSettings, resume: bool = False, progress: Callable[[StepEnded | EpochTrained], None] | None = None) -> dict[str, Any]:
+    """Train (or resume) and return the last epoch's summary; logs one JSON line per epoch to <output>/log.jsonl and
+    tells `progress` each step and each epoch (trainers.events)."""
     out = Path(s.output)
     checkpoint_path, log_path = out / "last.pth", out / "log.jsonl"
     checkpoint = None
@@ -191,7 +193,7 @@ def train(s: TrainSettings, resume: bool = False, progress: Callable[[str, dict[
                 ema.update(model, step=epoch * steps + i + 1)
             total_loss += loss.item()
             if progress:
-                progress("step", {"epoch": epoch + 1, "step": i + 1, "steps": steps})
+                progress(StepEnded(epoch + 1, i + 1, steps))
         scheduler.step(epoch + 1)
         top1, top5 = evaluate(model, val_loader, device, data.num_classes)
         summary = {"epoch": epoch + 1, "train_loss": total_loss / steps, "top1": top1, "top5": top5,
@@ -207,5 +209,5 @@ def train(s: TrainSettings, resume: bool = False, progress: Callable[[str, dict[
         with log_path.open("a") as log:
             log.write(json.dumps(summary) + "\n")
         if progress:
-            progress("epoch", summary)
+            progress(EpochTrained(summary))
     return summary

@@ -114,24 +114,25 @@ def test_a_mistake_is_reported_before_torch_or_ray_is_imported(tmp_path, args):
 
 
 def test_the_live_view_shows_progress_rejections_and_running_trials():
+    from nas.events import EpochEnded, Rejected, SearchOpened, TrialEnded, TrialStarted
     from nas.live import SearchView
     from tests.conftest import tiny_config
 
     out = io.StringIO()
     console = Console(file=out, width=100, force_terminal=True, color_system=None)
     view = SearchView(console, study="convspace", epochs=3, live=False)
-    view("start", {"remaining": 12, "trials": 12})
+    view(SearchOpened(remaining=12, trials=12))
     for reason in ["over_budget"] * 5 + ["duplicate"]:
-        view("rejected", {"reason": reason})
-    view("started", {"number": 7, "config": tiny_config(), "flops": 2_500_000_000})
-    view("epoch", {"number": 7, "epoch": 2, "acc": 0.9123})
+        view(Rejected(reason))
+    view(TrialStarted(7, tiny_config(), 2_500_000_000))
+    view(EpochEnded(7, epoch=2, acc=0.9123))
     panel = Console(file=io.StringIO(), width=100, record=True)
     panel.print(view)
     shown = " ".join(panel.export_text().split())  # the head wraps at 100 columns
     assert "convspace: 0 of 12 trials finished (0 trained to the end, 0 stopped early by the scheduler, 0 failed)" in shown
     assert "refused before training: 5 over the budget, 1 already evaluated" in shown
     assert "7 2.50 2/3 0.9123 bottleneck, patchify stem" in shown
-    view("finished", {"number": 7, "status": "stopped", "acc": 0.9123, "epoch": 2, "reason": "ASHA"})
+    view(TrialEnded(7, "stopped", acc=0.9123, epoch=2, reason="ASHA"))
     plain = " ".join(out.getvalue().split())  # lines wrap at 100 columns
     assert "trial 7 started: bottleneck, patchify stem" in plain and "(refused before training so far: 5 over the budget, 1 already evaluated)" in plain
     assert "trial 7 stopped early by the scheduler (ASHA) after epoch 2 of 3, accuracy 0.9123 (1 of 12 finished" in plain

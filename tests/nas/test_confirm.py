@@ -11,6 +11,7 @@ import pytest
 from optuna.trial import TrialState
 
 from nas.confirm import repeat_trial, run_confirm
+from nas.events import ConfirmOpened, EpochEnded, RunEnded, RunRequeued
 from nas.pareto import front, study_hypervolume
 from nas.record import counts_toward_total, holds_config
 from nas.seeds import Scores, noise_floor, seed_scores, within_noise
@@ -102,8 +103,17 @@ def ray_in_this_process():
 def test_confirm_trains_the_missing_seeds_through_ray_stores_each_and_resumes(tmp_path, ray_in_this_process):
     study = confirmable_study(tmp_path)
     url = f"sqlite:///{tmp_path}/studies/c.db"
-    first = run_confirm("c", url, seeds=2, results_dir=str(tmp_path / "ray"))
+    events, stored_when_told = [], []
+
+    def progress(event) -> None:  # a printer: it reads the file back, and finds each repeat stored before it hears of it
+        events.append(event)
+        if isinstance(event, RunEnded):
+            stored_when_told.append(sum(t.user_attrs.get("status") == "repeat" for t in optuna.load_study(study_name="c", storage=url).trials))
+
+    first = run_confirm("c", url, seeds=2, results_dir=str(tmp_path / "ray"), progress=progress)
     assert first.targets == [1, 0] and first.trained == 2 and not first.failed
+    assert events[0] == ConfirmOpened((1, 0), runs=2, seeds=2) and stored_when_told == [1, 2]
+    assert sorted(e.name for e in events if isinstance(e, RunEnded)) == ["repeat of trial 0 with seed 1", "repeat of trial 1 with seed 1"]
     scores = seed_scores(optuna.load_study(study_name="c", storage=url))
     assert scores[0].seeds == (0, 1) and scores[1].seeds == (0, 1) and scores[2].seeds == (0,)
     assert all(0 <= a <= 1 for a in scores[0].accuracies)
@@ -113,6 +123,29 @@ def test_confirm_trains_the_missing_seeds_through_ray_stores_each_and_resumes(tm
     assert sorted(top.targets) == [0, 1, 2]
     assert top.trained == 1  # only trial 2 lacked its second seed
     assert len([t for t in study.get_trials() if t.user_attrs.get("status") == "repeat"]) == 3
+
+
+def test_confirms_printer_says_each_event_in_one_line_and_leaves_out_the_epochs(capsys):
+    from console.runs import confirm_progress, network_progress
+
+    said = confirm_progress("c", seeds=3, top=None)
+    said(ConfirmOpened((1, 0), runs=4, seeds=3))
+    said(EpochEnded(1, epoch=1, acc=0.5))
+    said(RunEnded("repeat of trial 1 with seed 1", "trained", 0.8123, train_seconds=12.4))
+    said(RunEnded("repeat of trial 0 with seed 1", "failed", None, "ValueError: boom", 3.0))
+    said(RunRequeued("repeat of trial 0 with seed 2", "its Ray worker died (OOM)"))
+    fixed = network_progress("accuracy")
+    fixed(RunEnded("network 2 (proxy)", "trained", 0.5))
+    fixed(RunEnded("network 3 (proxy)", "failed", None, "ValueError: boom"))
+    network_progress("accuracy", quiet=True)(RunEnded("network 4 (proxy)", "trained", 0.5))
+    assert capsys.readouterr().out.splitlines() == [
+        "confirming the 2 front networks of c with 3 seeds each: 4 trainings to run",
+        "  repeat of trial 1 with seed 1: accuracy 0.8123 (12 s)",
+        "  repeat of trial 0 with seed 1: failed (3 s)",
+        "  repeat of trial 0 with seed 2 cut short (its Ray worker died (OOM)): queued to train again",
+        "  network 2 (proxy) finished: accuracy 0.5000",
+        "  network 3 (proxy) failed: ValueError: boom",
+    ]
 
 
 def test_confirm_refuses_bad_input_in_one_line_before_ray(tmp_path):

@@ -75,15 +75,16 @@ def test_the_study_counts_queued_only_what_waits(lived):
 
 
 def test_the_live_view_says_who_stopped_a_trial_and_which_trial_a_retry_retries():
+    from nas.events import SearchOpened, TrialEnded, TrialRequeued, TrialStarted
     from nas.live import SearchView
     from tests.conftest import tiny_config
 
     out = io.StringIO()
     view = SearchView(Console(file=out, width=200), study="s", epochs=3, live=False)
-    view("start", {"remaining": 4, "trials": 4})
-    view("started", {"number": 9, "config": tiny_config(), "flops": 2e9, "proposed_by": "retry", "retry_of": 5})
-    view("finished", {"number": 9, "status": "stopped", "acc": 0.94, "epoch": 2, "reason": "time limit"})
-    view("requeued", {"number": 10, "reason": "its Ray worker died (OOM)"})
+    view(SearchOpened(remaining=4, trials=4))
+    view(TrialStarted(9, tiny_config(), 2e9, proposed_by="retry", retry_of=5))
+    view(TrialEnded(9, "stopped", acc=0.94, epoch=2, reason="time limit"))
+    view(TrialRequeued(10, "its Ray worker died (OOM)"))
     lines = out.getvalue()
     assert "trial   9 started (a retry of trial 5): bottleneck" in lines
     assert "trial   9 stopped early by the time limit after epoch 2 of 3, accuracy 0.9400; a retry of trial 5  (1 of 4 finished" in lines

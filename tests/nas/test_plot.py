@@ -62,17 +62,18 @@ def test_the_live_clock_tells_the_time_budgets_remainder_or_an_estimate_labelled
 
     from rich.console import Console
 
+    from nas.events import SearchOpened, TrialEnded
     from nas.live import SearchView
 
     budgeted = SearchView(Console(file=io.StringIO()), study="s", epochs=3, live=False, time_budget=300)
-    budgeted("start", {"remaining": 5, "trials": 5})
+    budgeted(SearchOpened(remaining=5, trials=5))
     budgeted.started_at -= 100
     assert budgeted.eta() in ("3m20s left of the 5m00s time budget", "3m19s left of the 5m00s time budget")  # a second may tick
     budgeted.started_at -= 400
     assert budgeted.eta() == "0s left of the 5m00s time budget"
     paced = SearchView(Console(file=io.StringIO()), study="s", epochs=3, live=False)
-    paced("start", {"remaining": 5, "trials": 5})
+    paced(SearchOpened(remaining=5, trials=5))
     assert paced.eta() == "an estimate of the time left after the first trial ends"
     paced.started_at -= 100
-    paced("finished", {"number": 0, "status": "trained", "acc": 0.5, "epoch": 3, "reason": None})
+    paced(TrialEnded(0, "trained", acc=0.5, epoch=3))
     assert paced.eta().startswith("about 6m4") and paced.eta().endswith("left (estimate at the pace so far)")

@@ -19,6 +19,7 @@ from optuna.trial import TrialState
 
 from nas.bridge import WORKER_DIED, BudgetedOptunaSearcher
 from nas.confirm import PairClaims, run_confirm
+from nas.events import EpochEnded, RunEnded, RunRequeued, TrialEnded, TrialRequeued
 from nas.record import counts_toward_total
 from nas.search import open_search_study
 from nas.seeds import seed_scores
@@ -46,7 +47,7 @@ def test_a_trial_whose_worker_died_is_queued_once_more_with_its_reason_and_dying
     s = settings(tmp_path)
     study, storage = open_search_study(s)
     events = []
-    bridge = BudgetedOptunaSearcher(study, storage, s, lambda event, info: events.append((event, info)))
+    bridge = BudgetedOptunaSearcher(study, storage, s, events.append)
     try:
         first = bridge.suggest("t0")
         bridge.on_trial_complete("t0", dict(DIED), True)
@@ -63,7 +64,7 @@ def test_a_trial_whose_worker_died_is_queued_once_more_with_its_reason_and_dying
     # a network whose worker dies again (it may be what exhausts the memory) is not retried forever
     assert again.state == TrialState.FAIL and counts_toward_total(again)
     assert again.user_attrs["fail_reason"].endswith("(again: trial 0 lost its worker first)")
-    assert [(e, i["number"]) for e, i in events if e in ("requeued", "finished")] == [("requeued", 0), ("finished", 1)]
+    assert [(type(e), e.number) for e in events if isinstance(e, (TrialRequeued, TrialEnded))] == [(TrialRequeued, 0), (TrialEnded, 1)]
     assert bridge.failures == [again.user_attrs["fail_reason"]]
 
 
@@ -88,10 +89,10 @@ def test_the_run_queue_retries_a_dead_worker_once_and_leaves_pairs_another_run_c
         return spec["n"] != 2  # another run holds 2
 
     queue = RunQueue([{"n": 0}, {"n": 1}, {"n": 2}], lambda spec, result: ended.append((spec["n"], result)), limit=2,
-                     claim=claim, progress=lambda event, info: events.append((event, info["n"])))
+                     claim=claim, progress=events.append, name=lambda spec: f"n{spec['n']}")
     assert queue.suggest("a") == {"n": 0} and queue.suggest("b") == {"n": 1} and queue.suggest("c") is None  # two at once
     queue.on_trial_complete("a", {WORKER_DIED: True, "error": "node has died"}, True)
-    assert events == [("requeued", 0)] and not ended
+    assert events == [RunRequeued("n0", "its Ray worker died (node has died)", None)] and not ended
     assert queue.suggest("c") == {"n": 0}  # first, under the claim it holds already
     queue.on_trial_complete("b", {"acc": 0.5}, False)
     assert queue.suggest("d") is None and not queue.done  # 2 is left to its run; 0 may still come back
@@ -143,11 +144,11 @@ def ray_started():
 
 def killer(events: list):
     """A progress callback that SIGKILLs the worker of the first trial to report an epoch (as an OOM kill would)."""
-    def progress(event: str, info: dict) -> None:
-        events.append((event, info))
-        if event == "epoch" and not any(e == "killed" for e, _ in events):
-            events.append(("killed", info))
-            os.kill(info["pid"], signal.SIGKILL)
+    def progress(event) -> None:
+        if isinstance(event, EpochEnded) and not any(e == "killed" for e in events):
+            events.append("killed")
+            os.kill(event.pid, signal.SIGKILL)
+        events.append(event)
     return progress
 
 
@@ -162,8 +163,8 @@ def test_a_search_trial_whose_worker_is_killed_trains_again_and_the_screen_gets_
     assert retry.user_attrs["retry_of"] == lost.number and retry.user_attrs["config"] == lost.user_attrs["config"]
     assert lost.user_attrs["fail_reason"].startswith("interrupted: its Ray worker died (worker process has died")
     assert "The actor died unexpectedly" in lost.user_attrs["ray_error"]
-    [(_, requeued)] = [(e, i) for e, i in events if e == "requeued"]
-    assert Path(requeued["ray_log"]).read_text().endswith(lost.user_attrs["ray_error"])  # Ray's report in the trial's folder
+    [requeued] = [e for e in events if isinstance(e, TrialRequeued)]
+    assert Path(requeued.ray_log).read_text().endswith(lost.user_attrs["ray_error"])  # Ray's report in the trial's folder
     assert outcome.ended == {"trained": 1} and not outcome.failures
     shown = capfd.readouterr()
     for noise in ("Traceback", "worker died or was killed", "Trials did not complete", "ActorDiedError"):
@@ -179,15 +180,15 @@ def test_fixed_networks_are_stored_as_each_ends_and_one_whose_worker_died_trains
     events, stored_at_done = [], []
     kill = killer(events)
 
-    def progress(event: str, info: dict) -> None:
-        kill(event, info)
-        if event == "done":  # what a kill now would leave: read back from the file, not from this process
+    def progress(event) -> None:
+        kill(event)
+        if isinstance(event, RunEnded):  # what a kill now would leave: read back from the file, not from this process
             stored_at_done.append(sorted(t.user_attrs["sample"] for t in optuna.load_study(study_name="f", storage=url).trials))
 
     train_fixed(study, url, "f", PROXY, jobs, resources=TrialResources(cpus_per_trial=CPUS),
                 results_dir=str(tmp_path / "ray"), progress=progress)
-    [(_, requeued)] = [(e, i) for e, i in events if e == "requeued"]
-    assert requeued["name"] in ("a", "b") and requeued["reason"].startswith("its Ray worker died")
+    [requeued] = [e for e in events if isinstance(e, RunRequeued)]
+    assert requeued.name in ("a", "b") and requeued.reason.startswith("its Ray worker died")
     assert len(stored_at_done) == 2 and len(stored_at_done[0]) == 1 and stored_at_done[1] == [0, 1]  # each stored as it ended
 
 
