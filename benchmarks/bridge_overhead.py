@@ -87,14 +87,12 @@ def measure(size: int, sampler: str, count: int, folder: str) -> list[float]:
     fill(study, settings, size)
     bridge = BudgetedOptunaSearcher(study, storage, settings)
     seconds = []
-    try:
+    with bridge:
         for i in range(count):
             started = time.perf_counter()
             suggestion = bridge.suggest(f"t{i}")
             bridge.on_trial_complete(f"t{i}", {"acc": 0.5, "epoch": 1, "flops": suggestion["flops"]}, False)
             seconds.append(time.perf_counter() - started)
-    finally:
-        bridge.close()
     return seconds
 
 

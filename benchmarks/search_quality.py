@@ -150,7 +150,7 @@ def cheap_run(space: Any, budget: int, sampler: str, seed: int, warm: bool, tria
     bridge = BudgetedOptunaSearcher(study, storage, settings)
     curve, own, started = [], 0, time.perf_counter()
     lo, hi = scale
-    try:
+    with bridge:
         for i in range(trials):
             suggestion = bridge.suggest(f"t{i}")
             if suggestion is None:
@@ -160,8 +160,6 @@ def cheap_run(space: Any, budget: int, sampler: str, seed: int, warm: bool, tria
             value = min(1.0, max(0.0, (score(ArchConfig.from_json(suggestion["config"])) - lo) / (hi - lo)))
             bridge.on_trial_complete(f"t{i}", {"acc": value, "epoch": 1}, False)
             curve.append(float(study.user_attrs["hypervolume"]))
-    finally:
-        bridge.close()
     never = sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("status") in NEVER_TRAINED)
     return {"curve": curve, "own_fraction": own / max(1, len(curve)), "never_per_trained": never / max(1, len(curve)),
             "seconds": time.perf_counter() - started}

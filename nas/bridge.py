@@ -16,8 +16,8 @@ Ray's own `OptunaSearch` cannot refuse a point before it trains, nor keep an ASH
 
 from __future__ import annotations
 
-import threading
 import time
+from types import TracebackType
 from typing import Any
 
 import optuna
@@ -25,6 +25,7 @@ from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 
 from nas.events import Progress, Rejected, StorageFault, TrialEnded, TrialRequeued, TrialStarted, ignore
+from nas.heartbeat import Heartbeat
 from nas.ledger import StudyLedger
 from nas.pareto import study_hypervolume
 from nas.record import (
@@ -42,7 +43,6 @@ from nas.record import (
     outcome_attrs,
 )
 from nas.settings import SearchSettings
-from nas.storage import storage_fault
 from nas.study import claim_driver, driver_seed, fail_and_requeue
 from space.errors import ConvspaceError
 from space.fitting import propose
@@ -81,8 +81,8 @@ class BudgetedOptunaSearcher:
 
     Several drivers may share one study (PostgreSQL): the total and the no-duplicate rule are checked against
     the storage after each trial is marked `accepted`, and a trial yields if it sees a rival (so at worst both
-    yield and the point is sampled again later; never do two train). Live trials send heartbeats so that
-    another driver can fail and re-queue them if this one dies.
+    yield and the point is sampled again later; never do two train). Live trials send heartbeats while the bridge is
+    entered (`with bridge:`, nas.heartbeat) so that another driver can fail and re-queue them if this one dies.
     """
 
     def __init__(self, study: optuna.Study, storage: RDBStorage, settings: SearchSettings,
@@ -100,30 +100,16 @@ class BudgetedOptunaSearcher:
         self.proposed: dict[str, int] = {}  # trials this run started, by who chose the network (PROPOSERS)
         self.failures: list[str] = []  # why this run's failed trials failed (a search whose every trial fails says so)
         self.ledger = StudyLedger(study)
-        self.beat_fault: Exception | None = None
-        self._stop = threading.Event()
-        self._beat = threading.Thread(target=self._heartbeats, daemon=True)
-        self._beat.start()
+        self.heartbeat = Heartbeat(storage, self.study_id, lambda: [t.number for t in list(self.live.values())],
+                                   on_fault=lambda reason: self.progress(StorageFault(reason)))
 
-    def _heartbeats(self) -> None:
-        """Beat for every live trial each interval. Never dies: a beat that fails (the storage gave up waiting, see
-        nas.storage.STORAGE_PATIENCE) is kept in `beat_fault` and told once; the next interval tries again."""
-        interval = self.storage.get_heartbeat_interval()
-        while interval and not self._stop.wait(interval):
-            try:
-                for trial in list(self.live.values()):
-                    self._beat_for(trial)
-                self.beat_fault = None
-            except Exception as exc:  # noqa: BLE001 - a thread that raises dies silently; this one says why and goes on
-                if self.beat_fault is None:
-                    self.progress(StorageFault(storage_fault(exc) or f"{type(exc).__name__}: {exc}"))
-                self.beat_fault = exc
+    def __enter__(self) -> BudgetedOptunaSearcher:
+        """Beat for the live trials while the block runs (nas.heartbeat)."""
+        self.heartbeat.__enter__()
+        return self
 
-    def _beat_for(self, trial: optuna.trial.Trial) -> None:
-        self.storage.record_heartbeat(self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number))
-
-    def close(self) -> None:
-        self._stop.set()
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.heartbeat.__exit__(kind, exc, tb)
 
     def _reject(self, trial: optuna.trial.Trial, status: Status) -> None:
         TrialRecord(trial).write({STATUS: status})
@@ -144,8 +130,7 @@ class BudgetedOptunaSearcher:
                 # NSGA-II files a trial under a generation only when it samples (sample_relative): measured, it left the warm
                 # start out of every population. Asking for the relative sample once files it; the fixed params still win.
                 _ = trial.relative_params
-            if self.storage.get_heartbeat_interval():
-                self._beat_for(trial)
+            self.heartbeat.beat(trial.number)
             proposal = propose(self.settings.space, trial, self.band)
             cfg, cost = proposal.config, proposal.cost
             who = proposer(trial, self.settings.sampler)

@@ -140,16 +140,16 @@ def _tune(s: SearchSettings, study: optuna.Study, storage: RDBStorage, remaining
                         num_samples=2 * remaining,
                         # what is left of --time-budget once Ray is up (Tune's clock starts at fit, not at the command)
                         time_budget_s=max(1.0, s.time_budget - (time.time() - started)) if s.time_budget else None)
-    try:
-        with connect(s.study, Driver(bridge, progress)):
-            tuner.fit()
-        # Tune catches Ctrl-C itself and returns; trials still live then (and no time budget spent) mean an interrupt.
-        interrupted = bool(bridge.live) and not (s.time_budget and time.time() - started >= s.time_budget)
-    except KeyboardInterrupt:
-        interrupted = True
-    finally:
-        bridge.interrupt_live()
-        bridge.close()
+    with bridge:  # its live trials beat until the last is queued again or told
+        try:
+            with connect(s.study, Driver(bridge, progress)):
+                tuner.fit()
+            # Tune catches Ctrl-C itself and returns; trials still live then (and no time budget spent) mean an interrupt.
+            interrupted = bool(bridge.live) and not (s.time_budget and time.time() - started >= s.time_budget)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            bridge.interrupt_live()
     seconds = time.time() - started
     out_of_time = bool(s.time_budget) and seconds >= s.time_budget and trained_count(study) < s.trials
     return SearchOutcome(study, ended=bridge.ended, rejected=bridge.rejected, proposed=bridge.proposed, failures=bridge.failures,

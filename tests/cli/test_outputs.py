@@ -147,12 +147,10 @@ def test_analyze_refusal_gives_the_exact_command_that_trains_what_it_needs(tmp_p
                               trials=4, cost_classes=10, flops_min=100_000_000, sampler="random", seed=7)
     study, storage = open_search_study(settings)
     bridge = BudgetedOptunaSearcher(study, storage, settings)
-    try:
+    with bridge:
         for i, result in enumerate(({"acc": 0.5, "epoch": 2, "train_seconds": 30.0}, {"acc": 0.4, "epoch": 1})):
             bridge.suggest(f"t{i}")
             bridge.on_trial_complete(f"t{i}", result, False)
-    finally:
-        bridge.close()
     with pytest.raises(ConvspaceError) as refused:
         load_trained(study)
     message = str(refused.value)

@@ -39,15 +39,13 @@ def lived_study(folder: Path, name: str = "lived") -> tuple[optuna.Study, str]:
                               sampler="random", seed=3)
     study, storage = open_search_study(settings)
     bridge = BudgetedOptunaSearcher(study, storage, settings)
-    try:
+    with bridge:
         for i, result in enumerate(RESULTS):
             bridge.suggest(f"t{i}")
             if result is None:
                 bridge.interrupt_live()
             else:
                 bridge.on_trial_complete(f"t{i}", dict(result), "error" in result)
-    finally:
-        bridge.close()
     original = next(t for t in study.trials if t.user_attrs.get("status") == "trained")
     for seed, accuracy in ((1, 0.89), (2, 0.90)):  # `confirm --seeds 3`
         attrs = outcome_attrs({"acc": accuracy, "epoch": 3}, epochs=3, proxy_epochs=3)

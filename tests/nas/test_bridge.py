@@ -25,7 +25,7 @@ def handed_out(tmp_path: Path, sampler: str, study: str) -> list[tuple[ArchConfi
     study_, storage = open_search_study(settings)
     bridge = BudgetedOptunaSearcher(study_, storage, settings)
     out = []
-    try:
+    with bridge:
         for i in range(100):
             suggestion = bridge.suggest(f"t{i}")
             if suggestion is None:
@@ -33,8 +33,6 @@ def handed_out(tmp_path: Path, sampler: str, study: str) -> list[tuple[ArchConfi
             trial = bridge.live[f"t{i}"]
             out.append((ArchConfig.from_json(suggestion["config"]), dict(trial.user_attrs)))
             bridge.on_trial_complete(f"t{i}", {"acc": 1 / trial.user_attrs["params"], "epoch": 2}, False)
-    finally:
-        bridge.close()
     return out
 
 
@@ -55,14 +53,11 @@ def test_drivers_sharing_a_study_get_their_own_sampler_seeds(tmp_path):
     settings = SearchSettings(study="shared", budget=BUDGET, space=Space.from_yaml(TINY_SPACE), storage=f"sqlite:///{tmp_path}/shared.db",
                               proxy=ProxySettings(epochs=2), trials=10, cost_resolution=64, cost_classes=10, seed=3)
     bridges = [BudgetedOptunaSearcher(*open_search_study(settings), settings) for _ in range(2)]  # two drivers, one study
-    try:
+    with bridges[0], bridges[1]:
         assert [b.driver for b in bridges] == [0, 1]
         first = [b.suggest(f"t{i}") for i, b in enumerate(bridges)]
         assert first[0]["config"] != first[1]["config"]  # not in lockstep: each proposes its own points
         assert [b.live[f"t{i}"].user_attrs["driver"] for i, b in enumerate(bridges)] == [0, 1]
-    finally:
-        for b in bridges:
-            b.close()
     assert driver_seed(3, 0) == 3 and len({driver_seed(3, d) for d in range(50)}) == 50  # the first driver keeps --seed
     assert driver_seed(3, 1) == driver_seed(3, 1) != driver_seed(4, 1)
 
@@ -103,14 +98,12 @@ def test_out_of_band_proposals_are_stored_with_their_constraints_and_never_repla
     study, storage = open_search_study(settings)
     bridge = BudgetedOptunaSearcher(study, storage, settings)
     handed = []
-    try:
+    with bridge:
         for i in range(10):
             suggestion = bridge.suggest(f"t{i}")
             trial = bridge.live[f"t{i}"]
             handed.append(trial.user_attrs["flops"])
             bridge.on_trial_complete(f"t{i}", {"acc": 1 / trial.user_attrs["params"], "epoch": 2, "flops": suggestion["flops"]}, False)
-    finally:
-        bridge.close()
     assert all(band[0] <= f <= band[1] for f in handed)
     study = optuna.load_study(study_name="band", storage=settings.storage)
     stored = [t for t in study.trials if t.user_attrs.get("status") in ("over_budget", "under_band")]
@@ -154,13 +147,11 @@ def test_points_whose_dilated_convs_pad_past_their_maps_at_the_proxy_resolution_
                               sampler="random", seed=0)
     study, storage = open_search_study(settings)
     bridge = BudgetedOptunaSearcher(study, storage, settings)
-    try:
+    with bridge:
         for i in range(8):
             cfg = ArchConfig.from_json(bridge.suggest(f"t{i}")["config"])
             check_fits(cfg, 32)  # every network handed out trains as the network its FLOPs describe
             bridge.on_trial_complete(f"t{i}", {"acc": 0.5, "epoch": 1}, False)
-    finally:
-        bridge.close()
     tally = counts(study)
     # a random draw of four stages with dilation 1 or 4 mostly pads past a 32 px proxy's small maps: refused, stored or counted
     assert tally["trained"] == 8 and tally.get("unfit", 0) >= 1 and bridge.rejected["unfit"] == tally["unfit"]
@@ -187,15 +178,13 @@ def test_a_fitted_search_trains_the_warm_start_then_its_samplers_own_fitted_prop
     assert [warm_start_size(n) for n in (3, 12, 16, 100)] == [1, 4, 4, 4]  # a short search stays mostly the sampler's
     bridge = BudgetedOptunaSearcher(study, storage, settings)
     trained = []
-    try:
+    with bridge:
         for i in range(16):
             bridge.suggest(f"t{i}")
             trial = bridge.live[f"t{i}"]
             trained.append(dict(trial.user_attrs, params_=dict(trial.params)))
             # a stand-in accuracy that depends on the architecture: wider, deeper networks score higher
             bridge.on_trial_complete(f"t{i}", {"acc": min(0.99, trial.user_attrs["params"] / 3e7), "epoch": 2}, False)
-    finally:
-        bridge.close()
     assert [t["proposed_by"] for t in trained[:4]] == ["warm_start"] * 4 and [t["warm_start"] for t in trained[:4]] == warm
     assert {t["proposed_by"] for t in trained[4:]} == {"sampler"}
     for t in trained:

@@ -48,14 +48,12 @@ def test_a_trial_whose_worker_died_is_queued_once_more_with_its_reason_and_dying
     study, storage = open_search_study(s)
     events = []
     bridge = BudgetedOptunaSearcher(study, storage, s, events.append)
-    try:
+    with bridge:
         first = bridge.suggest("t0")
         bridge.on_trial_complete("t0", dict(DIED), True)
         retry = bridge.suggest("t1")
         assert retry["config"] == first["config"]  # the same network trains again
         bridge.on_trial_complete("t1", dict(DIED), True)
-    finally:
-        bridge.close()
     lost, again = study.get_trials()[:2]
     assert lost.state == TrialState.FAIL and not counts_toward_total(lost)  # no fault of its network: not counted
     assert lost.user_attrs["fail_reason"] == f"interrupted: its Ray worker died ({DIED['error']})"
