@@ -28,6 +28,9 @@ def find_initdb() -> str | None:
     return shutil.which("initdb") or next((str(p) for p in sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))), None)
 
 
+CLUSTERS: dict[str, list[str]] = {}  # a running server's URL -> pg_ctl's arguments that start it again (a test may stop it)
+
+
 @contextmanager
 def postgres_server(initdb: str, password: str | None = None) -> Iterator[str]:
     """Yield a SQLAlchemy URL of a fresh database; the cluster is removed afterwards.
@@ -45,8 +48,7 @@ def postgres_server(initdb: str, password: str | None = None) -> Iterator[str]:
         auth = ["--auth-local=trust", "--auth-host=scram-sha-256", f"--pwfile={root / 'pwfile'}"]
     subprocess.run(_as_postgres([str(bin_dir / "initdb"), "-D", str(data), *auth, "-U", "postgres"]), check=True, capture_output=True)
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=200"
-    subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]),
-                   check=True, capture_output=True)
+    pg_ctl(initdb, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start")
     try:
         import psycopg2
 
@@ -54,20 +56,14 @@ def postgres_server(initdb: str, password: str | None = None) -> Iterator[str]:
         connection.autocommit = True
         connection.cursor().execute("CREATE DATABASE convspace")
         connection.close()
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/convspace"
+        url = f"postgresql+psycopg2://postgres@127.0.0.1:{port}/convspace"
+        CLUSTERS[url] = ["-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]
+        yield url
     finally:
-        subprocess.run(_as_postgres([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]), capture_output=True)
+        pg_ctl(initdb, "-D", str(data), "-m", "immediate", "stop", check=False)
         shutil.rmtree(root, ignore_errors=True)
 
 
-def fresh_database(url: str, name: str) -> str:
-    """A new empty database on the same server (no Optuna schema yet), as a SQLAlchemy URL."""
-    import psycopg2
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    connection = psycopg2.connect(host=parsed.host, port=parsed.port, user=parsed.username, dbname="postgres")
-    connection.autocommit = True
-    connection.cursor().execute(f"CREATE DATABASE {name}")
-    connection.close()
-    return parsed.set(database=name).render_as_string(hide_password=False)
+def pg_ctl(initdb: str, *args: str, check: bool = True) -> None:
+    """Run the server's pg_ctl (as the postgres user when root)."""
+    subprocess.run(_as_postgres([str(Path(initdb).parent / "pg_ctl"), *args]), check=check, capture_output=True)
