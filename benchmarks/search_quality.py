@@ -134,7 +134,7 @@ def cheap_run(space: Any, budget: int, sampler: str, seed: int, warm: bool, tria
               scale: tuple[float, float], folder: str) -> dict[str, Any]:
     """One study driven through the bridge with the NASWOT score as its accuracy; its hypervolume trial by trial."""
     from nas.bridge import BudgetedOptunaSearcher
-    from nas.record import NEVER_TRAINED
+    from nas.record import NEVER_TRAINED, StudyRecord, TrialRecord
     from nas.search import open_search_study
     from nas.settings import SearchSettings
     from nas.warm_start import enqueue_warm_start
@@ -156,11 +156,11 @@ def cheap_run(space: Any, budget: int, sampler: str, seed: int, warm: bool, tria
             if suggestion is None:
                 break
             trial = bridge.live[f"t{i}"]
-            own += trial.user_attrs["proposed_by"] in ("sampler", "random")
+            own += TrialRecord(trial).proposed_by in ("sampler", "random")
             value = min(1.0, max(0.0, (score(ArchConfig.from_json(suggestion["config"])) - lo) / (hi - lo)))
             bridge.on_trial_complete(f"t{i}", {"acc": value, "epoch": 1}, False)
-            curve.append(float(study.user_attrs["hypervolume"]))
-    never = sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get("status") in NEVER_TRAINED)
+            curve.append(float(StudyRecord(study).hypervolume or 0.0))
+    never = sum(1 for t in study.get_trials(deepcopy=False) if TrialRecord(t).status in NEVER_TRAINED)
     return {"curve": curve, "own_fraction": own / max(1, len(curve)), "never_per_trained": never / max(1, len(curve)),
             "seconds": time.perf_counter() - started}
 
@@ -252,7 +252,7 @@ def plot(runs: dict[str, list[dict[str, Any]]], path: str, title: str) -> None:
 def real_tier(args: argparse.Namespace, space: Any, budget: int) -> dict[str, list[dict[str, Any]]]:
     """Real searches (Ray Tune, proxy trainings), the default sampler against random search."""
     from nas.pareto import study_hypervolume
-    from nas.record import NEVER_TRAINED, counts_toward_total
+    from nas.record import NEVER_TRAINED, TrialRecord, counts_toward_total
     from nas.search import run_search
     from nas.settings import SearchSettings
     from trainers.settings import ProxySettings
@@ -274,11 +274,12 @@ def real_tier(args: argparse.Namespace, space: Any, budget: int) -> dict[str, li
                 study = run_search(settings).study
                 told = sorted((t for t in study.get_trials(deepcopy=False) if counts_toward_total(t) and t.datetime_complete),
                               key=lambda t: t.datetime_complete)
-                curve = [float(t.user_attrs.get("hypervolume") or 0.0) for t in told]
-                own = sum(t.user_attrs.get("proposed_by") in ("sampler", "random") for t in told) / max(1, len(told))
-                chosen = sum(t.user_attrs.get("proposed_by") in ("sampler", "random", "warm_start") for t in told) / max(1, len(told))
-                never = sum(t.user_attrs.get("status") in NEVER_TRAINED for t in study.get_trials(deepcopy=False))
-                spread = sorted(t.user_attrs["flops"] / budget for t in told)
+                records = [TrialRecord(t) for t in told]
+                curve = [float(r.hypervolume or 0.0) for r in records]
+                own = sum(r.proposed_by in ("sampler", "random") for r in records) / max(1, len(told))
+                chosen = sum(r.proposed_by in ("sampler", "random", "warm_start") for r in records) / max(1, len(told))
+                never = sum(TrialRecord(t).status in NEVER_TRAINED for t in study.get_trials(deepcopy=False))
+                spread = sorted(r.flops / budget for r in records)
                 run = {"curve": curve or [study_hypervolume(study) or 0.0], "own_fraction": own, "never_per_trained": never / max(1, len(told)),
                        "chosen_fraction": chosen, "flops_spread": [spread[0], spread[-1]] if spread else None,
                        "seconds": time.perf_counter() - started}
