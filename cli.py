@@ -19,9 +19,9 @@ from console.inputs import cost_row, sample_rows
 from console.options import FLOPS_RESOLUTION, SPACE, STORAGE, STUDY, Part, command_of, study_option
 from console.reports import analyze_study, export_trials, inspect_network, show_front
 from console.tables import print_costs, print_network, warn_remote
-from nas.entries import DEFAULT_ZOO
-from nas.settings import BudgetBand, CostSettings, FidelitySample, SearchSettings, TrialResources
-from nas.storage import resolve_storage
+from nas.engine.settings import BudgetBand, CostSettings, FidelitySample, SearchSettings, TrialResources
+from nas.engine.storage import resolve_storage
+from nas.export.entries import DEFAULT_ZOO
 from space.errors import ConvspaceError
 from trainers.settings import ProxySettings, TrainSettings
 
@@ -96,7 +96,7 @@ def search(
 ) -> None:
     """Search the space under a FLOPs budget: Optuna multi-objective study + Ray Tune proxy trainings (ASHA)."""
     from console.runs import search_ended, search_progress
-    from nas.settings import check_search
+    from nas.engine.settings import check_search
     from space.choices import Space
 
     # Every setting, the data, the budget and the Ray address are checked before torch or Ray is imported and
@@ -105,8 +105,8 @@ def search(
     trained_by = ProxySettings(**proxy, seed=run["seed"])
     settings = SearchSettings(study=study, space=Space.from_yaml(space), storage=url, proxy=trained_by, **band, **run, **cost, **resources)
     check_search(settings)
-    from nas.live import SearchView
-    from nas.search import run_search
+    from nas.engine.search import run_search
+    from nas.front.live import SearchView
 
     with SearchView(console, study=study, epochs=settings.proxy.epochs, live=console.is_terminal, time_budget=settings.time_budget) as view:
         outcome = run_search(settings, search_progress(view, settings, url), checked=True)
@@ -139,13 +139,13 @@ def confirm(
     resources: Options = Part(TrialResources),
 ) -> None:
     """Train the front's networks again with other seeds: the front on mean accuracies, and the study's noise floor."""
-    from nas.settings import check_confirm
+    from nas.engine.settings import check_confirm
 
     each = TrialResources(**resources)
     check_confirm(seeds, top, each)
     url = resolve_storage(study, storage)
     from console.runs import confirm_ended, confirm_progress
-    from nas.confirm import run_confirm
+    from nas.evaluate.confirm import run_confirm
 
     outcome = run_confirm(study, url, seeds=seeds, top=top, resources=each, progress=confirm_progress(study, seeds, top), checked=True)
     confirm_ended(outcome, url, study, seeds)
@@ -163,7 +163,7 @@ def analyze(
                                       "beside the study: studies/<study>-analysis (with --json: none unless given)."),
 ) -> None:
     """Design-space analysis of the trained trials: error EDFs, good values and importance per dimension, KS against --against."""
-    from nas.pareto import load_study
+    from nas.front.pareto import load_study
 
     if bins < 1:
         raise ConvspaceError(f"bins: must be >= 1, got {bins}")
@@ -203,13 +203,13 @@ def dashboard(
                                                                     "travels in plain HTTP: prefer an SSH tunnel)."),
 ) -> None:
     """Serve the study in optuna-dashboard behind a token made for this launch (on this machine only, unless --allow-remote)."""
-    from nas.settings import check_host
+    from nas.engine.settings import check_host
 
     if not 0 <= port <= 65535:  # before anything is opened; else a traceback from deep in the socket module
         raise ConvspaceError(f"port: must be in 1..65535 (or 0: a free port the system picks), got {port}")
     if check_host(host, allow_remote):  # before anything is opened or served
         warn_remote(host, port)
-    from nas.dashboard import serve_dashboard
+    from nas.front.dashboard import serve_dashboard
 
     serve_dashboard(resolve_storage(study, storage), study, host, port)  # prints its URL (with the token) unwrapped
 
@@ -245,7 +245,7 @@ def train(
 
     settings = TrainSettings(**recipe)
     check_data(settings.data, settings.data_dir)  # before torch is imported: a wrong path is one line at once
-    import nas.zoo  # noqa: F401  (registers presets and exported entries with timm)
+    import nas.export.zoo  # noqa: F401  (registers presets and exported entries with timm)
     from trainers.full import train as run_training
 
     with training_bar(settings.epochs) as progress:
@@ -263,7 +263,7 @@ def ablation(
 ) -> None:
     """Re-run fixed networks (the ConvNeXt roadmap) with the proxy trainer; compare with the paper (Kendall tau with a 95% interval)."""
     from console.runs import ablation_ended, network_progress
-    from nas.ablation import load_study_file, rank_agreement, run_ablation
+    from nas.evaluate.ablation import load_study_file, rank_agreement, run_ablation
 
     spec = load_study_file(file)
     url = resolve_storage(spec.study, storage)
@@ -290,7 +290,7 @@ def fidelity(
     """Does the proxy rank like longer training? N in-budget networks trained both ways on your data (the proxy's settings
     but its epochs, and --long-train-images, are both's); Kendall tau with a 95% interval."""
     from console.runs import fidelity_ended, fidelity_started, network_progress
-    from nas.fidelity import FidelitySettings, check_fidelity
+    from nas.evaluate.fidelity import FidelitySettings, check_fidelity
     from space.choices import Space
 
     # checked before torch or Ray is imported, as the search is
@@ -300,7 +300,7 @@ def fidelity(
     settings = FidelitySettings(study=study, storage=url, space=Space.from_yaml(space), proxy=trained_by, long_epochs=long_epochs,
                                 long_train_images=long_images, **band, **networks, **cost, **resources)
     check_fidelity(settings)
-    from nas.fidelity import run_fidelity
+    from nas.evaluate.fidelity import run_fidelity
 
     if not as_json:
         fidelity_started(settings, url)

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 def fill(study, settings, n: int, seed: int = 0) -> None:
     """n finished trials of fitted random proposals, stored as the bridge stores trained ones."""
-    from nas.record import FLOPS, PROPOSED_BY, STATUS, network_attrs, new_trial
+    from nas.engine.record import FLOPS, PROPOSED_BY, STATUS, network_attrs, new_trial
     from space.choices import SeededSuggester
     from space.fitting import propose
 
@@ -74,9 +74,9 @@ class _Keep:
 
 def measure(size: int, sampler: str, count: int, folder: str) -> list[float]:
     """Seconds per trial (suggest + tell) for `count` trials on a study already holding `size` trained trials."""
-    from nas.bridge import BudgetedOptunaSearcher
-    from nas.search import open_search_study
-    from nas.settings import SearchSettings
+    from nas.engine.bridge import BudgetedOptunaSearcher
+    from nas.engine.search import open_search_study
+    from nas.engine.settings import SearchSettings
     from space.choices import Space
     from trainers.settings import ProxySettings
 

@@ -73,10 +73,10 @@ def main() -> None:
 
     import ray
 
-    from nas.ray_cluster import init_ray
-    from nas.record import Status, status
-    from nas.search import run_search
-    from nas.settings import SearchSettings
+    from nas.engine.ray_cluster import init_ray
+    from nas.engine.record import Status, status
+    from nas.engine.search import run_search
+    from nas.engine.settings import SearchSettings
     from space.choices import Space
     from space.cost import parse_flops
     from trainers.proxy import ProxySettings

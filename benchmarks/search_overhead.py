@@ -41,9 +41,9 @@ def main() -> None:
     parser.add_argument("--data", default="digits")
     args = parser.parse_args()
 
-    from nas.record import Status, TrialRecord
-    from nas.search import run_search
-    from nas.settings import SearchSettings
+    from nas.engine.record import Status, TrialRecord
+    from nas.engine.search import run_search
+    from nas.engine.settings import SearchSettings
     from space.choices import Space
     from space.cost import parse_flops
     from trainers.proxy import ProxySettings

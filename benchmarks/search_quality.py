@@ -1,6 +1,6 @@
 """Which sampler finds the better front on equal budgets: NSGA-II, TPE and random search, with and without warm start.
 
-Two tiers, both through the search's own code (`nas.bridge.BudgetedOptunaSearcher`: fitting to the budget, refusals,
+Two tiers, both through the search's own code (`nas.engine.bridge.BudgetedOptunaSearcher`: fitting to the budget, refusals,
 duplicates, the warm start, the hypervolume each tell records):
 
 - cheap: the bridge driven directly (ask/tell, no Ray), each trained trial scored by a zero-cost proxy at
@@ -9,12 +9,13 @@ duplicates, the warm start, the hypervolume each tell records):
   alike, see `Naswot`), which depends on the architecture
   through the same choices training does (block, conv, kernel, width, depth, norms, activations). The score is mapped to
   [0, 1] by the 1st and 99th percentiles of 100 random networks of the space (computed once per run, on seed 0's batch;
-  the same fixed scale for every seed and sampler), so the hypervolume is the search's own (`nas.pareto`: area dominated in (FLOPs / budget, score), reference
-  (1, 0)). Seeds x trials per (sampler, warm start); the hypervolume's mean with a 95% bootstrap interval over seeds,
+  the same fixed scale for every seed and sampler), so the hypervolume is the search's own (`nas.front.pareto`: area
+  dominated in (FLOPs / budget, score), reference (1, 0)). Seeds x trials per (sampler, warm start); the hypervolume's
+  mean with a 95% bootstrap interval over seeds,
   the fraction of trained networks the sampler itself proposed, the stored never-trained trials per trained one, and
   how many trials each needs to reach random search's mean hypervolume after all its trials; a PNG of hypervolume
   against trials.
-- real: `nas.search.run_search` (Optuna + Ray Tune + proxy trainings), the default sampler against random search.
+- real: `nas.engine.search.run_search` (Optuna + Ray Tune + proxy trainings), the default sampler against random search.
 
 Usage: python benchmarks/search_quality.py [--quick] [--json] [--tier cheap|real|both] [--seeds 5] [--trials 100]
     [--samplers nsga2,tpe,random] [--budget 4.5G] [--space default] [--plot docs/search_quality.png]
@@ -133,11 +134,11 @@ def calibrate(space: Any, band: Any, score: Naswot, n: int = 200) -> tuple[float
 def cheap_run(space: Any, budget: int, sampler: str, seed: int, warm: bool, trials: int, score: Naswot,
               scale: tuple[float, float], folder: str) -> dict[str, Any]:
     """One study driven through the bridge with the NASWOT score as its accuracy; its hypervolume trial by trial."""
-    from nas.bridge import BudgetedOptunaSearcher
-    from nas.record import NEVER_TRAINED, StudyRecord, TrialRecord
-    from nas.search import open_search_study
-    from nas.settings import SearchSettings
-    from nas.warm_start import enqueue_warm_start
+    from nas.engine.bridge import BudgetedOptunaSearcher
+    from nas.engine.record import NEVER_TRAINED, StudyRecord, TrialRecord
+    from nas.engine.search import open_search_study
+    from nas.engine.settings import SearchSettings
+    from nas.engine.warm_start import enqueue_warm_start
     from space.config import ArchConfig
     from trainers.settings import ProxySettings
 
@@ -171,7 +172,7 @@ def trials_to_reach(curve: list[float], target: float) -> int | None:
 
 
 def cheap_tier(args: argparse.Namespace, space: Any, budget: int) -> dict[str, list[dict[str, Any]]]:
-    from nas.settings import SearchSettings
+    from nas.engine.settings import SearchSettings
 
     band = SearchSettings(study="x", budget=budget, space=space, storage="sqlite://").band
     runs: dict[str, list[dict[str, Any]]] = json.loads(Path(args.save).read_text()) if args.save and Path(args.save).exists() else {}
@@ -251,10 +252,10 @@ def plot(runs: dict[str, list[dict[str, Any]]], path: str, title: str) -> None:
 
 def real_tier(args: argparse.Namespace, space: Any, budget: int) -> dict[str, list[dict[str, Any]]]:
     """Real searches (Ray Tune, proxy trainings), the default sampler against random search."""
-    from nas.pareto import study_hypervolume
-    from nas.record import NEVER_TRAINED, TrialRecord, counts_toward_total
-    from nas.search import run_search
-    from nas.settings import SearchSettings
+    from nas.engine.record import NEVER_TRAINED, TrialRecord, counts_toward_total
+    from nas.engine.search import run_search
+    from nas.engine.settings import SearchSettings
+    from nas.front.pareto import study_hypervolume
     from trainers.settings import ProxySettings
 
     default = SearchSettings.__dataclass_fields__["sampler"].default

@@ -11,7 +11,7 @@ import sys
 
 from rich.console import Console
 
-from nas.storage import mask_passwords
+from nas.engine.storage import mask_passwords
 
 # Piped output (logs, CI) gets a wide table instead of rich's 80-column default, unless $COLUMNS says otherwise.
 console = Console(width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160)

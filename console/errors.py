@@ -11,14 +11,14 @@ from typing import Any
 
 import typer
 
-from nas.storage import DAMAGED, mask_passwords, storage_fault
+from nas.engine.storage import DAMAGED, mask_passwords, storage_fault
 from space.errors import ConvspaceError
 
 # timm still calls torch.jit.script at import; the deprecation notice is noise for our users.
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*")
 warnings.filterwarnings("ignore", message=".*is experimental.*")  # Optuna's notice on set_metric_names
 warnings.filterwarnings("ignore", message=".*is an experimental feature.*")  # ... and on heartbeat_interval
-# Optuna expects heartbeats with Study.optimize; the search uses ask/tell and sends them itself (nas/search.py).
+# Optuna expects heartbeats with Study.optimize; the search uses ask/tell and sends them itself (nas/engine/search.py).
 warnings.filterwarnings("ignore", message=".*Heartbeat of storage is supposed to be used with Study.optimize.*")
 
 # typer vendors click and exports only BadParameter of its exceptions; BadParameter's base is the

@@ -11,7 +11,7 @@ from space.errors import ConvspaceError
 def load_config(name_or_file: str) -> tuple[Any, dict[str, Any]]:
     """A preset (`convnext_tiny` or `convspace_convnext_tiny`), an exported entry's name, or an ArchConfig / entry
     YAML or JSON file; with where it came from (study, trial, proxy accuracy) when it is an export."""
-    from nas.entries import find_entry
+    from nas.export.entries import find_entry
     from space.config import ArchConfig
     from space.files import read_yaml
     from space.presets import PRESETS

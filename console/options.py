@@ -18,9 +18,9 @@ from typing import Any
 
 import typer
 
-from nas.commands import DEFAULT_STUDY
-from nas.settings import CostSettings
-from nas.storage import STORAGE_ENV
+from nas.engine.commands import DEFAULT_STUDY
+from nas.engine.settings import CostSettings
+from nas.engine.storage import STORAGE_ENV
 from space.errors import ConvspaceError
 
 STORAGE = typer.Option(None, help=f"SQLAlchemy URL (default ${STORAGE_ENV}, else sqlite:///studies/<study>.db).")

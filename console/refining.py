@@ -1,5 +1,5 @@
 """What `refine` does once its input is checked: the study's space narrowed and written, then what was narrowed and why
-printed (or as JSON) with the loop's next two commands. The deciding is nas.refine; this is its view."""
+printed (or as JSON) with the loop's next two commands. The deciding is nas.analysis.refine; this is its view."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from console import console
 
 def refine_space(study: str, url: str, out: str | None, min_importance: float, as_json: bool) -> None:
     """`refine`: the new space file written atomically (beside the study unless `out`), then the account of it."""
-    from nas.pareto import load_study
-    from nas.refine import default_path, next_commands, refine, summary, write
+    from nas.analysis.refine import default_path, next_commands, refine, summary, write
+    from nas.front.pareto import load_study
 
     loaded = load_study(study, url)
     refined = refine(loaded, min_importance=min_importance)

@@ -33,10 +33,10 @@ def inspect_network(model: str, resolution: int, verify: bool) -> tuple[Any, dic
 def analyze_study(study: str, url: str, other: Any, bins: int, as_json: bool, out: str | None) -> None:
     """`analyze`: the analysis printed (or as JSON), its PNGs and HTML written into `out` (default beside the study;
     none with --json unless given), and the HTML attached to the study in the dashboard."""
-    from nas.analysis import analyze
-    from nas.analysis_report import summary, write_report
-    from nas.dashboard import analysis_folder, publish
-    from nas.pareto import load_study
+    from nas.analysis.design_space import analyze
+    from nas.analysis.report import summary, write_report
+    from nas.front.dashboard import analysis_folder, publish
+    from nas.front.pareto import load_study
 
     loaded = load_study(study, url)
     report, samples = analyze(loaded, other, bins=bins)
@@ -64,10 +64,10 @@ def export_trials(study: str, storage: str | None, trials: list[int], front: boo
     """`export`: the chosen trials (`trials`, else the front with `front`, else the best) as zoo entries in `out`. Every
     trial and every target is checked before torch is imported and before the first entry is written."""
     from console.runs import export_ended, exported
-    from nas.entries import DEFAULT_ZOO, check_entry_name, pick_trial, plan_export
-    from nas.pareto import front as pareto_front
-    from nas.pareto import load_study
-    from nas.storage import resolve_storage
+    from nas.engine.storage import resolve_storage
+    from nas.export.entries import DEFAULT_ZOO, check_entry_name, pick_trial, plan_export
+    from nas.front.pareto import front as pareto_front
+    from nas.front.pareto import load_study
 
     if name:
         check_entry_name(name)  # at once, before the study is opened
@@ -76,7 +76,7 @@ def export_trials(study: str, storage: str | None, trials: list[int], front: boo
     if not chosen:
         raise ConvspaceError(f"front: study {study!r} has no fully trained trial yet")
     plans = [plan_export(loaded, picked, name, out, force=force) for picked in chosen]
-    from nas.zoo import (
+    from nas.export.zoo import (
         check_name,  # torch and timm: each entry is built once to check its cost
         export,
     )
@@ -91,13 +91,13 @@ def export_trials(study: str, storage: str | None, trials: list[int], front: boo
 def show_front(study: str, url: str, as_json: bool, plot: str | None) -> None:
     """`pareto`: the front as a table (or JSON), its PNG at `plot`, and the study's notes in the dashboard rewritten."""
     from console.tables import print_front, publish_front
-    from nas.pareto import front_report, load_study
-    from nas.pareto import plot as plot_front
+    from nas.front.pareto import front_report, load_study
+    from nas.front.pareto import plot as plot_front
 
     loaded = load_study(study, url)
     report = front_report(loaded)  # first: a trial without a config is a one-line error, before any file is written
-    if plot:  # a folder that cannot be made or written is one line (nas.pareto.save_figure)
-        plot_front(loaded, plot)  # the budget line at the study's own budget (nas.record)
+    if plot:  # a folder that cannot be made or written is one line (nas.front.pareto.save_figure)
+        plot_front(loaded, plot)  # the budget line at the study's own budget (nas.engine.record)
     if as_json:
         print(json.dumps(report.to_json()))
     else:

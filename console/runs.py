@@ -1,6 +1,6 @@
 """What the commands that train print: their progress lines as trainings end, and what they say when they are done.
 
-Each `*_progress` returns the callback a run reports its typed events through (nas.events.dispatch over a table of
+Each `*_progress` returns the callback a run reports its typed events through (nas.engine.events.dispatch over a table of
 handlers); printers only print: storing a trial is the engine's (nas), never a printer's.
 """
 
@@ -15,13 +15,13 @@ from rich.table import Table
 
 from console import console
 from console.tables import print_agreement, print_front, publish_front, write_front_png
-from nas.commands import DEFAULT_STUDY
-from nas.events import ConfirmOpened, Progress, RunEnded, RunRequeued, SearchOpened, dispatch
-from nas.storage import display_url, has_password
+from nas.engine.commands import DEFAULT_STUDY
+from nas.engine.events import ConfirmOpened, Progress, RunEnded, RunRequeued, SearchOpened, dispatch
+from nas.engine.storage import display_url, has_password
 
 
 def search_progress(view: Any, settings: Any, url: str) -> Progress:
-    """The search's: a header once the study is open, then the live view (nas.live) for every event."""
+    """The search's: a header once the study is open, then the live view (nas.front.live) for every event."""
 
     def opened(e: SearchOpened) -> None:
         s, proxy = settings, settings.proxy
@@ -44,9 +44,9 @@ def search_progress(view: Any, settings: Any, url: str) -> Progress:
 def search_ended(outcome: Any, view: Any, settings: Any, url: str, storage: str | None) -> int:
     """What the search did, its front (table, PNG, dashboard notes) and the command to look at it; the exit code:
     130 interrupted, 1 when every trial of this run failed (most often the proxy's settings), else 0."""
-    from nas.commands import command
-    from nas.dashboard import front_png
-    from nas.endings import ended_words, proposed_words, refused_words
+    from nas.engine.commands import command
+    from nas.engine.endings import ended_words, proposed_words, refused_words
+    from nas.front.dashboard import front_png
 
     study = settings.study
     if outcome.recovered:
@@ -84,7 +84,7 @@ def confirm_progress(study: str, seeds: int, top: int | None) -> Progress:
         console.print(f"confirming {what} of {study} with {seeds} seeds each: {e.runs} trainings to run"
                       + ("" if e.runs else " (every seed is in the study already)"), markup=False, highlight=False)
 
-    def ended(e: RunEnded) -> None:  # in the words of nas.record: a repeat, or how a training that did not end as one went
+    def ended(e: RunEnded) -> None:  # in the words of nas.engine.record: a repeat, or how a training that did not end as one went
         score = f"accuracy {e.acc:.4f}" if e.acc is not None else e.status
         console.print(f"  {e.name}: {score} ({e.train_seconds:.0f} s)", markup=False, highlight=False)
 
@@ -93,8 +93,8 @@ def confirm_progress(study: str, seeds: int, top: int | None) -> Progress:
 
 def confirm_ended(outcome: Any, url: str, study: str, seeds: int) -> None:
     """The front on the means, a new PNG where they moved, and what was left undone (failed, claimed elsewhere, unconfirmed)."""
-    from nas.confirm import CLAIM_GRACE
-    from nas.dashboard import front_png
+    from nas.evaluate.confirm import CLAIM_GRACE
+    from nas.front.dashboard import front_png
 
     print_front(outcome.study)
     png = write_front_png(outcome.study, front_png(url, study)) if outcome.trained else None  # the means moved: a new picture
@@ -173,9 +173,9 @@ def exported(entry: dict[str, Any]) -> None:
 
 
 def export_ended(names: list[str], out: Path, default_zoo: Path) -> None:
-    """The line to use the entries with, naming the zoo folder where it is not the one `import nas.zoo` reads by itself."""
+    """The line to use the entries with, naming the zoo folder where it is not the one `import nas.export.zoo` reads by itself."""
     zoo = "" if out == default_zoo else f"  (with CONVSPACE_ZOO={out})"
-    console.print(f"use: import nas.zoo; timm.create_model({names[0]!r}, num_classes=..., drop_path_rate=...)"
+    console.print(f"use: import nas.export.zoo; timm.create_model({names[0]!r}, num_classes=..., drop_path_rate=...)"
                   + (f"; likewise {', '.join(map(repr, names[1:]))}" if len(names) > 1 else "") + zoo, markup=False, highlight=False)
 
 

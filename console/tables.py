@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from console import console, notice
-from nas.commands import DEFAULT_STUDY
+from nas.engine.commands import DEFAULT_STUDY
 from space.errors import ConvspaceError
 
 
@@ -41,8 +41,8 @@ def print_network(model: str, cfg: Any, report: dict[str, Any], resolution: int,
 
 
 def coloured(parts: list[tuple[str, str | None]]) -> Text:
-    """A summary of nas.record (text, ending key) in the ending's colour, as the plots and the dashboard draw it."""
-    from nas.endings import ENDINGS
+    """A summary of nas.engine.record (text, ending key) in the ending's colour, as the plots and the dashboard draw it."""
+    from nas.engine.endings import ENDINGS
 
     return Text.assemble(*((text, ENDINGS[key].colour if key else "") for text, key in parts))
 
@@ -51,9 +51,9 @@ def print_front(study: Any, report: Any = None) -> Any:
     """The Pareto table of a study, whole at 100 columns: the architecture folds onto a second line, never cut.
     Accuracies are means over seeds (`confirm`); a point whose gain over the cheaper one is within noise is marked.
     Then the noise floor, the hypervolume, the trials by how they ended and who chose them. Returns the report."""
-    from nas.commands import command
-    from nas.endings import proposed_words, refused_words, study_parts
-    from nas.pareto import front_report
+    from nas.engine.commands import command
+    from nas.engine.endings import proposed_words, refused_words, study_parts
+    from nas.front.pareto import front_report
 
     report = report or front_report(study)  # first: a trial without a config is a one-line error
     table = Table(title=f"Pareto front of {study.study_name}: proxy accuracy up, FLOPs down", title_justify="left")
@@ -87,7 +87,7 @@ def print_front(study: Any, report: Any = None) -> Any:
 def publish_front(study: Any, url: str, by: str, *, plot: Path | None = None) -> None:
     """Rewrite the study's notes in the dashboard (and upload `plot`, the front PNG); a study that cannot be written here
     (read-only, a storage fault) keeps its old notes, said in one line: what the command printed stands."""
-    from nas.dashboard import publish
+    from nas.front.dashboard import publish
 
     why = publish(study, url, by, [plot] if plot else [])
     if why:
@@ -96,10 +96,10 @@ def publish_front(study: Any, url: str, by: str, *, plot: Path | None = None) ->
 
 def write_front_png(study: Any, path: Path) -> Path | None:
     """The front PNG at `path`, or None (said in one line) where it cannot be written: the search's trials stand."""
-    from nas.pareto import plot as plot_front
+    from nas.front.pareto import plot as plot_front
 
     try:
-        plot_front(study, str(path))  # the budget line at the study's own budget (nas.record)
+        plot_front(study, str(path))  # the budget line at the study's own budget (nas.engine.record)
     except ConvspaceError as exc:
         notice(f"the front PNG was not written: {exc}")
         return None
@@ -115,7 +115,7 @@ def warn_remote(host: str, port: int) -> None:
 
 def print_agreement(a: Any, first: str, second: str) -> None:
     """Kendall's tau with its bootstrap interval (and whether that excludes 0), Spearman's rho and the top-k overlap."""
-    from nas.ranking import MIN_FOR_INTERVAL
+    from nas.evaluate.ranking import MIN_FOR_INTERVAL
 
     lo, hi = a.ci95
     interval = (f"no interval: fewer than {MIN_FOR_INTERVAL} networks" if a.resamples == 0 else f"95% bootstrap interval [{lo:+.3f}, {hi:+.3f}]; "

@@ -36,7 +36,7 @@ CLASSES = ("red", "green", "blue")  # one class per colour; label 0 is FCOS's ba
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="a timm name registered by nas.zoo: an exported entry or convspace_<preset> "
+    parser.add_argument("--model", help="a timm name registered by nas.export.zoo: an exported entry or convspace_<preset> "
                                         "(default: export a network of the default space fitted to --budget)")
     parser.add_argument("--budget", default="1.5G", help="FLOPs of the exported network at --image-size (default 1.5G)")
     parser.add_argument("--image-size", type=int, default=256, help="the detector's input side (default 256)")
@@ -62,7 +62,7 @@ def export_fitted_network(budget: str, resolution: int, seed: int, folder: Path,
     """Draw shapes of the default space until the budget solver fits one to `budget` at `resolution` (the search's
     proposals, without the training; with at most `max_blocks` blocks where given), write it as a model-factory entry
     into `folder` and register it with timm."""
-    from nas.zoo import import_entry, write_entry
+    from nas.export.zoo import import_entry, write_entry
     from space.choices import SeededSuggester, Space
     from space.cost import parse_flops
     from space.fitting import Band, propose
@@ -85,13 +85,13 @@ def export_fitted_network(budget: str, resolution: int, seed: int, folder: Path,
 
 def registered_config(name: str) -> Any:
     """The ArchConfig of a preset entry (convspace_<preset>) or of an entry `cli.py export` wrote."""
-    import nas.zoo  # registers the presets and the entries in studies/exports (and $CONVSPACE_ZOO) with timm
-    from nas.entries import find_entry
+    import nas.export.zoo  # registers the presets and the entries in studies/exports (and $CONVSPACE_ZOO) with timm
+    from nas.export.entries import find_entry
     from space.config import ArchConfig
     from space.presets import PRESETS
 
-    preset = name.removeprefix(nas.zoo.PRESET_PREFIX)
-    if name.startswith(nas.zoo.PRESET_PREFIX) and preset in PRESETS:
+    preset = name.removeprefix(nas.export.zoo.PRESET_PREFIX)
+    if name.startswith(nas.export.zoo.PRESET_PREFIX) and preset in PRESETS:
         return PRESETS[preset]
     entry = find_entry(name)
     if entry is None:

@@ -52,7 +52,7 @@ class Proposal:
 
     config: ArchConfig
     cost: Cost
-    refusal: str | None = None  # over_budget, under_band, infeasible, unfit (the nas.record statuses)
+    refusal: str | None = None  # over_budget, under_band, infeasible, unfit (the nas.engine.record statuses)
     base_width: int | None = None  # where the solver chose them
     depth_scale: float | None = None
     target: int | None = None  # the FLOPs target (fitted spaces)

@@ -3,7 +3,7 @@ space file, and the check that a narrowed space is a subspace of the one it came
 
 Why here: what a dimension is (space.dimensions) and how a space file reads (space.space_file) live in `space`; a
 narrowed space must be written in exactly the spelling they read, and checked with their rules. Who decides what to
-narrow (from a study's trials) is nas.refine. No torch, no Optuna.
+narrow (from a study's trials) is nas.analysis.refine. No torch, no Optuna.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """What a full training (trainers.full) tells its caller as it goes, as typed events (no torch here: a printer imports
-this without the trainer). The search's events are nas.events; `nas.events.dispatch` dispatches these too."""
+this without the trainer). The search's events are nas.engine.events; `nas.engine.events.dispatch` dispatches these too."""
 
 from __future__ import annotations
 

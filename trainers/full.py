@@ -1,12 +1,12 @@
 """Full training of a registered model with the ConvNeXt recipe, built from timm's pieces: `convspace train`, the
-documented way to train an exported network fully (nas/timm_script.py runs timm's own scripts for what this cannot do:
+documented way to train an exported network fully (nas/export/timm_script.py runs timm's own scripts for what this cannot do:
 several GPUs, timm's other recipe options).
 
 AdamW (lr 4e-3 per 4096 images, scaled linearly with the batch), weight decay 0.05, warmup + cosine to
 1e-6, RandAugment rand-m9-mstd0.5-inc1, Mixup 0.8 / CutMix 1.0, label smoothing 0.1, random erasing 0.25,
 bicubic resize, stochastic depth by size, EMA 0.9999 (off for BatchNorm models). A checkpoint is written
 atomically after every epoch; `resume` restores epoch, optimizer, scheduler, EMA, scaler and RNG states.
-The model comes from timm's registry by name: the caller registers what it needs (e.g. `nas.zoo`).
+The model comes from timm's registry by name: the caller registers what it needs (e.g. `nas.export.zoo`).
 """
 
 from __future__ import annotations

@@ -9,16 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from nas import settings as settings_module
-from nas.settings import check_trial_resources, local_gpus
+from nas.engine import settings as settings_module
+from nas.engine.settings import check_trial_resources, local_gpus
 from space.errors import ConvspaceError
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_resuming_with_other_settings_is_a_few_lines_in_gflops_that_fit_the_terminal(tmp_path):
-    from nas.search import open_search_study
-    from nas.settings import SearchSettings
+    from nas.engine.search import open_search_study
+    from nas.engine.settings import SearchSettings
     from space.choices import Space
     from trainers.settings import ProxySettings
 

@@ -114,8 +114,8 @@ def test_a_mistake_is_reported_before_torch_or_ray_is_imported(tmp_path, args):
 
 
 def test_the_live_view_shows_progress_rejections_and_running_trials():
-    from nas.events import EpochEnded, Rejected, SearchOpened, TrialEnded, TrialStarted
-    from nas.live import SearchView
+    from nas.engine.events import EpochEnded, Rejected, SearchOpened, TrialEnded, TrialStarted
+    from nas.front.live import SearchView
     from tests.conftest import tiny_config
 
     out = io.StringIO()
@@ -146,7 +146,7 @@ def test_a_broken_zoo_entry_is_skipped_with_one_line_and_the_others_still_regist
     exports = default_study / "studies/exports"
     (tmp_path / "bad_net.py").write_text((exports / "good_net.py").read_text().replace("good_net", "bad_net"))
     (tmp_path / "bad_net.yaml").write_bytes(b"name: bad_net\nconfig: {stages: oops}\n")
-    code = "import timm, nas.zoo; print(timm.models.is_model('good_net'), timm.models.is_model('bad_net'))"
+    code = "import timm, nas.export.zoo; print(timm.models.is_model('good_net'), timm.models.is_model('bad_net'))"
     # the default folder named again in $CONVSPACE_ZOO is read once (timm would warn that it overwrites each entry)
     zoo = os.pathsep.join([str(tmp_path), str(exports)])
     result = subprocess.run([sys.executable, "-c", code], cwd=default_study, capture_output=True, text=True, timeout=120,

@@ -8,7 +8,7 @@ import pytest
 import typer.main
 
 import cli
-from nas.settings import BudgetBand, CostSettings, FidelitySample, SearchSettings, TrialResources
+from nas.engine.settings import BudgetBand, CostSettings, FidelitySample, SearchSettings, TrialResources
 from trainers.settings import ProxySettings, TrainSettings
 
 COMMANDS = typer.main.get_command(cli.app).commands
@@ -65,7 +65,7 @@ def test_the_parts_values_reach_the_command_as_the_settings_take_them(monkeypatc
         seen["settings"] = settings
         raise Checked
 
-    monkeypatch.setattr("nas.settings.check_search", check_search)
+    monkeypatch.setattr("nas.engine.settings.check_search", check_search)
     with pytest.raises(Checked):
         cli.app(["search", "--budget", "4.5GFLOPs", "--flops-min", "4G", "--train-images", "0", "--no-augment", "--cost-resolution",
                  "640", "--cpus-per-trial", "0.5", "--seed", "7", "--storage", f"sqlite:///{tmp_path}/s.db"], standalone_mode=False)

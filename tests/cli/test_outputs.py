@@ -47,7 +47,7 @@ def one_line_error(result, starts: str) -> None:
 def test_export_names_the_real_entry_refuses_to_overwrite_without_force_and_writes_nothing_half(here):
     first = invoke("export", "--best")
     assert first.exit_code == 0, first.output
-    assert "use: import nas.zoo; timm.create_model('convspace_trial0', num_classes=..., drop_path_rate=...)" in first.output
+    assert "use: import nas.export.zoo; timm.create_model('convspace_trial0', num_classes=..., drop_path_rate=...)" in first.output
     entry = here / "studies/exports/convspace_trial0.yaml"
     written = entry.read_text()
     again = invoke("export", "--best")  # the same trial again: nothing to replace
@@ -75,7 +75,7 @@ def test_export_of_a_trial_without_an_accuracy_is_one_line_saying_how_it_ended(h
 
 
 def test_export_of_a_failed_cut_short_or_repeated_trial_points_to_the_trial_to_export(tmp_path):
-    from nas.entries import pick_trial
+    from nas.export.entries import pick_trial
     from space.errors import ConvspaceError
     from tests.nas.lived_study import lived_study
 
@@ -107,7 +107,7 @@ def test_pareto_plot_into_a_folder_that_cannot_be_written_is_one_line(here):
 
 
 def test_pictures_and_reports_go_beside_the_study_by_default_and_anywhere_when_told(tmp_path):
-    from nas.dashboard import analysis_folder, artifact_folder, front_png
+    from nas.front.dashboard import analysis_folder, artifact_folder, front_png
     from tests.nas.test_analysis import make_study
 
     assert front_png("sqlite:///studies/convspace.db", "convspace") == Path("studies/convspace-front.png")
@@ -131,12 +131,12 @@ def test_pictures_and_reports_go_beside_the_study_by_default_and_anywhere_when_t
 def test_analyze_refusal_gives_the_exact_command_that_trains_what_it_needs(tmp_path, monkeypatch):
     """The command it prints, run through the command line, resumes the study (the same identity) and asks for the trials
     missing, each trained to the end."""
-    import nas.search
-    from nas.analysis import MIN_TRIALS, load_trained
-    from nas.bridge import BudgetedOptunaSearcher
-    from nas.search import open_search_study, study_identity
-    from nas.settings import SearchSettings
-    from nas.study import trained_count
+    import nas.engine.search
+    from nas.analysis.design_space import MIN_TRIALS, load_trained
+    from nas.engine.bridge import BudgetedOptunaSearcher
+    from nas.engine.search import open_search_study, study_identity
+    from nas.engine.settings import SearchSettings
+    from nas.engine.study import trained_count
     from space.choices import Space
     from space.errors import ConvspaceError
     from trainers.settings import ProxySettings
@@ -163,7 +163,7 @@ def test_analyze_refusal_gives_the_exact_command_that_trains_what_it_needs(tmp_p
         captured["settings"] = s
         raise SystemExit(0)
 
-    monkeypatch.setattr(nas.search, "run_search", run_search)
+    monkeypatch.setattr(nas.engine.search, "run_search", run_search)
     CliRunner().invoke(cli.app, shlex.split(line))
     asked = captured["settings"]
     assert json.loads(json.dumps(study_identity(asked))) == study.user_attrs["identity"]  # it resumes this study, not a new one
@@ -222,7 +222,7 @@ def test_reading_a_study_imports_no_ray_and_torch_only_to_build_a_model(tmp_path
 
 
 def test_the_command_names_a_storage_that_is_not_the_default_and_what_no_option_says(tmp_path):
-    from nas.analysis import more_trials
+    from nas.analysis.design_space import more_trials
     from tests.nas.lived_study import lived_study
 
     study, url = lived_study(tmp_path)

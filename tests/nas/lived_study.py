@@ -7,11 +7,11 @@ from pathlib import Path
 
 import optuna
 
-from nas.bridge import BudgetedOptunaSearcher
-from nas.confirm import repeat_trial
-from nas.record import outcome_attrs
-from nas.search import open_search_study
-from nas.settings import SearchSettings
+from nas.engine.bridge import BudgetedOptunaSearcher
+from nas.engine.record import outcome_attrs
+from nas.engine.search import open_search_study
+from nas.engine.settings import SearchSettings
+from nas.evaluate.confirm import repeat_trial
 from space.choices import Space
 from trainers.settings import ProxySettings
 

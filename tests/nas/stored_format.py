@@ -1,11 +1,11 @@
 """A study as it lies in storage, as plain JSON, and everything convspace reads of it.
 
-Why: nas.record is the one door to the attributes of trials and studies, and studies stored before it must read the
+Why: nas.engine.record is the one door to the attributes of trials and studies, and studies stored before it must read the
 same. `dump` writes a study's trials and study attributes as stored (Optuna's own fields, raw attributes); `load`
 stores such a dump into a new study through Optuna alone (nothing of convspace writes it); `readings` is everything
 the commands show of a study (`pareto` and its JSON, each trial's sentence, the dashboard's notes and view, the
 export record, the counts the search checks). tests/nas/stored_study.json is the lived study (tests/nas/lived_study.py)
-dumped, with its readings, by the code before nas.record's TrialRecord; test_record.py holds today's code to both.
+dumped, with its readings, by the code before nas.engine.record's TrialRecord; test_record.py holds today's code to both.
 """
 
 from __future__ import annotations
@@ -63,14 +63,14 @@ def _plain(value: Any) -> Any:
 def readings(study: optuna.Study) -> dict[str, Any]:
     """What the commands read of a study: `pareto` (JSON, the counts), each trial's sentence, the dashboard's study
     and trial notes and its view of the trials and the study, the export record of the best trial, the search's counts."""
-    from nas.dashboard_notes import study_note, trial_note
-    from nas.dashboard_view import TrainedTrialsView
-    from nas.endings import how_it_ended, study_words
-    from nas.entries import pick_trial, plan_export
-    from nas.ledger import StudyLedger
-    from nas.pareto import counts, front_report, hypervolume_history
-    from nas.seeds import seed_scores
-    from nas.study import trained_count
+    from nas.engine.endings import how_it_ended, study_words
+    from nas.engine.ledger import StudyLedger
+    from nas.engine.study import trained_count
+    from nas.export.entries import pick_trial, plan_export
+    from nas.front.dashboard_notes import study_note, trial_note
+    from nas.front.dashboard_view import TrainedTrialsView
+    from nas.front.pareto import counts, front_report, hypervolume_history
+    from nas.front.seeds import seed_scores
 
     report = front_report(study)
     trials = study.get_trials(deepcopy=False)

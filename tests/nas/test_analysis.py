@@ -15,7 +15,7 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 from scipy import stats
 
-from nas.analysis import analyze, load_trained, weighted_ks
+from nas.analysis.design_space import analyze, load_trained, weighted_ks
 from space.errors import ConvspaceError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,7 +95,7 @@ def test_mean_of_confirmed_accuracies_counts():
     study = optuna.create_study(directions=["maximize", "minimize"])
     study.add_trials([create_trial(params={}, distributions={}, values=[0.5, 1e9 + i], user_attrs={"status": "trained"})
                       for i in range(10)])
-    # `confirm`'s repeats of trial 3 (nas.seeds): its accuracy is the mean of 0.5, 0.8, 0.9
+    # `confirm`'s repeats of trial 3 (nas.front.seeds): its accuracy is the mean of 0.5, 0.8, 0.9
     study.add_trials([create_trial(state=TrialState.PRUNED, user_attrs={"status": "repeat", "repeat_of": 3, "seed": seed,
                                                                         "proxy_accuracy": accuracy})
                       for seed, accuracy in ((1, 0.8), (2, 0.9))])
@@ -156,7 +156,7 @@ def test_bias_warnings_name_the_sampler_and_the_stopped_trials():
 
 
 def test_open_study_records_its_sampler(tmp_path):
-    from nas.study import open_study
+    from nas.engine.study import open_study
 
     study, _ = open_study("s", f"sqlite:///{tmp_path}/s.db", {"space": "x"}, sampler=optuna.samplers.RandomSampler(seed=0))
     assert study.user_attrs["sampler"] == "RandomSampler"
@@ -190,7 +190,7 @@ def test_command_errors_are_one_line(root, args, message):
 
 
 def test_a_stepped_float_reads_as_its_step_in_the_summary():
-    from nas.analysis_report import _good
+    from nas.analysis.report import _good
 
     dim = {"good": (0.15000000000000002, 0.30000000000000004), "best": 0.15000000000000002, "numeric": True, "n": 40}
     assert _good(dim) == "good 0.15-0.3, best 0.15"

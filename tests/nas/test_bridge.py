@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from nas.bridge import BudgetedOptunaSearcher
-from nas.search import open_search_study
-from nas.settings import SAMPLERS, SearchSettings
+from nas.engine.bridge import BudgetedOptunaSearcher
+from nas.engine.search import open_search_study
+from nas.engine.settings import SAMPLERS, SearchSettings
 from space.choices import Space
 from space.config import ArchConfig
 from space.cost import arch_cost
@@ -48,7 +48,7 @@ def test_every_sampler_hands_out_distinct_in_budget_configs_costed_at_the_target
 
 
 def test_drivers_sharing_a_study_get_their_own_sampler_seeds(tmp_path):
-    from nas.study import driver_seed
+    from nas.engine.study import driver_seed
 
     settings = SearchSettings(study="shared", budget=BUDGET, space=Space.from_yaml(TINY_SPACE), storage=f"sqlite:///{tmp_path}/shared.db",
                               proxy=ProxySettings(epochs=2), trials=10, cost_resolution=64, cost_classes=10, seed=3)
@@ -65,7 +65,7 @@ def test_drivers_sharing_a_study_get_their_own_sampler_seeds(tmp_path):
 def test_drivers_starting_together_claim_distinct_numbers(tmp_path):
     import threading
 
-    from nas.study import claim_driver
+    from nas.engine.study import claim_driver
 
     settings = SearchSettings(study="race", budget=BUDGET, space=Space.from_yaml(TINY_SPACE), storage=f"sqlite:///{tmp_path}/race.db")
     _, storage = open_search_study(settings)
@@ -89,7 +89,7 @@ def test_out_of_band_proposals_are_stored_with_their_constraints_and_never_repla
     and the sampler proposes again; every network trained is the sampler's own proposal, not a random stand-in."""
     import optuna
 
-    from nas.pareto import counts
+    from nas.front.pareto import counts
 
     band = (BUDGET // 2, BUDGET)  # a narrow band: most of the tiny space is outside it, on both sides
     settings = SearchSettings(study="band", budget=BUDGET, flops_min=band[0], space=Space.from_yaml(TINY_SPACE),
@@ -122,7 +122,7 @@ def test_out_of_band_proposals_are_stored_with_their_constraints_and_never_repla
 def test_hypervolume_is_the_staircase_area_under_the_budget_and_each_finished_trial_records_it(tmp_path):
     import optuna
 
-    from nas.pareto import hypervolume
+    from nas.front.pareto import hypervolume
 
     assert hypervolume([], 10) == 0 and hypervolume([(0, 1.0)], 10) == 1
     assert hypervolume([(5, 0.5)], 10) == pytest.approx(0.25)  # (1 - 0.5) * 0.5
@@ -137,7 +137,7 @@ def test_hypervolume_is_the_staircase_area_under_the_budget_and_each_finished_tr
 
 
 def test_points_whose_dilated_convs_pad_past_their_maps_at_the_proxy_resolution_are_refused_as_unfit(tmp_path):
-    from nas.pareto import counts
+    from nas.front.pareto import counts
     from space.cost import check_fits
 
     dilated = tmp_path / "dilated.yaml"
@@ -163,7 +163,7 @@ def test_a_fitted_search_trains_the_warm_start_then_its_samplers_own_fitted_prop
     proposal scaled onto its target, and refused proposals stay few (the issue's bar: 0.5 per trained trial)."""
     import optuna
 
-    from nas.warm_start import enqueue_warm_start
+    from nas.engine.warm_start import enqueue_warm_start
     from space.fitting import TARGET
 
     budget = 4_500_000_000
@@ -173,7 +173,7 @@ def test_a_fitted_search_trains_the_warm_start_then_its_samplers_own_fitted_prop
     warm = enqueue_warm_start(study, settings.space, settings.band)
     assert warm[:2] == ["convnext_tiny", "resnet50"] and len(warm) == 4
     assert enqueue_warm_start(study, settings.space, settings.band) == []  # once per study
-    from nas.warm_start import warm_start_size
+    from nas.engine.warm_start import warm_start_size
 
     assert [warm_start_size(n) for n in (3, 12, 16, 100)] == [1, 4, 4, 4]  # a short search stays mostly the sampler's
     bridge = BudgetedOptunaSearcher(study, storage, settings)
@@ -192,7 +192,7 @@ def test_a_fitted_search_trains_the_warm_start_then_its_samplers_own_fitted_prop
         assert TARGET in t["params_"] and "base_width" not in t["params_"]
     assert trained[0]["config"] == __import__("space.presets", fromlist=["PRESETS"]).PRESETS["convnext_tiny"].to_json()
     study = optuna.load_study(study_name="fit", storage=settings.storage)
-    assert study.user_attrs["warm_started"] == warm  # the name on disk, as studies made before nas.record hold it
+    assert study.user_attrs["warm_started"] == warm  # the name on disk, as studies made before nas.engine.record hold it
     if sampler == "nsga2":  # the warm start is part of NSGA-II's first population (Optuna files only what it samples)
         assert [t.system_attrs.get("NSGAIISampler:generation") for t in study.trials[:8]] == [0] * 8
     never_trained = [t for t in study.trials if t.user_attrs.get("status") in ("infeasible", "duplicate", "unfit")]

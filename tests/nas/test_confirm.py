@@ -10,11 +10,11 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.confirm import repeat_trial, run_confirm
-from nas.events import ConfirmOpened, EpochEnded, RunEnded, RunRequeued
-from nas.pareto import front, study_hypervolume
-from nas.record import counts_toward_total, holds_config
-from nas.seeds import Scores, noise_floor, seed_scores, within_noise
+from nas.engine.events import ConfirmOpened, EpochEnded, RunEnded, RunRequeued
+from nas.engine.record import counts_toward_total, holds_config
+from nas.evaluate.confirm import repeat_trial, run_confirm
+from nas.front.pareto import front, study_hypervolume
+from nas.front.seeds import Scores, noise_floor, seed_scores, within_noise
 from tests.conftest import write_study
 from trainers.settings import ProxySettings
 
@@ -163,7 +163,7 @@ def test_confirm_refuses_bad_input_in_one_line_before_ray(tmp_path):
 
 
 def test_export_picks_the_best_mean_and_records_the_seeds(tmp_path):
-    from nas.zoo import _seed_record, pick_trial
+    from nas.export.zoo import _seed_record, pick_trial
 
     study = confirmable_study(tmp_path)
     assert pick_trial(study, None).number == 0

@@ -14,8 +14,8 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.dashboard_view import TrainedTrialsView
-from nas.storage import open_storage
+from nas.engine.storage import open_storage
+from nas.front.dashboard_view import TrainedTrialsView
 
 ROOT = Path(__file__).resolve().parents[2]
 BUDGET = 4_500_000_000

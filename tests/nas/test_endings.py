@@ -12,8 +12,8 @@ import optuna
 import pytest
 from rich.console import Console
 
-from nas.endings import ENDINGS, REFUSALS, endings, how_it_ended, study_words
-from nas.record import StudyRecord
+from nas.engine.endings import ENDINGS, REFUSALS, endings, how_it_ended, study_words
+from nas.engine.record import StudyRecord
 from tests.nas.lived_study import lived_study
 
 warnings.filterwarnings("ignore")
@@ -32,7 +32,7 @@ def sentences(study: optuna.Study) -> dict[int, str]:
 
 
 def test_the_one_table_names_every_ending_and_refusal_with_words_and_a_colour():
-    from nas.record import NEVER_TRAINED
+    from nas.engine.record import NEVER_TRAINED
 
     assert set(REFUSALS) == set(NEVER_TRAINED)  # every reason a sample is refused has its words
     assert all(e.words and e.colour.startswith("#") and len(e.colour) == 7 for e in ENDINGS.values())
@@ -75,8 +75,8 @@ def test_the_study_counts_queued_only_what_waits(lived):
 
 
 def test_the_live_view_says_who_stopped_a_trial_and_which_trial_a_retry_retries():
-    from nas.events import SearchOpened, TrialEnded, TrialRequeued, TrialStarted
-    from nas.live import SearchView
+    from nas.engine.events import SearchOpened, TrialEnded, TrialRequeued, TrialStarted
+    from nas.front.live import SearchView
     from tests.conftest import tiny_config
 
     out = io.StringIO()
@@ -96,7 +96,7 @@ def test_the_live_view_says_who_stopped_a_trial_and_which_trial_a_retry_retries(
 
 
 def test_pareto_json_counts_trials_by_the_same_keys(lived):
-    from nas.pareto import front_report
+    from nas.front.pareto import front_report
 
     study, _, _ = lived
     report = front_report(study).to_json()
@@ -115,8 +115,8 @@ def served(url: str, path: str, artifacts: Path | None = None) -> tuple[str, byt
     from optuna.artifacts import FileSystemArtifactStore
     from optuna_dashboard import wsgi
 
-    from nas.dashboard_view import TrainedTrialsView
-    from nas.storage import open_storage
+    from nas.engine.storage import open_storage
+    from nas.front.dashboard_view import TrainedTrialsView
 
     environ: dict = {"PATH_INFO": path.split("?")[0], "QUERY_STRING": path.partition("?")[2]}
     setup_testing_defaults(environ)
@@ -152,8 +152,8 @@ def test_the_dashboard_lists_each_training_once_with_its_ending_first_and_means_
 def test_publish_writes_the_front_as_notes_optuna_dashboard_reads_and_the_png_as_an_artifact(lived, tmp_path):
     from optuna_dashboard import get_note
 
-    from nas.dashboard import artifact_folder, publish
-    from nas.dashboard_notes import read_note
+    from nas.front.dashboard import artifact_folder, publish
+    from nas.front.dashboard_notes import read_note
 
     study, url, folder = lived
     png = tmp_path / "lived-front.png"
@@ -190,7 +190,7 @@ def test_publish_writes_the_front_as_notes_optuna_dashboard_reads_and_the_png_as
 
 
 def test_publish_on_a_study_it_cannot_write_says_why_instead_of_failing(tmp_path, monkeypatch):
-    from nas import dashboard
+    from nas.front import dashboard
     from tests.conftest import write_study
 
     study = write_study(tmp_path, "ro")

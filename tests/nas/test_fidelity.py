@@ -16,9 +16,9 @@ import optuna
 import pytest
 from scipy.stats import bootstrap, kendalltau
 
-from nas.fidelity import LONG, PROXY, FidelitySettings, fidelity_identity, missing, sample_in_budget
-from nas.ranking import agreement, bootstrap_ci, kendall_tau_b, top_k_overlap
-from nas.study import open_study
+from nas.engine.study import open_study
+from nas.evaluate.fidelity import LONG, PROXY, FidelitySettings, fidelity_identity, missing, sample_in_budget
+from nas.evaluate.ranking import agreement, bootstrap_ci, kendall_tau_b, top_k_overlap
 from space.choices import Space
 from space.cost import arch_cost
 from space.errors import ConvspaceError
@@ -39,7 +39,7 @@ def test_vectorised_tau_b_is_scipys_kendalltau_with_ties_and_undefined_for_a_con
 @pytest.mark.filterwarnings("ignore::scipy.stats.DegenerateDataWarning")
 def test_the_bootstrap_interval_survives_resamples_where_scipys_is_nan():
     # Three networks at chance tie: some resamples draw only them, where tau is undefined. scipy's paired bootstrap
-    # then gives NaN for the whole interval (why nas.ranking resamples itself); ours leaves those resamples out.
+    # then gives NaN for the whole interval (why nas.evaluate.ranking resamples itself); ours leaves those resamples out.
     proxy, long = [0.1, 0.1, 0.1, 0.6, 0.8, 0.9], [0.2, 0.5, 0.3, 0.7, 0.6, 0.9]
     scipys = bootstrap((proxy, long), lambda a, b: kendalltau(a, b).statistic, paired=True, vectorized=False,
                        n_resamples=2000, method="percentile", rng=np.random.default_rng(0)).confidence_interval

@@ -32,7 +32,7 @@ def study_dir(tmp_path_factory) -> Path:
 
 
 def test_pareto_json_holds_only_fully_trained_non_dominated_trials(study_dir, tmp_path):
-    from nas.pareto import hypervolume
+    from nas.front.pareto import hypervolume
 
     out = json.loads(cli(study_dir, "pareto", "--study", "s", "--json").stdout)
     rows = out["front"]
@@ -51,7 +51,7 @@ def test_pareto_json_holds_only_fully_trained_non_dominated_trials(study_dir, tm
 def test_export_best_registers_a_timm_model_whose_cost_equals_the_record(study_dir):
     result = cli(study_dir, "export", "--study", "s", "--best", "--name", "my_net")
     assert "exported trial 0 as my_net" in result.stdout
-    code = ("import timm, torch, nas.zoo; m = timm.create_model('my_net', num_classes=5, drop_path_rate=0.1);"
+    code = ("import timm, torch, nas.export.zoo; m = timm.create_model('my_net', num_classes=5, drop_path_rate=0.1);"
             "f = timm.create_model('my_net', features_only=True);"
             "print(m(torch.zeros(2, 3, 64, 64)).shape[1], m.drop_path_rate, f.feature_info.channels(), m.pretrained_cfg['notes'])")
     out = subprocess.run([sys.executable, "-c", code], cwd=study_dir, capture_output=True, text=True, check=True,
@@ -76,7 +76,7 @@ def test_export_front_and_several_trials_write_one_checked_entry_each(study_dir,
     "study, name", [("s", "s_trial3"), ("Run-2.v1", "run_2_v1_trial3"), ("2026 sweep", "study_2026_sweep_trial3"), ("é", "__trial3")]
 )
 def test_default_entry_names_are_valid_whatever_the_study_is_called(study, name):
-    from nas.zoo import check_name, default_entry_name
+    from nas.export.zoo import check_name, default_entry_name
 
     assert default_entry_name(study, 3) == name
     check_name(name)  # a lowercase identifier no timm model uses
@@ -152,7 +152,7 @@ def test_train_one_epoch_then_resume_to_epoch_two(study_dir):
 def test_pretrained_cfg_pool_size_follows_a_dilated_last_stage():
     import dataclasses
 
-    from nas.zoo import pretrained_cfg
+    from nas.export.zoo import pretrained_cfg
     from space.presets import PRESETS
 
     cfg = PRESETS["resnet50"]

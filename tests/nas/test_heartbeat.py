@@ -1,4 +1,4 @@
-"""The heartbeat (nas.heartbeat): a live trial beats while the `with` block runs and no longer after it; a trial it is not
+"""The heartbeat (nas.engine.heartbeat): a live trial beats while the `with` block runs and no longer after it; a trial it is not
 told of goes stale and is failed by whoever looks; a storage fault is told once, and the beats go on."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import time
 import optuna
 from optuna.trial import TrialState
 
-from nas.heartbeat import Heartbeat
-from nas.storage import open_storage
+from nas.engine.heartbeat import Heartbeat
+from nas.engine.storage import open_storage
 
 
 def test_live_trials_beat_inside_the_block_the_rest_go_stale_and_the_thread_ends_with_it(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nas.pareto import plot, plot_range
+from nas.front.pareto import plot, plot_range
 from tests.conftest import write_study
 
 
@@ -40,7 +40,7 @@ def test_the_hypervolume_history_follows_the_order_trials_finished_in_not_their_
 
     import optuna
 
-    from nas.pareto import hypervolume_history
+    from nas.front.pareto import hypervolume_history
 
     study = optuna.create_study(directions=["maximize", "minimize"])
     start = datetime.datetime(2026, 1, 1)
@@ -62,8 +62,8 @@ def test_the_live_clock_tells_the_time_budgets_remainder_or_an_estimate_labelled
 
     from rich.console import Console
 
-    from nas.events import SearchOpened, TrialEnded
-    from nas.live import SearchView
+    from nas.engine.events import SearchOpened, TrialEnded
+    from nas.front.live import SearchView
 
     budgeted = SearchView(Console(file=io.StringIO()), study="s", epochs=3, live=False, time_budget=300)
     budgeted(SearchOpened(remaining=5, trials=5))

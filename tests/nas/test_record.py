@@ -1,4 +1,4 @@
-"""The trial record (nas.record): the one door to what trials and studies store, and studies stored before it read the same."""
+"""The trial record (nas.engine.record): the one door to what trials and studies store, and studies stored before it read the same."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from nas.record import Status, StudyRecord, TrialRecord, enqueue, new_trial, proposed_by, write_stored
+from nas.engine.record import Status, StudyRecord, TrialRecord, enqueue, new_trial, proposed_by, write_stored
 from tests.nas.lived_study import lived_study
 from tests.nas.stored_format import FIXTURE, dump, load, readings
 
@@ -97,8 +97,8 @@ TOUCHES = re.compile(r"user_attrs|set_user_attr|set_(study|trial)_user_attr")
 
 
 def test_no_source_file_but_the_record_touches_stored_attributes():
-    """The goal of nas.record: every read and write of a trial's or a study's attributes goes through it."""
+    """The goal of nas.engine.record: every read and write of a trial's or a study's attributes goes through it."""
     sources = [*(ROOT / "nas").rglob("*.py"), *(ROOT / "space").rglob("*.py"), *(ROOT / "trainers").rglob("*.py"), ROOT / "cli.py"]
-    found = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}" for path in sources if path != ROOT / "nas" / "record.py"
+    found = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}" for path in sources if path != ROOT / "nas" / "engine" / "record.py"
              for n, line in enumerate(path.read_text().splitlines(), 1) if TOUCHES.search(line) and not FORWARDED.search(line)]
-    assert found == [], "read and write them through nas.record (TrialRecord, StudyRecord, new_trial, enqueue):\n" + "\n".join(found)
+    assert found == [], "read and write them through nas.engine.record (TrialRecord, StudyRecord, new_trial, enqueue):\n" + "\n".join(found)

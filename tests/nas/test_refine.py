@@ -17,10 +17,10 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from nas.pareto import load_study
-from nas.record import STATUS, Status, new_trial
-from nas.refine import refine, study_space, write
-from nas.study import open_study
+from nas.analysis.refine import refine, study_space, write
+from nas.engine.record import STATUS, Status, new_trial
+from nas.engine.study import open_study
+from nas.front.pareto import load_study
 from space.choices import SeededSuggester, Space
 from space.errors import ConvspaceError
 from space.files import read_yaml

@@ -17,14 +17,14 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.bridge import WORKER_DIED, BudgetedOptunaSearcher
-from nas.confirm import PairClaims, run_confirm
-from nas.events import EpochEnded, RunEnded, RunRequeued, TrialEnded, TrialRequeued
-from nas.record import counts_toward_total
-from nas.search import open_search_study
-from nas.seeds import seed_scores
-from nas.settings import SearchSettings, TrialResources
-from nas.storage import open_storage
+from nas.engine.bridge import WORKER_DIED, BudgetedOptunaSearcher
+from nas.engine.events import EpochEnded, RunEnded, RunRequeued, TrialEnded, TrialRequeued
+from nas.engine.record import counts_toward_total
+from nas.engine.search import open_search_study
+from nas.engine.settings import SearchSettings, TrialResources
+from nas.engine.storage import open_storage
+from nas.evaluate.confirm import PairClaims, run_confirm
+from nas.front.seeds import seed_scores
 from space.choices import Space
 from tests.conftest import tiny_config, write_study
 from tests.postgres import fresh_database
@@ -67,7 +67,7 @@ def test_a_trial_whose_worker_died_is_queued_once_more_with_its_reason_and_dying
 
 
 def test_rays_report_of_a_dead_worker_is_said_in_a_few_words():
-    from nas.tune import death_reason
+    from nas.engine.tune import death_reason
 
     killed = ("Failure # 1 (occurred at 2026-12-05_12-56-45)\nThe actor died unexpectedly before finishing this task.\n\tclass_name: "
               "ImplicitFunc\n\tpid: 8469\nThe actor is dead because its worker process has died. Worker exit type: SYSTEM_ERROR Worker "
@@ -78,7 +78,7 @@ def test_rays_report_of_a_dead_worker_is_said_in_a_few_words():
 
 
 def test_the_run_queue_retries_a_dead_worker_once_and_leaves_pairs_another_run_claimed():
-    from nas.tune import RunQueue
+    from nas.engine.tune import RunQueue
 
     ended, events, asked = [], [], []
 
@@ -133,7 +133,7 @@ def ray_started():
     """One local Ray for this module's tests (the runs below find it started); shut down after them."""
     import ray
 
-    from nas.ray_cluster import init_ray
+    from nas.engine.ray_cluster import init_ray
 
     init_ray(None)
     yield
@@ -151,7 +151,7 @@ def killer(events: list):
 
 
 def test_a_search_trial_whose_worker_is_killed_trains_again_and_the_screen_gets_one_line(tmp_path, ray_started, capfd):
-    from nas.search import run_search
+    from nas.engine.search import run_search
 
     events = []
     outcome = run_search(settings(tmp_path, trials=1, scheduler="none", cpus_per_trial=CPUS,
@@ -170,7 +170,7 @@ def test_a_search_trial_whose_worker_is_killed_trains_again_and_the_screen_gets_
 
 
 def test_fixed_networks_are_stored_as_each_ends_and_one_whose_worker_died_trains_again(tmp_path, ray_started):
-    from nas.fixed import Job, train_fixed
+    from nas.evaluate.fixed import Job, train_fixed
 
     url = f"sqlite:///{tmp_path}/f.db"
     study = optuna.create_study(study_name="f", storage=url, directions=["maximize", "minimize"])
@@ -193,8 +193,8 @@ def test_fixed_networks_are_stored_as_each_ends_and_one_whose_worker_died_trains
 def test_two_confirm_runs_at_once_on_postgresql_never_train_or_store_the_same_pair(tmp_path, postgres_url, monkeypatch):
     """Two real runs of run_confirm in threads on one PostgreSQL study, each with its own connections and claims; the
     training itself is faked (Ray's part is tested above), each taking a moment so that the runs overlap."""
-    import nas.ray_cluster
-    import nas.tune
+    import nas.engine.ray_cluster
+    import nas.engine.tune
 
     url = fresh_database(postgres_url, "confirm_shared")
     write_study(tmp_path, "c").set_user_attr("identity", {"cost_resolution": 224, "proxy": {
@@ -213,8 +213,8 @@ def test_two_confirm_runs_at_once_on_postgresql_never_train_or_store_the_same_pa
             accuracy = {0: 0.9, 1: 0.8}[spec["number"]]  # as first trained: the front on the means stays trials 1 and 0
             queue.on_trial_complete(f"{threading.get_ident()}-{n}", {"acc": accuracy, "epoch": proxy.epochs}, False)
 
-    monkeypatch.setattr(nas.tune, "train_queue", train_queue)
-    monkeypatch.setattr(nas.ray_cluster, "init_ray", lambda address: None)
+    monkeypatch.setattr(nas.engine.tune, "train_queue", train_queue)
+    monkeypatch.setattr(nas.engine.ray_cluster, "init_ray", lambda address: None)
     start, outcomes = threading.Barrier(2), []
 
     def run() -> None:

@@ -18,7 +18,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from nas.record import counts_toward_total
+from nas.engine.record import counts_toward_total
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = [sys.executable, str(ROOT / "cli.py"), "search", "--budget", "40000000", "--space", str(Path(__file__).with_name("tiny_space.yaml")),
@@ -163,7 +163,7 @@ def test_search_through_an_existing_ray_cluster(tmp_path):
                              cwd=tmp_path, capture_output=True, text=True, env=RAY_ENV, timeout=600)
         assert run.returncode == 0, run.stdout + run.stderr
         # without --address a search starts its own Ray, even beside a `ray start` cluster (which Ray would join)
-        start = "import ray, nas.ray_cluster; nas.ray_cluster.init_ray(None); print(ray.get_runtime_context().gcs_address)"
+        start = "import ray, nas.engine.ray_cluster; nas.engine.ray_cluster.init_ray(None); print(ray.get_runtime_context().gcs_address)"
         local = subprocess.run([sys.executable, "-c", start], cwd=ROOT, capture_output=True, text=True, env=RAY_ENV, timeout=120)
         assert local.returncode == 0 and local.stdout.strip() and local.stdout.strip() != address, local.stdout + local.stderr
         # a driver without the cluster's token is refused in one line, at once (Ray itself retries for minutes)

@@ -11,7 +11,7 @@ import pytest
 from optuna.study._multi_objective import _fast_non_domination_rank
 from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
-from nas.schedulers import ParetoASHA, pareto_order
+from nas.engine.schedulers import ParetoASHA, pareto_order
 
 G = 1e9
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
@@ -171,7 +171,7 @@ def local_ray():
     """Ray on two CPUs for this module's Tune run, started as a search starts it (loopback, its own token)."""
     import ray
 
-    from nas.ray_cluster import init_ray
+    from nas.engine.ray_cluster import init_ray
 
     init_ray(None, num_cpus=2)
     yield

@@ -16,7 +16,7 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from nas.pareto import front
+from nas.front.pareto import front
 from space.config import ArchConfig
 from space.cost import arch_cost
 from space.errors import ConvspaceError
@@ -99,9 +99,9 @@ def test_pareto_asha_stops_trials_naming_itself_and_every_trial_keeps_its_epoch_
 def test_each_scheduler_choice_builds_its_scheduler():
     from ray.tune.schedulers import ASHAScheduler
 
-    from nas.schedulers import ParetoASHA
-    from nas.search import make_scheduler
-    from nas.settings import SearchSettings
+    from nas.engine.schedulers import ParetoASHA
+    from nas.engine.search import make_scheduler
+    from nas.engine.settings import SearchSettings
     from space.choices import Space
     from trainers.proxy import ProxySettings
 
@@ -280,8 +280,8 @@ def test_a_trial_that_raises_fails_with_its_reason_and_the_search_goes_on(tmp_pa
 
 
 def test_resuming_with_other_settings_is_refused_naming_each_change_and_keeps_the_study(tmp_path):
-    from nas.search import open_search_study as open_study
-    from nas.settings import SearchSettings
+    from nas.engine.search import open_search_study as open_study
+    from nas.engine.settings import SearchSettings
     from space.choices import Space
     from trainers.proxy import ProxySettings
 
@@ -302,8 +302,8 @@ def test_resuming_with_other_settings_is_refused_naming_each_change_and_keeps_th
 
 
 def test_a_study_made_before_augmentation_resumes_with_it_off_and_the_cache_folder_is_no_setting(tmp_path):
-    from nas.search import open_search_study as open_study
-    from nas.settings import SearchSettings
+    from nas.engine.search import open_search_study as open_study
+    from nas.engine.settings import SearchSettings
     from space.choices import Space
     from trainers.proxy import ProxySettings
 
@@ -314,7 +314,7 @@ def test_a_study_made_before_augmentation_resumes_with_it_off_and_the_cache_fold
     study.set_user_attr("identity", before)  # as a study stored before --augment existed
     moved = dataclasses.replace(made, proxy=dataclasses.replace(made.proxy, cache_dir=str(tmp_path / "b")))
     assert open_study(moved)[0].user_attrs["identity"] == before  # resumes, augmentation off, with the cache elsewhere
-    from nas.confirm import study_proxy
+    from nas.evaluate.confirm import study_proxy
 
     assert study_proxy(study).augment is False  # its repeats train as it did (cifar10's default would be on)
     with pytest.raises(ConvspaceError, match=r"proxy.augment: off in the study, on now"):

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from nas.settings import check_host, is_loopback
-from nas.storage import display_url, has_password, hide_password, mask_passwords
+from nas.engine.settings import check_host, is_loopback
+from nas.engine.storage import display_url, has_password, hide_password, mask_passwords
 from space.errors import ConvspaceError
 from tests.conftest import write_study
 
@@ -130,13 +130,13 @@ KEEP_RESULTS = """
 import contextlib, runpy, sys
 from pathlib import Path
 sys.path.insert(0, {root!r})
-import nas.storage
+import nas.engine.storage
 
 @contextlib.contextmanager
 def kept(url, chosen=None):  # Ray's results of a PostgreSQL study go to a temporary folder: keep them to look at
     yield Path({results!r})
 
-nas.storage.results_folder = kept
+nas.engine.storage.results_folder = kept
 sys.argv = [{cli!r}, *sys.argv[1:]]
 runpy.run_path({cli!r}, run_name="__main__")
 """
@@ -215,7 +215,7 @@ def test_pgpassword_pgpassfile_and_convspace_storage_keep_the_password_off_the_c
 def test_an_entry_that_names_its_storage_keeps_the_password_out_of_timm_notes(tmp_path):
     import yaml
 
-    from nas.zoo import load_entry
+    from nas.export.zoo import load_entry
     from tests.conftest import tiny_config
 
     entry = tmp_path / "by_hand.yaml"
@@ -307,7 +307,7 @@ def fake_project(root: Path) -> Path:
 def test_cluster_runtime_env_ships_only_our_packages(tmp_path):
     from ray._private.runtime_env.packaging import create_package
 
-    from nas.ray_cluster import WORKER_PACKAGES, _cluster_runtime_env
+    from nas.engine.ray_cluster import WORKER_PACKAGES, _cluster_runtime_env
 
     root = fake_project(tmp_path / "checkout")
     env = _cluster_runtime_env(root)
@@ -326,7 +326,7 @@ WORKER = """
 import json, os, sys
 from pathlib import Path
 import ray
-import nas.ray_cluster
+import nas.engine.ray_cluster
 
 @ray.remote
 def look():
@@ -336,9 +336,9 @@ def look():
             "files": sorted(str(p.relative_to(unpacked)) for p in unpacked.rglob("*") if p.is_file())}
 
 # init_ray as with --address, on a local cluster (\"local\"), with the packages of the fake checkout
-env = nas.ray_cluster._cluster_runtime_env(Path(sys.argv[1]))
-nas.ray_cluster._cluster_runtime_env = lambda: env
-nas.ray_cluster.init_ray("local")
+env = nas.engine.ray_cluster._cluster_runtime_env(Path(sys.argv[1]))
+nas.engine.ray_cluster._cluster_runtime_env = lambda: env
+nas.engine.ray_cluster.init_ray("local")
 seen = ray.get(look.remote())
 seen["jobs"] = [job["Entrypoint"] for job in ray._private.state.jobs()]
 print(json.dumps(seen))

@@ -74,9 +74,9 @@ def listening(pids: list[int]) -> set[tuple[str, int]]:
 HOLDER = """
 import json, os, sys
 import ray
-import nas.ray_cluster
+import nas.engine.ray_cluster
 
-nas.ray_cluster.init_ray(None, num_cpus=1)  # as search, confirm, ablation and fidelity start their local Ray
+nas.engine.ray_cluster.init_ray(None, num_cpus=1)  # as search, confirm, ablation and fidelity start their local Ray
 
 
 @ray.remote
@@ -92,7 +92,7 @@ sys.stdin.read()  # holds the cluster until the test closes stdin
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """One local Ray cluster started by nas.ray_cluster.init_ray in another process, as a search starts it, with the storage's
+    """One local Ray cluster started by nas.engine.ray_cluster.init_ray in another process, as a search starts it, with the storage's
     password in $CONVSPACE_STORAGE and $PGPASSWORD and a HOME of its own; held for this module's tests."""
     base = Path(tempfile.mkdtemp(prefix="cs-"))  # short: Ray's unix sockets must fit in 107 characters
     home = base / "home"
@@ -176,7 +176,7 @@ def test_local_ray_keeps_its_files_where_no_other_user_can_enter(local_ray):
 
 
 def test_a_ray_folder_others_could_enter_is_refused(tmp_path, monkeypatch):
-    from nas.ray_cluster import private_ray_folder
+    from nas.engine.ray_cluster import private_ray_folder
     from space.errors import ConvspaceError
 
     monkeypatch.delenv("RAY_TMPDIR", raising=False)
@@ -221,7 +221,7 @@ def pieces(password: str) -> list[str]:
 
 @pytest.mark.parametrize("password", PASSWORDS)
 def test_a_password_is_masked_whatever_characters_it_holds(password):
-    from nas.storage import ambiguous_password, display_url, has_password, hide_password, mask_passwords
+    from nas.engine.storage import ambiguous_password, display_url, has_password, hide_password, mask_passwords
 
     url = f"postgresql+psycopg2://u:{password}@127.0.0.1:1/db"
     assert display_url(url) == "postgresql+psycopg2://u:***@127.0.0.1:1/db" and has_password(url)
@@ -237,7 +237,7 @@ def test_a_password_is_masked_whatever_characters_it_holds(password):
 
 
 def test_a_short_password_masks_only_itself():
-    from nas.storage import hide_password
+    from nas.engine.storage import hide_password
 
     # the bug this replaces masked every `p` of the message for the password `p`
     assert hide_password("(psycopg2.OperationalError) password p for user postgres", "postgresql://u:p@h/db") == \
@@ -265,9 +265,9 @@ def gated(tmp_path):
     """optuna-dashboard's own WSGI app over a real study, behind the gate `serve_dashboard` puts in front of it."""
     from optuna_dashboard import wsgi
 
-    from nas.dashboard_gate import AllowedHosts, TokenGate
-    from nas.dashboard_view import TrainedTrialsView
-    from nas.storage import open_storage
+    from nas.engine.storage import open_storage
+    from nas.front.dashboard_gate import AllowedHosts, TokenGate
+    from nas.front.dashboard_view import TrainedTrialsView
     from tests.conftest import write_study
 
     write_study(tmp_path, "s")
@@ -331,7 +331,7 @@ def test_the_dashboard_refuses_another_host_even_with_the_token(gated, host):
 def test_the_hosts_a_dashboard_answers_to():
     import socket
 
-    from nas.dashboard_gate import AllowedHosts
+    from nas.front.dashboard_gate import AllowedHosts
 
     loopback = AllowedHosts("127.0.0.1")
     for name in ("127.0.0.1", "localhost", "::1"):  # and any port: an SSH tunnel may forward another one
@@ -408,20 +408,20 @@ def test_a_hostile_study_name_runs_nothing_on_export_or_import(tmp_path):
     study = write_study(tmp_path, HOSTILE_STUDY)  # as another user could name a study in a shared database
     refused = cli(tmp_path, "export", "--study", HOSTILE_STUDY, "--best", "--out", "zoo")  # the command line takes no such name
     assert refused.returncode == 2 and refused.stderr.startswith("error: study: ") and not (tmp_path / "zoo").exists()
-    from nas.zoo import export, pick_trial  # ... the API does: what it writes must stay data
+    from nas.export.zoo import export, pick_trial  # ... the API does: what it writes must stay data
 
     export(study, pick_trial(study, None), None, tmp_path / "zoo")
     [module] = (tmp_path / "zoo").glob("*.py")
     assert module.stem == "x______import____os___system__touch_marker_______trial0"  # the default name: an identifier
     import yaml
 
-    from nas.zoo import MODULE_TEMPLATE
+    from nas.export.zoo import MODULE_TEMPLATE
 
     assert module.read_text() == MODULE_TEMPLATE.format(name=module.stem)  # the study's name is the YAML's business, as data
 
     assert yaml.safe_load(module.with_suffix(".yaml").read_text())["study"] == HOSTILE_STUDY
     # imported through the zoo, and the module imported directly: the entry works, the study's name never runs
-    code = (f"import runpy, timm, nas.zoo; m = timm.create_model({module.stem!r}); runpy.run_path({str(module)!r}); "
+    code = (f"import runpy, timm, nas.export.zoo; m = timm.create_model({module.stem!r}); runpy.run_path({str(module)!r}); "
             f"print(type(m).__name__, timm.models.model_entrypoint({module.stem!r}).__module__)")
     imported = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                               env={**os.environ, "PYTHONPATH": str(ROOT), "CONVSPACE_ZOO": str(tmp_path / "zoo")})
@@ -430,9 +430,9 @@ def test_a_hostile_study_name_runs_nothing_on_export_or_import(tmp_path):
 
 
 def test_a_hostile_zoo_folder_runs_nothing(tmp_path):
-    """A folder that `import nas.zoo` reads (studies/exports of wherever the user stands): a module beside a valid
+    """A folder that `import nas.export.zoo` reads (studies/exports of wherever the user stands): a module beside a valid
     entry, modules alone, a YAML with a Python tag, an entry that would replace timm's resnet50, a misnamed one."""
-    from nas.zoo import write_entry
+    from nas.export.zoo import write_entry
     from tests.conftest import tiny_config
 
     zoo = tmp_path / "studies" / "exports"
@@ -444,7 +444,7 @@ def test_a_hostile_zoo_folder_runs_nothing(tmp_path):
     data = (zoo / "planted.yaml").read_text()
     (zoo / "resnet50.yaml").write_text(data.replace("name: planted", "name: resnet50"))
     (zoo / "misnamed.yaml").write_text(data)
-    code = ("import json, timm, nas.zoo; e = timm.models.model_entrypoint; "
+    code = ("import json, timm, nas.export.zoo; e = timm.models.model_entrypoint; "
             "print(json.dumps([timm.create_model('planted').num_classes, e('planted').__module__, e('resnet50').__module__]))")
     run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "PYTHONPATH": str(ROOT), "CONVSPACE_ZOO": ""})
@@ -477,13 +477,13 @@ def {name}(pretrained: bool = False, **kwargs):
 
 
 def test_modules_generated_before_still_work_when_imported_directly(tmp_path, monkeypatch):
-    """A module the previous `export` wrote (verbatim): `import nas.zoo` registers its entry from the YAML alone, and code
+    """A module the previous `export` wrote (verbatim): `import nas.export.zoo` registers its entry from the YAML alone, and code
     that imports the module itself still gets a working entry."""
     import importlib
 
     import timm
 
-    from nas.zoo import register_exports, write_entry
+    from nas.export.zoo import register_exports, write_entry
     from tests.conftest import tiny_config
 
     module = write_entry("older_net", tiny_config(), tmp_path, {"study": "s", "trial": 0, "resolution": 32})
@@ -493,6 +493,30 @@ def test_modules_generated_before_still_work_when_imported_directly(tmp_path, mo
     monkeypatch.delitem(sys.modules, "older_net", raising=False)
     loaded = importlib.import_module("older_net")
     assert loaded.older_net(num_classes=3).num_classes == 3 and timm.create_model("older_net", num_classes=4).num_classes == 4
+
+
+REGISTER_MODULE = '''"""A convspace model-factory entry, generated by `cli.py export` before nas/ had sub-packages."""
+
+from pathlib import Path
+
+from nas.zoo import register_file
+
+{name} = register_file(Path(__file__).with_suffix(".yaml"), {name!r})
+'''
+
+
+def test_modules_written_against_nas_zoo_import_in_a_fresh_process(tmp_path):
+    """An export written before the zoo moved to nas.export.zoo (`from nas.zoo import register_file`, verbatim) imports
+    and builds in a fresh Python, and `import nas.zoo` still registers the zoo's entries and the presets with timm."""
+    from nas.export.zoo import write_entry
+    from tests.conftest import tiny_config
+
+    module = write_entry("moved_net", tiny_config(), tmp_path, {"study": "s", "trial": 0, "resolution": 32})
+    module.write_text(REGISTER_MODULE.format(name="moved_net"))
+    code = ("import sys, timm; sys.path.insert(0, sys.argv[1]); import moved_net, nas.zoo; "
+            "print(moved_net.moved_net(num_classes=3).num_classes, timm.models.is_model('convspace_resnet50'))")
+    run = subprocess.run([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.stdout.split() == ["3", "True"], run.stdout + run.stderr
 
 
 # --- checkpoints load as data ---

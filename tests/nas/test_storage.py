@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 
-from nas.storage import open_storage
+from nas.engine.storage import open_storage
 from space.errors import ConvspaceError
 
 

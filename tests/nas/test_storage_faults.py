@@ -12,8 +12,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from nas import storage as storage_module
-from nas.storage import SqliteDriverLock, StorageUnavailable, open_storage
+from nas.engine import storage as storage_module
+from nas.engine.storage import SqliteDriverLock, StorageUnavailable, open_storage
 from space.errors import ConvspaceError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -99,7 +99,7 @@ def test_only_the_drivers_fault_classes_read_as_a_storage_fault():
     SQLAlchemy) keeps its traceback instead of being told as "rerun to resume"."""
     import sqlalchemy.exc as sa
 
-    from nas.storage import storage_fault
+    from nas.engine.storage import storage_fault
 
     assert storage_fault(sa.OperationalError("SELECT 1", {}, sqlite3.OperationalError("database is locked"))) == "database is locked"
     assert storage_fault(sa.DatabaseError("SELECT 1", {}, sqlite3.DatabaseError("file is not a database"))) == "file is not a database"

@@ -1,4 +1,4 @@
-"""`python -m nas.timm_script SCRIPT ...` runs a timm script (train.py, validate.py, ...) that sees our entries."""
+"""`python -m nas.export.timm_script SCRIPT ...` runs a timm script (train.py, validate.py, ...) that sees our entries."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nas.zoo import write_entry
+from nas.export.zoo import write_entry
 from tests.conftest import tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +27,7 @@ sys.exit(3)
 
 def run(cwd: Path, zoo: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "CONVSPACE_ZOO": str(zoo), "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "nas.timm_script", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run([sys.executable, "-m", "nas.export.timm_script", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture()

@@ -17,7 +17,7 @@ from timm.models._features_fx import get_notrace_functions, get_notrace_modules
 from timm.optim import create_optimizer_v2
 from torchvision.models.feature_extraction import NodePathTracer, create_feature_extractor, get_graph_node_names
 
-from nas.zoo import PRESET_PREFIX, import_entry, write_entry
+from nas.export.zoo import PRESET_PREFIX, import_entry, write_entry
 from space.config import ArchConfig
 from space.errors import ConvspaceError
 from space.layout import stage_plans

@@ -1,0 +1,89 @@
+"""Fixed-architecture studies (e.g. the ConvNeXt roadmap): proxy-train each listed preset through Ray Tune,
+store the results in an Optuna study, and compare them with reference (paper) accuracies.
+
+Unlike a search nothing is sampled and nothing is stopped early: every listed network trains fully, and a
+rerun only trains the ones the study does not hold yet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from optuna.trial import TrialState
+
+from nas.engine.events import Progress
+from nas.engine.record import TrialRecord
+from nas.engine.settings import TrialResources, check_address
+from nas.engine.study import open_study
+from nas.evaluate.fixed import Job, train_fixed
+from nas.evaluate.ranking import Agreement, agreement
+from nas.front.seeds import seed_scores
+from space.errors import ConvspaceError
+from space.files import read_yaml
+from space.presets import get_preset
+from trainers.data import load_data
+from trainers.settings import ProxySettings
+
+_KEYS = {"study", "proxy", "reference"}
+
+
+@dataclass(frozen=True)
+class StudyFile:
+    """A ready study: its name, the proxy settings, and the networks with their reference accuracy."""
+
+    study: str
+    proxy: ProxySettings
+    reference: dict[str, float]
+
+
+def load_study_file(path: str | Path) -> StudyFile:
+    """Read and validate a study file (unknown keys and unknown presets are refused)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConvspaceError(f"study file: no file {str(path)!r}")
+    data = read_yaml(path, "study file")
+    if not isinstance(data, dict) or set(data) - _KEYS or not {"study", "reference"} <= set(data):
+        raise ConvspaceError(f"study file: {path} needs the keys study, reference (and optionally proxy), nothing else")
+    for name in data["reference"]:
+        get_preset(name)
+    proxy_fields = {f.name for f in dataclasses.fields(ProxySettings)}
+    unknown = set(data.get("proxy") or {}) - proxy_fields
+    if unknown:
+        raise ConvspaceError(f"study file: proxy.{sorted(unknown)[0]} is unknown; allowed: {', '.join(sorted(proxy_fields))}")
+    try:
+        proxy = ProxySettings(**(data.get("proxy") or {}))
+    except ConvspaceError as exc:
+        raise ConvspaceError(f"study file: proxy.{exc}") from None
+    return StudyFile(str(data["study"]), proxy, {k: float(v) for k, v in data["reference"].items()})
+
+
+def ablation_identity(file: StudyFile) -> dict[str, Any]:
+    """What must not change when an ablation study is resumed: its steps are compared with each other."""
+    return {"kind": "ablation", "proxy": file.proxy.identity()}
+
+
+def run_ablation(file: StudyFile, storage: str, *, resources: TrialResources | None = None, results_dir: str | None = None,
+                 progress: Progress | None = None) -> list[dict[str, Any]]:
+    """Train the networks the study does not hold yet, with `resources` (default: nas.engine.settings'); return one row per
+    network (proxy and reference accuracy)."""
+    # What the study file alone cannot tell fails here, before any file is written or Ray starts.
+    resources = resources or TrialResources()
+    check_address(resources.address)
+    load_data(file.proxy.data, file.proxy.resolution, file.proxy.seed, file.proxy.data_dir, file.proxy.cache_dir)  # builds the cache
+    study, _ = open_study(file.study, storage, ablation_identity(file))  # refuses a study trained with another proxy
+    done = {TrialRecord(t).preset for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    jobs = [Job(name, dataclasses.replace(get_preset(name), num_classes=1000), {"preset": name}) for name in file.reference if name not in done]
+    train_fixed(study, storage, file.study, file.proxy, jobs, resources=resources, results_dir=results_dir, progress=progress)
+    by_name = {TrialRecord(t).preset: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    scores = seed_scores(study)  # the mean over seeds where `confirm --top` repeated the steps
+    return [{"preset": n, "proxy_accuracy": scores[by_name[n].number].mean, "proxy_std": scores[by_name[n].number].std,
+             "seeds": len(scores[by_name[n].number].accuracies), "reference": ref, "gflops": by_name[n].values[1] / 1e9}
+            for n, ref in file.reference.items()]
+
+
+def rank_agreement(rows: list[dict[str, Any]], seed: int = 0) -> Agreement:
+    """How the proxy ranks the networks against the reference: Kendall's tau-b with its bootstrap 95% interval."""
+    return agreement([r["proxy_accuracy"] for r in rows], [r["reference"] for r in rows], seed=seed)

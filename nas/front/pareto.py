@@ -1,0 +1,319 @@
+"""The Pareto front of a study: feasible, fully trained trials on their mean accuracy over seeds, as rows and plots."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.engine.endings import ENDINGS, REFUSALS, Endings, ending, endings
+from nas.engine.record import Status, StudyRecord, TrialRecord, counts_toward_total, interrupted, proposed_by
+from nas.engine.storage import display_url, make_url_or_none, open_storage
+from nas.front.seeds import Scores, noise_floor, seed_scores, within_noise
+from space.config import ArchConfig
+from space.errors import ConvspaceError
+
+
+def load_study(name: str, storage: str) -> optuna.Study:
+    """An existing study, or a user error naming the studies that exist there (a missing SQLite file is not created)."""
+    url = make_url_or_none(storage)
+    if url is not None and url.get_backend_name() == "sqlite" and url.database and not Path(url.database).exists():
+        raise ConvspaceError(f"study: no study {name!r}: {url.database} does not exist")
+    rdb = open_storage(storage)
+    names = [s.study_name for s in optuna.get_all_study_summaries(rdb, include_best_trial=False)]
+    if name not in names:
+        raise ConvspaceError(f"study: no study {name!r} in {display_url(storage)} (studies there: {', '.join(names) or 'none'})")
+    return optuna.load_study(study_name=name, storage=rdb)
+
+
+def front(study: optuna.Study, scores: dict[int, Scores] | None = None) -> list[FrozenTrial]:
+    """Non-dominated COMPLETE trials (only fully trained, within-budget trials are ever COMPLETE) on (mean accuracy
+    over seeds, FLOPs), by FLOPs. By hand: Optuna's `best_trials` reads the stored objective, the first seed's only."""
+    scores = seed_scores(study) if scores is None else scores
+    trials = sorted((t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.number in scores),
+                    key=lambda t: (t.values[1], -scores[t.number].mean))
+    kept: list[FrozenTrial] = []
+    for t in trials:  # cheapest first: on the front when more accurate than every cheaper trial (equal twins both stay)
+        accuracy, best = scores[t.number].mean, scores[kept[-1].number].mean if kept else None
+        if best is None or accuracy > best or (accuracy == best and t.values[1] == kept[-1].values[1]):
+            kept.append(t)
+    return kept
+
+
+def front_rows(study: optuna.Study) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The front as rows (mean, std and seeds per point, `within_noise` marks) and the study's noise floor
+    ({"std", "trials"}: pooled std of the networks trained with several seeds), None before any repeat."""
+    scores = seed_scores(study)
+    best = front(study, scores)
+    floor = noise_floor(scores.values())
+    marks = within_noise([scores[t.number] for t in best], floor[0] if floor else None)
+    rows = [{**describe(t, scores[t.number]), "within_noise": mark} for t, mark in zip(best, marks)]
+    return rows, ({"std": floor[0], "trials": floor[1]} if floor else None)
+
+
+def hypervolume(points: Iterable[tuple[float, float]], budget: float) -> float:
+    """The area dominated by (FLOPs, accuracy) points in the unit square of (FLOPs / budget, accuracy), reference
+    point (1, 0): 0 with no point, 1 for a network of no cost at 100%. Dominated points add nothing, so the area
+    of all trained trials is that of their front; it never falls as a search adds trials."""
+    inside = sorted((flops / budget, min(max(accuracy, 0.0), 1.0)) for flops, accuracy in points if 0 <= flops <= budget)
+    area, best = 0.0, 0.0
+    for i, (x, y) in enumerate(inside):  # a staircase: left to right, the best accuracy reached so far
+        best = max(best, y)
+        area += ((inside[i + 1][0] if i + 1 < len(inside) else 1.0) - x) * best
+    return area
+
+
+def study_hypervolume(study: optuna.Study, extra: Iterable[tuple[float, float]] = ()) -> float | None:
+    """The hypervolume of the study's fully trained trials (and `extra` points), or None for a study without a budget."""
+    budget = StudyRecord(study).budget
+    if not budget:
+        return None
+    flops = {t.number: t.values[1] for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values}
+    points = [(flops[n], s.mean) for n, s in seed_scores(study).items()]
+    return hypervolume([*points, *extra], budget)
+
+
+def trial_config(trial: FrozenTrial) -> ArchConfig:
+    """The network a trial trained (ablation studies from before convspace recorded it have none)."""
+    config = TrialRecord(trial).config
+    if config is None:
+        raise ConvspaceError(f"study: trial {trial.number} holds no network config (an ablation study made before "
+                             "convspace recorded one); rerun the ablation into a new study")
+    return ArchConfig.from_json(config)
+
+
+def architecture(cfg: ArchConfig) -> dict[str, str]:
+    """A network in a few words: stem, block families, depths, widths, kernels, norm/act."""
+    return {
+        "stem": cfg.stem.type,
+        "blocks": "/".join(sorted({s.block for s in cfg.stages})),
+        "depths": "-".join(str(s.depth) for s in cfg.stages),
+        "widths": "-".join(str(s.width) for s in cfg.stages),
+        "kernel": "/".join(map(str, sorted({s.kernel for s in cfg.stages}))),
+        "norm_act": f"{cfg.norm}/{cfg.act}",
+    }
+
+
+def summary(cfg: ArchConfig) -> str:
+    """One line for tables and progress: `convnext, patchify stem, depths 3-3-9-3, widths 96-...-768, k7, ln/gelu`."""
+    a = architecture(cfg)
+    return f"{a['blocks']}, {a['stem']} stem, depths {a['depths']}, widths {a['widths']}, k{a['kernel']}, {a['norm_act']}"
+
+
+def describe(trial: FrozenTrial, scores: Scores | None = None) -> dict[str, Any]:
+    """One row: the numbers (accuracy: the mean over `scores`' seeds where given) and the architecture in a few words."""
+    cfg = trial_config(trial)  # first: a trial without a config (an old ablation study) is a one-line error
+    record = TrialRecord(trial)
+    own = trial.values[0] if trial.values else record.proxy_accuracy
+    return {
+        "trial": trial.number,
+        "accuracy": scores.mean if scores else own,
+        "accuracy_std": scores.std if scores else None,
+        "seeds": len(scores.accuracies) if scores else 1,
+        "accuracies": list(scores.accuracies) if scores else [own],
+        "flops": record.flops,
+        "params": record.params,
+        **architecture(cfg),
+        "summary": summary(cfg),
+        "epochs": record.epochs,
+        "hash": record.hash,
+    }
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    """How many trials ended which way: trained, stopped, failed, over_budget, duplicate, running, and the ones a
+    stopped search cut short (`interrupted`, each queued again as a `waiting` trial that the next run trains first).
+    over_budget and under_band also count the points the search refused in memory without storing a trial."""
+    tally: dict[str, int] = dict(StudyRecord(study).screened)
+    for t in study.get_trials(deepcopy=False):
+        stored = TrialRecord(t).status
+        key = "running" if t.state == TrialState.RUNNING else stored if stored is not None else t.state.name.lower()
+        if key == Status.FAILED and interrupted(t):
+            key = "interrupted"
+        tally[key] = tally.get(key, 0) + 1
+    return tally
+
+
+@dataclass
+class FrontReport:
+    """What `pareto` shows of a study, and the dashboard's study note with it: the front (mean, std and seeds per point),
+    the noise floor, the hypervolume, the trials by how they ended, and who chose the networks trained."""
+
+    study: str
+    budget: int | None
+    flops_min: int | None
+    rows: list[dict[str, Any]]
+    noise: dict[str, Any] | None
+    hypervolume: float | None
+    endings: Endings
+    proposed_by: dict[str, int]
+
+    def to_json(self) -> dict[str, Any]:
+        """`pareto --json`: the study, its band, the front, the hypervolume, the noise floor, and the trials by how they ended
+        (`trials`: ENDINGS keys; `refused`: why, by status) and by who chose them (`proposed_by`)."""
+        return {"study": self.study, "budget": self.budget, "flops_min": self.flops_min, "front": self.rows, "hypervolume": self.hypervolume,
+                "noise": self.noise, "trials": self.endings.counts, "refused": {str(k): v for k, v in self.endings.refused.items()},
+                "proposed_by": self.proposed_by}
+
+
+def front_report(study: optuna.Study) -> FrontReport:
+    """The front and everything said beside it (a trial without a config is a one-line error, raised first)."""
+    rows, noise = front_rows(study)
+    record = StudyRecord(study)
+    return FrontReport(study.study_name, record.budget, record.flops_min or None, rows, noise,
+                       study_hypervolume(study), endings(study.get_trials(deepcopy=False), record), proposers(study))
+
+
+def proposers(study: optuna.Study) -> dict[str, int]:
+    """The trials that trained (to the end, stopped early or failed by their own fault), by who chose their network:
+    sampler, warm_start, random, retry (`nas.engine.record.proposed_by`)."""
+    tally: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        if t.state != TrialState.RUNNING and counts_toward_total(t):
+            who = proposed_by(t)
+            tally[who] = tally.get(who, 0) + 1
+    return tally
+
+
+def plot_range(gflops: list[float], budget: float | None) -> tuple[float, float, bool]:
+    """The front plot's x range in GFLOPs and whether it is logarithmic: set by the trained trials and the budget
+    (with room past it for the over-budget strip), never by over-budget samples, which reach 10,000x the budget."""
+    xs = [*gflops, *([budget] if budget else [])]
+    if not xs:
+        return 0.0, 1.0, False
+    lo, hi = min(xs), max(xs)
+    if lo > 0 and hi / lo > 10:  # more than a decade apart: a linear axis would crush the small networks at 0
+        return lo / 1.3, hi * 1.35, True
+    return 0.0, hi * 1.2 if hi > 0 else 1.0, False
+
+
+def plot(study: optuna.Study, path: str, budget: int | None = None) -> tuple[float, float]:
+    """PNG of the trained and stopped trials by GFLOPs and proxy accuracy (means over seeds), the front with its trial
+    numbers and seed spread, the budget line (`budget`, else the study's own), a strip counting the over-budget samples
+    past it, and beside it the hypervolume trial by trial where the search recorded it; returns the x range of the front's
+    panel (GFLOPs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    record = StudyRecord(study)
+    budget = budget or record.budget
+    groups: dict[str, tuple[list[float], list[float]]] = {key: ([], []) for key in ("trained", "stopped_scheduler", "stopped_time")}
+    over_budget: list[float] = []
+    unscored = 0  # stopped by the time limit before their first epoch ended: no accuracy to draw
+    scores = seed_scores(study)
+    for t in study.get_trials(deepcopy=False):
+        stored, key = TrialRecord(t), ending(t)
+        flops = stored.flops
+        if flops is None:
+            continue
+        if stored.status == Status.OVER_BUDGET:
+            over_budget.append(flops / 1e9)
+        elif key in groups:
+            accuracy = scores[t.number].mean if t.number in scores else stored.proxy_accuracy
+            if accuracy is None:
+                unscored += 1
+                continue
+            xs, ys = groups[key]
+            xs.append(flops / 1e9)
+            ys.append(accuracy)
+    limit = budget / 1e9 if budget else None
+    lo, hi, log = plot_range([x for xs, _ in groups.values() for x in xs], limit)
+    history = hypervolume_history(study)
+    if history:
+        fig, (ax, hv_ax) = plt.subplots(1, 2, figsize=(11, 4.8), dpi=120, gridspec_kw={"width_ratios": [2.2, 1]})
+        draw_hypervolume(hv_ax, history)
+    else:
+        fig, ax = plt.subplots(figsize=(7.5, 4.8), dpi=120)
+    markers = {"trained": dict(marker="o"), "stopped_scheduler": dict(marker="s", alpha=0.6), "stopped_time": dict(marker="D", alpha=0.7)}
+    for key, (xs, ys) in groups.items():
+        if xs:
+            label = f"{ENDINGS[key].words} ({len(xs)}" + (f"; {unscored} more before a first score)" if key == "stopped_time" and unscored else ")")
+            ax.scatter(xs, ys, s=22, zorder=2, c=ENDINGS[key].colour, label=label, **markers[key])
+    if unscored and not groups["stopped_time"][0]:
+        ax.scatter([], [], c=ENDINGS["stopped_time"].colour, marker="D", label=f"{unscored} {ENDINGS['stopped_time'].words} before a first score")
+    best = front(study, scores)
+    if best:
+        xs, ys = [t.values[1] / 1e9 for t in best], [scores[t.number].mean for t in best]
+        spread = [scores[t.number].std or 0.0 for t in best]
+        repeated = any(spread)
+        ax.errorbar(xs, ys, yerr=spread if repeated else None, fmt="-o", c="tab:orange", lw=2, ms=7, capsize=3, zorder=3,
+                    label="Pareto front (trial numbers)" + (", mean +- std over seeds" if repeated else ""))
+        for t, x, y in zip(best, xs, ys):
+            ax.annotate(str(t.number), (x, y), xytext=(5, -10), textcoords="offset points", fontsize=8, zorder=4)
+    if limit:
+        ax.axvline(limit, ls="--", c="k", lw=1, label=f"budget {limit:g} GFLOPs")
+    if over_budget and limit:  # summarised at the edge: their FLOPs would set the scale, and they have no accuracy
+        over = len(over_budget) + record.screened.get(Status.OVER_BUDGET, 0)  # with those refused unstored
+        most = max(over_budget)
+        ax.axvspan(limit, hi, color=ENDINGS["refused"].colour, alpha=0.08, lw=0,
+                   label=f"{over} {ENDINGS['refused'].words}: {REFUSALS['over_budget']} (up to {most:,.0f} GFLOPs)" if most >= 10
+                   else f"{over} {ENDINGS['refused'].words}: {REFUSALS['over_budget']} (up to {most:.3g} GFLOPs)")
+    if log:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # labelled ticks inside a decade or two
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlim(lo, hi)
+    ax.set_xlabel("GFLOPs of the target network (fvcore)" + (", log scale" if log else ""))
+    ax.set_ylabel("proxy validation top-1")
+    ax.set_title(f"study {study.study_name}")
+    ax.grid(alpha=0.3, which="major")
+    if ax.get_legend_handles_labels()[0]:  # below the axes: inside, it would hide points wherever it went
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False)
+    try:
+        save_figure(fig, Path(path))
+    finally:
+        plt.close(fig)
+    lo, hi = ax.get_xlim()
+    return float(lo), float(hi)
+
+
+def save_figure(fig: Any, path: Path) -> None:
+    """Write a matplotlib figure as a PNG atomically (a temporary file beside it, then renamed: a reader never sees half a
+    picture); a folder that cannot be made or written is one line naming it."""
+    import os
+    import tempfile
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ConvspaceError(f"plot: cannot write into the folder {str(path.parent)!r} ({exc.strerror or type(exc).__name__})") from None
+    try:
+        with os.fdopen(handle, "wb") as out:
+            fig.savefig(out, format="png", bbox_inches="tight")
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; a picture is for whoever may read the folder
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ConvspaceError(f"plot: cannot write {str(path)!r} ({exc.strerror or type(exc).__name__})") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def hypervolume_history(study: optuna.Study) -> list[float]:
+    """The study's hypervolume after each finished trial, in the order they finished (trials run in parallel: by
+    number, a cheap late-numbered trial that finished first would seem to lower it), as the search recorded it."""
+    told = [(t, TrialRecord(t).hypervolume) for t in study.get_trials(deepcopy=False) if t.datetime_complete]
+    return [float(hv) for _, hv in sorted(((t, hv) for t, hv in told if hv is not None), key=lambda pair: pair[0].datetime_complete)]
+
+
+def draw_hypervolume(ax: Any, history: list[float]) -> None:
+    """The hypervolume after each trial: a curve still rising means the search is still finding better networks."""
+    from matplotlib.ticker import MaxNLocator
+
+    finished = range(1, len(history) + 1)
+    ax.step(finished, history, where="post", c="tab:green", lw=2)
+    ax.plot(finished, history, "o", c="tab:green", ms=3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("trials finished")
+    ax.set_ylabel("hypervolume (FLOPs / budget, accuracy; ref. (1, 0))")
+    ax.set_title("progress of the search", fontsize=10)
+    ax.set_ylim(0, max(history) * 1.15 or 1.0)
+    ax.grid(alpha=0.3)
