@@ -299,16 +299,3 @@ def outcome_attrs(result: dict[str, Any], *, epochs: int, proxy_epochs: int, sch
         attrs["stop_reason"] = TIME_LIMIT if result.get("time_limited") else (scheduler or "stopped early")
     return attrs
 
-
-# The summaries in words moved to nas.engine.endings (what a person reads, apart from what a trial stores); cli.py still
-# imports them from here, so they are found here too, on first use (nas.engine.endings imports this module).
-_IN_ENDINGS = ("ENDINGS", "Ending", "Endings", "PROPOSER_WORDS", "REFUSALS", "TRAINED_ENDINGS", "ended_parts", "ended_words", "ending",
-               "endings", "how_it_ended", "proposed_words", "refused_words", "study_parts", "study_words")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _IN_ENDINGS:
-        from nas.engine import endings
-
-        return getattr(endings, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
