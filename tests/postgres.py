@@ -67,3 +67,16 @@ def postgres_server(initdb: str, password: str | None = None) -> Iterator[str]:
 def pg_ctl(initdb: str, *args: str, check: bool = True) -> None:
     """Run the server's pg_ctl (as the postgres user when root)."""
     subprocess.run(_as_postgres([str(Path(initdb).parent / "pg_ctl"), *args]), check=check, capture_output=True)
+
+
+def fresh_database(url: str, name: str) -> str:
+    """A new empty database on the same server (no Optuna schema yet), as a SQLAlchemy URL."""
+    import psycopg2
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    connection = psycopg2.connect(host=parsed.host, port=parsed.port, user=parsed.username, dbname="postgres")
+    connection.autocommit = True
+    connection.cursor().execute(f"CREATE DATABASE {name}")
+    connection.close()
+    return parsed.set(database=name).render_as_string(hide_password=False)

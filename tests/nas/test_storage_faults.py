@@ -141,3 +141,29 @@ def test_a_postgresql_server_down_for_seconds_is_waited_out_and_nothing_is_lost_
         trials = optuna.load_study(study_name="outage", storage=url).trials
         assert [t.values for t in trials] == [[0.5, 0.0], [0.5, 1.0], [0.5, 2.0], [0.9, 3.0]]
         assert {t.state for t in trials} == {optuna.trial.TrialState.COMPLETE}
+
+
+def test_a_full_disk_mid_study_is_waited_out_and_the_write_goes_through_once(tmp_path):
+    """SQLite's 'database or disk is full' on writes (the disk fills, then space is freed): the operation is retried as
+    a whole, nothing is lost or stored twice. Injected where SQLite would raise it, on the statement that writes a
+    trial's values (a real full tmpfs needs mount rights a test machine may not give)."""
+    from sqlalchemy import event
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    storage = open_storage(url)
+    study = optuna.create_study(study_name="full", storage=storage, directions=["maximize", "minimize"])
+    space = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    study.tell(study.ask(space), [0.5, 0.0])
+    failures = {"left": 2}
+
+    def disk_full(conn, cursor, statement, parameters, context, executemany):
+        if failures["left"] and statement.lstrip().upper().startswith("INSERT INTO TRIAL_VALUES"):
+            failures["left"] -= 1
+            raise sqlite3.OperationalError("database or disk is full")
+
+    event.listen(storage.engine, "before_cursor_execute", disk_full)
+    study.tell(study.ask(space), [0.9, 1.0])
+    assert failures["left"] == 0  # both faults were met, and waited out
+    trials = optuna.load_study(study_name="full", storage=url).trials
+    assert [t.values for t in trials] == [[0.5, 0.0], [0.9, 1.0]]
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
