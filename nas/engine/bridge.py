@@ -43,7 +43,6 @@ from nas.engine.record import (
 )
 from nas.engine.settings import SearchSettings
 from nas.engine.study import claim_driver, driver_seed, fail_and_requeue
-from nas.front.pareto import study_hypervolume
 from space.errors import ConvspaceError
 from space.fitting import propose
 
@@ -120,7 +119,7 @@ class BudgetedOptunaSearcher:
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         """The next within-budget, never-evaluated config (None once the study holds --trials trials)."""
         optuna.storages.fail_stale_trials(self.study)  # another driver died: its trials are re-queued
-        if self.ledger.look()[0] >= self.settings.trials:
+        if self.ledger.counted() >= self.settings.trials:
             return None
         for _ in range(MAX_PROPOSALS):  # refused points do not change the count; races are settled after acceptance
             trial = self.study.ask()  # a waiting trial first (a retry, the warm start), else the sampler's proposal
@@ -144,16 +143,15 @@ class BudgetedOptunaSearcher:
                 self._reject(trial, Status(proposal.refusal))
                 continue
             digest = cfg.hash
-            if digest in self.ledger.look(skip=trial.number)[1]:
+            if self.ledger.holds(digest, skip=trial.number):
                 self._reject(trial, Status.DUPLICATE)
                 continue
             # Claimed, then checked again: another driver may have claimed the same config or the last slot meanwhile.
             record.write({"accepted": True})
-            counted, held = self.ledger.look(skip=trial.number)
-            if digest in held:
+            if self.ledger.holds(digest, skip=trial.number):
                 self._reject(trial, Status.DUPLICATE)
                 continue
-            if counted >= self.settings.trials:
+            if self.ledger.counted(skip=trial.number) >= self.settings.trials:
                 self._reject(trial, Status.SURPLUS)  # another driver took the last slot first
                 return None
             self.live[trial_id] = trial
@@ -204,7 +202,7 @@ class BudgetedOptunaSearcher:
         # improves); on the trial, since a finished trial takes no more attributes, and the latest on the study.
         record = TrialRecord(trial)
         point = [(float(record.flops), attrs["proxy_accuracy"])] if status == Status.TRAINED else []
-        attrs["hypervolume"] = study_hypervolume(self.study, point)
+        attrs["hypervolume"] = self.ledger.hypervolume(self.settings.budget, point)
         record.write(attrs)
         if status == Status.TRAINED:
             self.study.tell(trial, [attrs["proxy_accuracy"], float(record.flops)])

@@ -11,6 +11,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.engine.endings import ENDINGS, REFUSALS, Endings, ending, endings
+from nas.engine.ledger import hypervolume
 from nas.engine.record import Status, StudyRecord, TrialRecord, counts_toward_total, interrupted, proposed_by
 from nas.engine.storage import display_url, make_url_or_none, open_storage
 from nas.front.seeds import Scores, noise_floor, seed_scores, within_noise
@@ -53,18 +54,6 @@ def front_rows(study: optuna.Study) -> tuple[list[dict[str, Any]], dict[str, Any
     marks = within_noise([scores[t.number] for t in best], floor[0] if floor else None)
     rows = [{**describe(t, scores[t.number]), "within_noise": mark} for t, mark in zip(best, marks)]
     return rows, ({"std": floor[0], "trials": floor[1]} if floor else None)
-
-
-def hypervolume(points: Iterable[tuple[float, float]], budget: float) -> float:
-    """The area dominated by (FLOPs, accuracy) points in the unit square of (FLOPs / budget, accuracy), reference
-    point (1, 0): 0 with no point, 1 for a network of no cost at 100%. Dominated points add nothing, so the area
-    of all trained trials is that of their front; it never falls as a search adds trials."""
-    inside = sorted((flops / budget, min(max(accuracy, 0.0), 1.0)) for flops, accuracy in points if 0 <= flops <= budget)
-    area, best = 0.0, 0.0
-    for i, (x, y) in enumerate(inside):  # a staircase: left to right, the best accuracy reached so far
-        best = max(best, y)
-        area += ((inside[i + 1][0] if i + 1 < len(inside) else 1.0) - x) * best
-    return area
 
 
 def study_hypervolume(study: optuna.Study, extra: Iterable[tuple[float, float]] = ()) -> float | None:

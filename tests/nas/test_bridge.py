@@ -122,7 +122,7 @@ def test_out_of_band_proposals_are_stored_with_their_constraints_and_never_repla
 def test_hypervolume_is_the_staircase_area_under_the_budget_and_each_finished_trial_records_it(tmp_path):
     import optuna
 
-    from nas.front.pareto import hypervolume
+    from nas.engine.ledger import hypervolume
 
     assert hypervolume([], 10) == 0 and hypervolume([(0, 1.0)], 10) == 1
     assert hypervolume([(5, 0.5)], 10) == pytest.approx(0.25)  # (1 - 0.5) * 0.5
@@ -199,3 +199,35 @@ def test_a_fitted_search_trains_the_warm_start_then_its_samplers_own_fitted_prop
     assert len(never_trained) <= 0.5 * len(trained)
     for t in never_trained:
         assert t.state == optuna.trial.TrialState.PRUNED and "flops_over_budget" in t.constraints
+
+
+def test_the_ledger_reads_only_what_changed_and_agrees_with_a_full_read_of_the_study(tmp_path):
+    """The ledger reads the study once, then only new and open trials: what another process stores meanwhile (a repeat
+    that lowers the front's best mean, a trial it starts training) is in its next count, duplicate check and hypervolume,
+    which are those of a full read."""
+    import optuna
+
+    from nas.engine.ledger import StudyLedger
+    from nas.engine.record import TrialRecord, counts_toward_total, outcome_attrs
+    from nas.evaluate.confirm import repeat_trial
+    from nas.front.pareto import front, study_hypervolume
+    from tests.nas.lived_study import lived_study
+
+    def full_read(study: optuna.Study) -> tuple[int, set[str]]:
+        trials = [t for t in study.get_trials(deepcopy=False) if counts_toward_total(t)]
+        return len(trials), {TrialRecord(t).hash for t in trials}
+
+    study, url = lived_study(tmp_path)
+    ledger = StudyLedger(study)
+    assert ledger.look() == full_read(study) and ledger.look()[0] > 0
+    before = study_hypervolume(study)
+    assert ledger.hypervolume(BUDGET) == pytest.approx(before, abs=1e-12)
+    other = optuna.load_study(study_name="lived", storage=url)  # another process, its own connections
+    best = front(other)[-1]
+    other.add_trial(repeat_trial(best, 7, outcome_attrs({"acc": 0.01, "epoch": 3}, epochs=3, proxy_epochs=3)))
+    running = other.ask()
+    TrialRecord(running).write({"config": TrialRecord(best).config, "hash": "a-config-being-trained", "accepted": True})
+    now = optuna.load_study(study_name="lived", storage=url)
+    assert study_hypervolume(now) < before and ledger.hypervolume(BUDGET) == pytest.approx(study_hypervolume(now), abs=1e-12)
+    assert ledger.look() == full_read(now)
+    assert ledger.holds("a-config-being-trained") and not ledger.holds("a-config-being-trained", skip=running.number)

@@ -32,7 +32,7 @@ def study_dir(tmp_path_factory) -> Path:
 
 
 def test_pareto_json_holds_only_fully_trained_non_dominated_trials(study_dir, tmp_path):
-    from nas.front.pareto import hypervolume
+    from nas.engine.ledger import hypervolume
 
     out = json.loads(cli(study_dir, "pareto", "--study", "s", "--json").stdout)
     rows = out["front"]
