@@ -92,11 +92,11 @@ def show_front(study: str, url: str, as_json: bool, plot: str | None) -> None:
     """`pareto`: the front as a table (or JSON), its PNG at `plot`, and the study's notes in the dashboard rewritten."""
     from console.tables import print_front, publish_front
     from nas.front.pareto import front_report, load_study
-    from nas.front.pareto import plot as plot_front
+    from nas.front.plots import plot as plot_front
 
     loaded = load_study(study, url)
     report = front_report(loaded)  # first: a trial without a config is a one-line error, before any file is written
-    if plot:  # a folder that cannot be made or written is one line (nas.front.pareto.save_figure)
+    if plot:  # a folder that cannot be made or written is one line (nas.front.plots.save_figure)
         plot_front(loaded, plot)  # the budget line at the study's own budget (nas.engine.record)
     if as_json:
         print(json.dumps(report.to_json()))

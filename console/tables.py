@@ -96,7 +96,7 @@ def publish_front(study: Any, url: str, by: str, *, plot: Path | None = None) ->
 
 def write_front_png(study: Any, path: Path) -> Path | None:
     """The front PNG at `path`, or None (said in one line) where it cannot be written: the search's trials stand."""
-    from nas.front.pareto import plot as plot_front
+    from nas.front.plots import plot as plot_front
 
     try:
         plot_front(study, str(path))  # the budget line at the study's own budget (nas.engine.record)

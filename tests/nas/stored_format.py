@@ -69,7 +69,8 @@ def readings(study: optuna.Study) -> dict[str, Any]:
     from nas.export.entries import pick_trial, plan_export
     from nas.front.dashboard_notes import study_note, trial_note
     from nas.front.dashboard_view import TrainedTrialsView
-    from nas.front.pareto import counts, front_report, hypervolume_history
+    from nas.front.pareto import counts, front_report
+    from nas.front.plots import hypervolume_history
     from nas.front.seeds import seed_scores
 
     report = front_report(study)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nas.front.pareto import plot, plot_range
+from nas.front.plots import plot, plot_range
 from tests.conftest import write_study
 
 
@@ -40,7 +40,7 @@ def test_the_hypervolume_history_follows_the_order_trials_finished_in_not_their_
 
     import optuna
 
-    from nas.front.pareto import hypervolume_history
+    from nas.front.plots import hypervolume_history
 
     study = optuna.create_study(directions=["maximize", "minimize"])
     start = datetime.datetime(2026, 1, 1)
