@@ -6,10 +6,35 @@ never a traceback.
 
 from __future__ import annotations
 
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from space.errors import ConvspaceError
+
+
+@contextmanager
+def written_atomically(path: Path, binary: bool = False) -> Iterator[IO[Any]]:
+    """A temporary file beside `path`, renamed onto it when the block ends cleanly, removed when it does not: a crash,
+    a kill or a full disk never leaves half a file where a reader looks (Python's standard library has no such writer;
+    every file convspace writes for a user goes through here). Errors stay OSError: the caller names the file's role."""
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as out:
+            yield out
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; what we write is for whoever may read the folder
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def write_atomically(path: Path, data: str | bytes) -> None:
+    """Write `data` (text as UTF-8) to `path` atomically: see written_atomically."""
+    with written_atomically(path, binary=isinstance(data, bytes)) as out:
+        out.write(data)
 
 
 def read_yaml(path: str | Path, what: str) -> Any:

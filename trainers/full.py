@@ -12,7 +12,6 @@ The model comes from timm's registry by name: the caller registers what it needs
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 from collections.abc import Callable
@@ -31,6 +30,7 @@ from timm.utils import ModelEmaV3, accuracy
 from torch.utils.data import DataLoader
 
 from space.errors import ConvspaceError
+from space.files import written_atomically
 from trainers.data import image_datasets
 from trainers.device import autocast, batch_on_device, grad_scaler, on_device, training_device
 from trainers.events import EpochTrained, StepEnded
@@ -81,10 +81,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def save_atomically(state: dict[str, Any], path: Path) -> None:
-    """Write to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    """Write to a temporary file, then rename (space.files.written_atomically): a crash never leaves half a checkpoint."""
+    with written_atomically(path, binary=True) as out:
+        torch.save(state, out)
 
 
 def from_workers(loader: DataLoader) -> Any:

@@ -32,6 +32,7 @@ from nas.engine.study import upgraded
 from space.choices import Space
 from space.dimensions import Dimension, encode_choice
 from space.errors import ConvspaceError
+from space.files import write_atomically
 from space.narrowing import dimension_from_record, is_subspace, narrow_choices, narrow_range, space_dict, space_yaml, spec_of, within
 
 MIN_SIDE = 3  # models on each side of a cut, at the least: a quartile of fewer says nothing
@@ -245,8 +246,6 @@ def _description(original: Space, study: str, n: int, changes: list[Change]) -> 
 
 def write(refinement: Refinement, path: Path) -> None:
     """The space file, written atomically (a search never reads half of one), then read back as every command reads it."""
-    from nas.export.entries import write_atomically
-
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, refinement.yaml())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import math
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from nas.analysis.design_space import Trained
+from space.files import write_atomically, written_atomically
 
 TOP = 3  # dimensions named in the summary
 
@@ -61,11 +63,13 @@ def _save_small(fig: Any, path: Path, dpi: int) -> None:
     import matplotlib.pyplot as plt
     from PIL import Image
 
-    fig.savefig(path, dpi=dpi)
+    drawn = io.BytesIO()
+    fig.savefig(drawn, format="png", dpi=dpi)
     plt.close(fig)
-    with Image.open(path) as image:
+    with Image.open(drawn) as image:
         small = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
-    small.save(path, optimize=True)
+    with written_atomically(path, binary=True) as out:
+        small.save(out, format="png", optimize=True)
 
 
 def _edf_png(report: dict[str, Any], path: Path) -> None:
@@ -142,8 +146,8 @@ def write_report(report: dict[str, Any], samples: list[Trained], out: Path) -> l
     name = report["study"] + (f" vs {report['against']['study']}" if "against" in report else "")
     page = out / "analysis.html"
     # pre-wrap: the summary's long lines wrap in the page instead of running off its right edge
-    page.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>convspace analysis: {html.escape(name)}</title>"
+    write_atomically(page, f"<!doctype html><html><head><meta charset='utf-8'><title>convspace analysis: {html.escape(name)}</title>"
                     f"<style>body{{font-family:sans-serif;max-width:1500px;margin:auto}}img{{max-width:100%}}pre{{white-space:pre-wrap}}</style>"
                     f"</head><body><h1>Design-space analysis of {html.escape(name)}</h1><pre>{html.escape(chr(10).join(summary(report)))}</pre>"
-                    f"{images}</body></html>", encoding="utf-8")
+                    f"{images}</body></html>")
     return [*pngs, page]

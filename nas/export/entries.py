@@ -14,7 +14,6 @@ import keyword
 import os
 import re
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -102,19 +101,6 @@ def find_entry(name: str) -> dict[str, Any] | None:
         if path.is_file():
             return read_entry(path)
     return None
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write `text` to a temporary file beside `path`, then rename it there: a crash never leaves half a file."""
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; an entry is for whoever may read the zoo folder
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def pick_trial(study: Any, number: int | None) -> Any:

@@ -32,11 +32,11 @@ from nas.export.entries import (  # noqa: F401  (pick_trial, plan_export, defaul
     pick_trial,
     plan_export,
     read_entry,
-    write_atomically,
     zoo_folders,
 )
 from space.config import ArchConfig
 from space.errors import ConvspaceError
+from space.files import write_atomically
 from space.layout import stage_plans
 from space.presets import PRESETS
 

@@ -112,25 +112,19 @@ def plot(study: optuna.Study, path: str, budget: int | None = None) -> tuple[flo
 
 
 def save_figure(fig: Any, path: Path) -> None:
-    """Write a matplotlib figure as a PNG atomically (a temporary file beside it, then renamed: a reader never sees half a
+    """Write a matplotlib figure as a PNG atomically (space.files.written_atomically: a reader never sees half a
     picture); a folder that cannot be made or written is one line naming it."""
-    import os
-    import tempfile
+    from space.files import written_atomically
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
         raise ConvspaceError(f"plot: cannot write into the folder {str(path.parent)!r} ({exc.strerror or type(exc).__name__})") from None
     try:
-        with os.fdopen(handle, "wb") as out:
+        with written_atomically(path, binary=True) as out:
             fig.savefig(out, format="png", bbox_inches="tight")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; a picture is for whoever may read the folder
-        os.replace(tmp, path)
     except OSError as exc:
         raise ConvspaceError(f"plot: cannot write {str(path)!r} ({exc.strerror or type(exc).__name__})") from None
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def hypervolume_history(study: optuna.Study) -> list[float]:
