@@ -19,7 +19,7 @@ test-all: install
 	$(PY) -m pytest -m ""
 
 demo: install
-	$(PY) cli.py search --budget 4.5GFLOPs --time-budget 600 --trial-time-limit 120
+	$(PY) cli.py search --budget 4.5GFLOPs --time-budget 600 --trial-time-limit 120 --trials 24
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -19,9 +19,9 @@ from console.inputs import cost_row, sample_rows
 from console.options import FLOPS_RESOLUTION, SPACE, STORAGE, STUDY, Part, command_of, study_option
 from console.reports import analyze_study, export_trials, inspect_network, show_front
 from console.tables import print_costs, print_network, warn_remote
-from nas.engine.settings import BudgetBand, CostSettings, FidelitySample, SearchSettings, TrialResources
+from nas.engine.settings import CONFIRM_SEEDS, BudgetBand, CostSettings, FidelitySample, SearchSettings, TrialResources
 from nas.engine.storage import resolve_storage
-from nas.export.entries import DEFAULT_ZOO
+from nas.export.entries import DEFAULT_ZOO, check_model_name
 from space.errors import ConvspaceError
 from trainers.settings import ProxySettings, TrainSettings
 
@@ -132,7 +132,7 @@ def pareto(
 
 @command
 def confirm(
-    seeds: int = typer.Option(3, help="Seeds in all per network, >= 2: the search's own training is the first."),
+    seeds: int = typer.Option(CONFIRM_SEEDS, help="Seeds in all per network, >= 2: the search's own training is the first."),
     top: int = typer.Option(None, help="Confirm the N most accurate trained networks instead of the Pareto front."),
     study: str = STUDY,
     storage: str = STORAGE,
@@ -244,7 +244,8 @@ def train(
     from trainers.settings import check_data
 
     settings = TrainSettings(**recipe)
-    check_data(settings.data, settings.data_dir)  # before torch is imported: a wrong path is one line at once
+    check_data(settings.data, settings.data_dir)  # before torch is imported: a wrong path or name is one line at once
+    check_model_name(settings.model)
     import nas.export.zoo  # noqa: F401  (registers presets and exported entries with timm)
     from trainers.full import train as run_training
 

@@ -22,9 +22,10 @@ from nas.engine.commands import DEFAULT_STUDY
 from nas.engine.settings import CostSettings
 from nas.engine.storage import STORAGE_ENV
 from space.errors import ConvspaceError
+from space.space_file import DEFAULT_SPACE
 
 STORAGE = typer.Option(None, help=f"SQLAlchemy URL (default ${STORAGE_ENV}, else sqlite:///studies/<study>.db).")
-SPACE = typer.Option("default", help="Space YAML file, or the name of a shipped space.")
+SPACE = typer.Option(DEFAULT_SPACE, help="Space YAML file, or the name of a shipped space.")
 FLOPS_RESOLUTION = typer.Option(CostSettings.cost_resolution, help="Input side length for the FLOPs count.")
 
 

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from console import console, notice
 from nas.engine.commands import DEFAULT_STUDY
+from nas.engine.settings import CONFIRM_SEEDS
 from space.errors import ConvspaceError
 
 
@@ -74,7 +75,7 @@ def print_front(study: Any, report: Any = None) -> Any:
                       + (f"; ≈ marks {marked} point(s) whose gain over the next cheaper one is within noise" if marked else ""))
     elif report.rows:
         console.print("noise floor unknown: one seed per network; measure it with: "
-                      + command(["confirm", "--seeds", "3", *([] if study.study_name == DEFAULT_STUDY else ["--study", study.study_name])]),
+                      + command(["confirm", "--seeds", str(CONFIRM_SEEDS), *([] if study.study_name == DEFAULT_STUDY else ["--study", study.study_name])]),
                       markup=False, highlight=False)
     if report.hypervolume is not None:
         console.print(f"hypervolume {report.hypervolume:.4f} (area the front dominates in (FLOPs / budget, accuracy), reference point (1, 0))")

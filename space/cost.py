@@ -21,6 +21,8 @@ from space.errors import ConvspaceError, require
 from space.layout import DEFORMABLE, NORM_FIRST, SEPARABLE, SPLAT, BlockPlan, NormAct, Unit, head_plan, stage_plans, stem_plan
 from space.widths import attention_channels, splat_attention_channels
 
+PAPER_RESOLUTION = 224  # the papers' convention: FLOPs counted on one 224x224 image ...
+PAPER_CLASSES = 1000  # ... by a network with ImageNet-1k's head (the default wherever a cost or a budget is counted)
 BILINEAR_FLOPS = 4  # one sampled value is the weighted sum of 4 neighbours (fvcore's grid_sampler count)
 
 _NORM_FLOPS_PER_ELEMENT = {"bn": 2, "ln": 5, "gn": 5}
@@ -189,7 +191,7 @@ def check_fits(cfg: ArchConfig, resolution: int) -> None:
             size = out
 
 
-def arch_cost(cfg: ArchConfig, resolution: int = 224) -> Cost:
+def arch_cost(cfg: ArchConfig, resolution: int = PAPER_RESOLUTION) -> Cost:
     """FLOPs and params of the whole network on a resolution x resolution input (fvcore's count, exactly)."""
     check_resolution("resolution", resolution)
     stem = stem_plan(cfg)

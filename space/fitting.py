@@ -22,7 +22,7 @@ from typing import Any
 
 from space.choices import Replay, Space, Suggester
 from space.config import ArchConfig
-from space.cost import Cost, arch_cost, check_fits
+from space.cost import PAPER_CLASSES, PAPER_RESOLUTION, Cost, arch_cost, check_fits
 from space.errors import ConvspaceError
 
 TARGET = "flops_target"  # the sampled parameter: the FLOPs target as a fraction of the budget
@@ -36,8 +36,8 @@ class Band:
 
     budget: int
     floor: int = 0  # --flops-min (0: no floor; the targets still start at DEFAULT_TARGET_FLOOR of the budget)
-    resolution: int = 224
-    classes: int = 1000
+    resolution: int = PAPER_RESOLUTION
+    classes: int = PAPER_CLASSES
     proxy_resolution: int | None = None  # where set, a dilated conv padding past its map there is refused (`unfit`)
 
     @property

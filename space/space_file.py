@@ -18,6 +18,12 @@ from space.genome_versions import check_keys
 from space.rules import ARCH_RULES, MAX_STAGES, STAGE_RULES, STEM_RULES, Rule
 
 SPACES_DIR = Path(__file__).parent / "spaces"
+DEFAULT_SPACE = "default"  # the shipped space every command uses unless told (space/spaces/default.yaml)
+
+
+def is_shipped(name: str) -> bool:
+    """Whether `name` is a shipped space's bare name (as a study's identity stores it)."""
+    return (SPACES_DIR / f"{name}.yaml").is_file()
 SCALES = ("absolute", "fitted")  # how a space sets a network's scale: sampled widths, or fitted to a FLOPs target
 OPTIONAL_DIMS = (*ADDED_DIMS, "dense_kernel")
 

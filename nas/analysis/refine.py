@@ -34,6 +34,7 @@ from space.dimensions import Dimension, encode_choice
 from space.errors import ConvspaceError
 from space.files import write_atomically
 from space.narrowing import dimension_from_record, is_subspace, narrow_choices, narrow_range, space_dict, space_yaml, spec_of, within
+from space.space_file import DEFAULT_SPACE
 
 MIN_SIDE = 3  # models on each side of a cut, at the least: a quartile of fewer says nothing
 QUARTILES = (25, 50, 75)
@@ -267,7 +268,7 @@ def next_commands(study: optuna.Study, refinement: Refinement, path: Path, url: 
     named = display_url(url) if url != default_storage(study.study_name) else None  # the default needs no --storage
     new = refinement.space.name
     # the space goes in as an option: the identity's own space is the study's, which `search_args` would name
-    args, unset = search_args(new, {**identity, "space": "default"}, storage=named, space=str(path), sampler="random",
+    args, unset = search_args(new, {**identity, "space": DEFAULT_SPACE}, storage=named, space=str(path), sampler="random",
                               scheduler="none", trials=refinement.n)
     sweep = command([*args, "--no-warm-start"]) + (f" ({'; '.join(unset)})" if unset else "")
     analyze = ["analyze", "--study", study.study_name, "--against", new] + (["--storage", named] if named else [])

@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from space.cost import parse_flops
+from space.cost import PAPER_CLASSES, PAPER_RESOLUTION, parse_flops
+from space.space_file import DEFAULT_SPACE, is_shipped
 
 DEFAULT_STUDY = "convspace"
 
@@ -78,15 +79,14 @@ def search_args(study: str, identity: dict[str, Any], *, storage: str | None = N
     if storage:
         args += ["--storage", storage]
     unset = []
-    space = identity.get("space", "default")
-    if space != "default":
-        shipped = (Path(__file__).resolve().parents[2] / "space" / "spaces" / f"{space}.yaml").is_file()
-        args += ["--space", space if shipped else f"{space}.yaml"]
-        if not shipped:
+    space = identity.get("space", DEFAULT_SPACE)
+    if space != DEFAULT_SPACE:
+        args += ["--space", space if is_shipped(space) else f"{space}.yaml"]
+        if not is_shipped(space):
             unset.append(f"--space: the path of the study's space file, named {space!r}")
     if identity.get("flops_min"):
         args += ["--flops-min", flops_text(int(identity["flops_min"]))]
-    for key, option, default in (("cost_resolution", "--cost-resolution", 224), ("cost_classes", "--cost-classes", 1000)):
+    for key, option, default in (("cost_resolution", "--cost-resolution", PAPER_RESOLUTION), ("cost_classes", "--cost-classes", PAPER_CLASSES)):
         if identity.get(key, default) != default:
             args += [option, str(identity[key])]
     proxy = identity.get("proxy") or {}

@@ -171,6 +171,9 @@ class SearchSettings(BudgetBand, CostSettings, TrialResources):
                 f"must be longer than the heartbeat interval ({self.heartbeat_interval} s)", self.heartbeat_grace)
 
 
+CONFIRM_SEEDS = 3  # `confirm`'s seeds per network by default (the search's own training counts as the first)
+
+
 def check_confirm(seeds: int, top: int | None, resources: TrialResources) -> None:
     """`confirm`'s settings, checked before a study is read or Ray starts (the resources checked themselves when made)."""
     require(seeds >= 2, "seeds", "must be >= 2 (the search's own training is the first)", seeds)

@@ -21,6 +21,7 @@ from nas.engine.study import open_study
 from nas.evaluate.fixed import Job, train_fixed
 from nas.evaluate.ranking import Agreement, agreement
 from nas.front.seeds import seed_scores
+from space.cost import PAPER_CLASSES
 from space.errors import ConvspaceError
 from space.files import read_yaml
 from space.presets import get_preset
@@ -75,7 +76,7 @@ def run_ablation(file: StudyFile, storage: str, *, resources: TrialResources | N
     load_data(file.proxy.data, file.proxy.resolution, file.proxy.seed, file.proxy.data_dir, file.proxy.cache_dir)  # builds the cache
     study, _ = open_study(file.study, storage, ablation_identity(file))  # refuses a study trained with another proxy
     done = {TrialRecord(t).preset for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
-    jobs = [Job(name, dataclasses.replace(get_preset(name), num_classes=1000), {"preset": name}) for name in file.reference if name not in done]
+    jobs = [Job(name, dataclasses.replace(get_preset(name), num_classes=PAPER_CLASSES), {"preset": name}) for name in file.reference if name not in done]
     train_fixed(study, storage, file.study, file.proxy, jobs, resources=resources, results_dir=results_dir, progress=progress)
     by_name = {TrialRecord(t).preset: t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
     scores = seed_scores(study)  # the mean over seeds where `confirm --top` repeated the steps

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from space.config import ArchConfig
+from space.cost import PAPER_RESOLUTION
 from space.errors import ConvspaceError
 from space.files import read_yaml
 
 DEFAULT_ZOO = Path("studies/exports")
+PRESET_PREFIX = "convspace_"  # the presets' names in timm's registry: convspace_<preset>
 ZOO_ENV = "CONVSPACE_ZOO"  # extra zoo folders, separated by os.pathsep
 
 
@@ -33,6 +35,36 @@ def zoo_folders() -> list[Path]:
     for folder in folders:
         unique.setdefault(folder.expanduser().resolve(), folder)
     return list(unique.values())
+
+
+def timm_model_names() -> set[str]:
+    """Every model name in timm's registry, read from timm's source rather than by importing it: timm's own
+    `list_models` needs `import timm`, which imports torch (7 s on a loaded 2-core box), and a mistyped `train --model`
+    must be refused within 2 s. timm registers each model with @register_model on its function; a test checks that
+    this set equals `timm.list_models()` for the installed timm."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("timm")  # finds the package without running it
+    folder = Path(spec.origin).parent / "models" if spec and spec.origin else None
+    pattern = re.compile(r"^@register_model\s*\n(?:@.*\n)*def (\w+)\(", re.MULTILINE)
+    return {name for path in (folder.glob("*.py") if folder else ()) for name in pattern.findall(path.read_text(encoding="utf-8"))}
+
+
+def check_model_name(name: str) -> None:
+    """A name `timm.create_model` will build once nas.export.zoo is imported: an exported entry in a zoo folder, a
+    convspace_<preset>, or a timm model (a pretrained tag after a dot is allowed, as timm allows it); else one line
+    with the nearest names, before torch is imported."""
+    import difflib
+
+    from space.presets import PRESETS
+
+    known = timm_model_names() | {PRESET_PREFIX + p for p in PRESETS}
+    known |= {path.stem for folder in zoo_folders() for path in folder.glob("*.yaml")}
+    if name.split(".", 1)[0] in known:
+        return
+    near = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.75)
+    hint = f"did you mean {', '.join(near)}? " if near else ""
+    raise ConvspaceError(f"model: {name!r} is not a registered model ({hint}export one, see `presets`, or any timm model)")
 
 
 MAX_NAME = 64
@@ -165,7 +197,7 @@ def plan_export(study: Any, trial: Any, name: str | None, out: Path, *, force: b
     name = name or default_entry_name(study.study_name, trial.number)
     check_entry_name(name)  # and nas.export.zoo.export checks that no timm model or preset has it (that needs timm)
     cfg = trial_config(trial)
-    resolution = (StudyRecord(study).identity or {}).get("cost_resolution", 224)
+    resolution = (StudyRecord(study).identity or {}).get("cost_resolution", PAPER_RESOLUTION)
     stored = TrialRecord(trial)
     record = {"study": study.study_name, "trial": trial.number, "resolution": resolution,
               "proxy_accuracy": stored.proxy_accuracy, "params": stored.params,

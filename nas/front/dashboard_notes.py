@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial
 
 from nas.engine.endings import PROPOSER_WORDS, Endings, ending, how_it_ended, proposed_words, refused_words, study_parts
 from nas.engine.record import TrialRecord
+from nas.engine.settings import CONFIRM_SEEDS
 from nas.front.dashboard_view import network_words, readable_identity
 from nas.front.pareto import FrontReport
 
@@ -88,7 +89,7 @@ def study_note(report: FrontReport, identity: dict[str, Any] | None, by: str) ->
         lines.append(f"**Noise floor** ± {report.noise['std']:.4f} (pooled std over seeds of {report.noise['trials']} networks)"
                      + (f"; ≈ marks {marked} point(s) whose gain over the next cheaper one is within noise." if marked else "."))
     elif report.rows:
-        lines.append("**Noise floor** unknown: one seed per network (`confirm --seeds 3` trains the front again with other seeds).")
+        lines.append(f"**Noise floor** unknown: one seed per network (`confirm --seeds {CONFIRM_SEEDS}` trains the front again with other seeds).")
     if report.hypervolume is not None:
         lines += ["", f"**Hypervolume** {report.hypervolume:.4f} (the area the front dominates in (FLOPs / budget, accuracy), "
                      "reference point (1, 0))."]

@@ -28,6 +28,7 @@ from optuna.trial import FrozenTrial, TrialState
 from nas.engine.endings import ENDINGS, PROPOSER_WORDS, Endings, ending, endings, how_it_ended, refused_words, study_parts
 from nas.engine.record import Status, StudyRecord, TrialRecord
 from nas.front.pareto import summary
+from space.cost import PAPER_CLASSES, PAPER_RESOLUTION
 from space.errors import ConvspaceError
 
 # What the view lists: trials whose network trained, trains now or waits to (a retry, a warm start).
@@ -157,8 +158,8 @@ def readable_identity(study: str, identity: dict[str, Any]) -> dict[str, str]:
     shown: dict[str, str] = {}
     if identity.get("budget"):
         band = f"{flops_words(identity['flops_min'])} to " if identity.get("flops_min") else "up to "
-        shown["budget"] = (f"{band}{flops_words(identity['budget'])} (fvcore, counted at {identity.get('cost_resolution', 224)} px "
-                           f"with {identity.get('cost_classes', 1000)} classes)")
+        shown["budget"] = (f"{band}{flops_words(identity['budget'])} (fvcore, counted at {identity.get('cost_resolution', PAPER_RESOLUTION)} px "
+                           f"with {identity.get('cost_classes', PAPER_CLASSES)} classes)")
     if identity.get("space"):
         dims = identity.get("space_dims") or {}
         scale = identity.get("space_scale", "absolute")

@@ -38,6 +38,8 @@ CASES = {
                                    "error: gpus-per-trial: must be <= 1, the GPUs of this machine (a trial asking for more never starts), got 2"),
     "dashboard port beyond 65535": (["dashboard", "--port", "99999"],
                                     "error: port: must be in 1..65535 (or 0: a free port the system picks), got 99999"),
+    # timm's registry read from its source: `is_model` would import torch first (7 s on a loaded box)
+    "mistyped model": (["train", "--model", "convnext_tny"], "error: model: 'convnext_tny' is not a registered model (did you mean convnext_tiny,"),
 }
 
 SCRIPT = """

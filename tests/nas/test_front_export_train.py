@@ -158,3 +158,16 @@ def test_pretrained_cfg_pool_size_follows_a_dilated_last_stage():
     cfg = PRESETS["resnet50"]
     dilated = dataclasses.replace(cfg, stages=(*cfg.stages[:3], dataclasses.replace(cfg.stages[3], dilation=2)))
     assert pretrained_cfg(cfg)["pool_size"] == (7, 7) and pretrained_cfg(dilated)["pool_size"] == (14, 14)  # output stride 16
+
+
+def test_the_model_names_read_from_timms_source_are_timms_registry():
+    """`train --model` is checked against timm's registry without importing timm (nas.export.entries.timm_model_names):
+    for the installed timm the names read from its source must be exactly the ones it registers."""
+    import timm
+
+    from nas.export.entries import check_model_name, timm_model_names
+
+    timms_own = {n for n in timm.list_models() if timm.models.model_entrypoint(n).__module__.startswith("timm.")}  # not the zoo's
+    assert timm_model_names() == timms_own
+    for name in ("resnet50", "resnet50.a1_in1k", "convspace_convnext_tiny"):
+        check_model_name(name)  # a timm model, one with a pretrained tag, a preset: all accepted

@@ -452,9 +452,11 @@ def test_a_hostile_zoo_folder_runs_nothing(tmp_path):
     assert json.loads(run.stdout) == [10, "convspace_zoo_planted", "timm.models.resnet"]
     for skipped, why in (("tagged.yaml", "is not valid YAML"), ("resnet50.yaml", "already a timm model"), ("misnamed.yaml", "an entry's name is its file's")):
         assert f"skipped zoo entry studies/exports/{skipped}" in run.stderr and why in run.stderr, (skipped, run.stderr)
-    # what `train --model <mistyped>` imports, and `inspect` of an entry: nothing runs either
-    train = cli(tmp_path, "train", "--model", "nosuchmodel", "--epochs", "1")
+    # what `train --model <a broken entry's file name>` imports (the zoo, past the name check), and `inspect` of an entry:
+    # nothing runs either
+    train = cli(tmp_path, "train", "--model", "tagged", "--epochs", "1")
     assert train.returncode == 2 and train.stderr.strip().endswith("is not a registered model (export one, or see `presets`)")
+    assert "skipped zoo entry studies/exports/tagged.yaml" in train.stderr
     assert cli(tmp_path, "inspect", "planted", "--json").returncode == 0
     assert sorted(p.name for p in tmp_path.rglob("marker*")) == []
 
