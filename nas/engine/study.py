@@ -48,7 +48,17 @@ def open_study(name: str, url: str, identity: dict[str, Any], *, sampler: optuna
         record.write(attrs or {})
     elif stored != identity:
         raise ConvspaceError(settings_mismatch(name, changed_settings(stored, identity)))
+    elif sampler is not None:
+        record_sampler(record, type(sampler).__name__)
     return study, storage
+
+
+def record_sampler(record: StudyRecord, used: str) -> None:
+    """A resumed search may change --sampler (a random sweep, then TPE): the study then says every sampler that chose
+    its trials, in order ("RandomSampler, then TPESampler"), so that `analyze` no longer calls the sample random."""
+    samplers = record.sampler.split(", then ") if record.sampler else []
+    if samplers and samplers[-1] != used:
+        record.write({"sampler": ", then ".join([*samplers, used])})
 
 
 def upgraded(identity: dict[str, Any] | None) -> dict[str, Any] | None:

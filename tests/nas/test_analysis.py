@@ -15,7 +15,7 @@ from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 from scipy import stats
 
-from nas.analysis.design_space import analyze, load_trained, weighted_ks
+from nas.analysis.design_space import analyze, load_trained, sampler_of, weighted_ks
 from space.errors import ConvspaceError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -195,3 +195,16 @@ def test_a_stepped_float_reads_as_its_step_in_the_summary():
     dim = {"good": (0.15000000000000002, 0.30000000000000004), "best": 0.15000000000000002, "numeric": True, "n": 40}
     assert _good(dim) == "good 0.15-0.3, best 0.15"
     assert _good({**dim, "good": (3, 7), "best": 5}) == "good 3-7, best 5"
+
+
+def test_a_study_resumed_with_another_sampler_is_no_longer_called_random(tmp_path):
+    """A random sweep resumed with TPE: the study says both samplers, and the analysis warns that the sample is biased."""
+    from nas.engine.study import open_study
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    for sampler in (optuna.samplers.RandomSampler(), optuna.samplers.RandomSampler(), optuna.samplers.TPESampler()):
+        study, _ = open_study("s", url, {"kind": "test"}, sampler=sampler)
+    assert study.user_attrs["sampler"] == "RandomSampler, then TPESampler"
+    assert sampler_of(study) == "RandomSampler, then TPESampler"
+    open_study("s", url, {"kind": "test"})  # a command that samples nothing (confirm, pareto) changes nothing
+    assert sampler_of(optuna.load_study(study_name="s", storage=url)) == "RandomSampler, then TPESampler"
