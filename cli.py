@@ -263,11 +263,13 @@ def ablation(
     resources: Options = Part(TrialResources),
 ) -> None:
     """Re-run fixed networks (the ConvNeXt roadmap) with the proxy trainer; compare with the paper (Kendall tau with a 95% interval)."""
-    from console.runs import ablation_ended, network_progress
-    from nas.evaluate.ablation import load_study_file, rank_agreement, run_ablation
+    from nas.evaluate.study_file import load_study_file
 
-    spec = load_study_file(file)
+    spec = load_study_file(file)  # before torch or Ray is imported: a mistake in the file is one line at once
     url = resolve_storage(spec.study, storage)
+    from console.runs import ablation_ended, network_progress
+    from nas.evaluate.ablation import rank_agreement, run_ablation
+
     rows = run_ablation(spec, url, resources=TrialResources(**resources), progress=network_progress("proxy accuracy"))
     ablation_ended(spec.study, rows, rank_agreement(rows), url)
 

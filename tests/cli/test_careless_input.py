@@ -39,6 +39,7 @@ CASES = {
     "dashboard port beyond 65535": (["dashboard", "--port", "99999"],
                                     "error: port: must be in 1..65535 (or 0: a free port the system picks), got 99999"),
     # timm's registry read from its source: `is_model` would import torch first (7 s on a loaded box)
+    "binary study file": (["ablation", sys.executable], f"error: study file: {sys.executable} is not a UTF-8 text file"),
     "mistyped model": (["train", "--model", "convnext_tny"], "error: model: 'convnext_tny' is not a registered model (did you mean convnext_tiny,"),
 }
 
