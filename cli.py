@@ -1,8 +1,9 @@
 """convspace command line: search ConvNet design spaces under a FLOPs budget.
 
-Each command as the user sees it: its options (a settings part's are made from its fields: console/options.py), the
-checks that need no torch or Ray, then the run, then the printer (console/tables.py, console/runs.py). Heavy libraries
-(torch, ray, optuna) are imported inside the commands so `--help` and a refused command stay instant.
+Each command as the user sees it: its options (a settings part's are made from its fields: console/options.py), then
+the settings made and checked (no torch or Ray yet), the run, and the printer; a reading command hands its options to
+one console/ function (reports, refining) that checks them first. Heavy libraries (torch, ray, optuna) are imported
+inside the commands so `--help` and a refused command stay instant.
 """
 
 from __future__ import annotations
@@ -125,8 +126,6 @@ def pareto(
                                         "leaves one beside the study: studies/<study>-front.png)."),
 ) -> None:
     """The Pareto front of feasible, fully trained trials (table, JSON, PNG); also rewrites the study's dashboard notes."""
-    if plot and not plot.lower().endswith(".png"):
-        raise ConvspaceError(f"plot: must be a .png file name, got {plot!r}")
     show_front(study, resolve_storage(study, storage), as_json, plot)
 
 
@@ -163,13 +162,7 @@ def analyze(
                                       "beside the study: studies/<study>-analysis (with --json: none unless given)."),
 ) -> None:
     """Design-space analysis of the trained trials: error EDFs, good values and importance per dimension, KS against --against."""
-    from nas.front.pareto import load_study
-
-    if bins < 1:
-        raise ConvspaceError(f"bins: must be >= 1, got {bins}")
-    url = resolve_storage(study, storage)
-    other = load_study(against, resolve_storage(against, storage)) if against else None
-    analyze_study(study, url, other, bins, as_json, out)
+    analyze_study(study, resolve_storage(study, storage), against and resolve_storage(against, storage), against, bins, as_json, out)
 
 
 @command
@@ -184,10 +177,6 @@ def refine(
                                                        "importance, evidence), n, min_importance, unchanged (why), warnings, out."),
 ) -> None:
     """Narrow the study's space where its trained models clearly say so: a new space file (a subset), each change with its evidence."""
-    if not 0 <= min_importance <= 1:
-        raise ConvspaceError(f"min-importance: must be within [0, 1], got {min_importance:g}")
-    if out and not out.lower().endswith((".yaml", ".yml")):
-        raise ConvspaceError(f"out: must be a .yaml file name, got {out!r}")
     from console.refining import refine_space
 
     refine_space(study, resolve_storage(study, storage), out, min_importance, as_json)
@@ -205,9 +194,7 @@ def dashboard(
     """Serve the study in optuna-dashboard behind a token made for this launch (on this machine only, unless --allow-remote)."""
     from nas.engine.settings import check_host
 
-    if not 0 <= port <= 65535:  # before anything is opened; else a traceback from deep in the socket module
-        raise ConvspaceError(f"port: must be in 1..65535 (or 0: a free port the system picks), got {port}")
-    if check_host(host, allow_remote):  # before anything is opened or served
+    if check_host(host, allow_remote, port):  # before anything is opened or served
         warn_remote(host, port)
     from nas.front.dashboard import serve_dashboard
 
@@ -226,12 +213,7 @@ def export(
     storage: str = STORAGE,
 ) -> None:
     """Turn trials into timm model-factory entries (YAML config + @register_model module); builds each to check its cost."""
-    trial = trial or []  # typer gives None when --trial is absent
-    if sum((bool(trial), best, front)) != 1:
-        raise ConvspaceError("export: give exactly one of --trial N (repeatable), --best and --front")
-    if name and (front or len(trial) > 1):
-        raise ConvspaceError("name: names one entry; with several trials each is named <study>_trial<N>")
-    export_trials(study, storage, trial, front, name, Path(out), force)
+    export_trials(study, storage, trial or [], best, front, name, Path(out), force)  # typer gives None when --trial is absent
 
 
 @command

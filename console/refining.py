@@ -7,10 +7,15 @@ import json
 from pathlib import Path
 
 from console import console
+from space.errors import ConvspaceError
 
 
 def refine_space(study: str, url: str, out: str | None, min_importance: float, as_json: bool) -> None:
     """`refine`: the new space file written atomically (beside the study unless `out`), then the account of it."""
+    if not 0 <= min_importance <= 1:
+        raise ConvspaceError(f"min-importance: must be within [0, 1], got {min_importance:g}")
+    if out and not out.lower().endswith((".yaml", ".yml")):
+        raise ConvspaceError(f"out: must be a .yaml file name, got {out!r}")
     from nas.analysis.refine import default_path, next_commands, refine, summary, write
     from nas.front.pareto import load_study
 

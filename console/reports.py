@@ -30,16 +30,19 @@ def inspect_network(model: str, resolution: int, verify: bool) -> tuple[Any, dic
     return cfg, report
 
 
-def analyze_study(study: str, url: str, other: Any, bins: int, as_json: bool, out: str | None) -> None:
-    """`analyze`: the analysis printed (or as JSON), its PNGs and HTML written into `out` (default beside the study;
-    none with --json unless given), and the HTML attached to the study in the dashboard."""
+def analyze_study(study: str, url: str, against_url: str | None, against: str | None, bins: int, as_json: bool, out: str | None) -> None:
+    """`analyze`: the analysis (against study `against` at `against_url`, if given) printed (or as JSON), its PNGs and HTML
+    written into `out` (default beside the study; none with --json unless given), the HTML attached to the study in the
+    dashboard."""
+    if bins < 1:
+        raise ConvspaceError(f"bins: must be >= 1, got {bins}")
     from nas.analysis.design_space import analyze
     from nas.analysis.report import summary, write_report
     from nas.front.dashboard import analysis_folder, publish
     from nas.front.pareto import load_study
 
     loaded = load_study(study, url)
-    report, samples = analyze(loaded, other, bins=bins)
+    report, samples = analyze(loaded, load_study(against, against_url) if against and against_url else None, bins=bins)
     folder = Path(out) if out else None if as_json else analysis_folder(url, study)
     written = []
     if folder:
@@ -60,9 +63,14 @@ def analyze_study(study: str, url: str, other: Any, bins: int, as_json: bool, ou
             notice(f"the report was not attached to the study in the dashboard: {why}")
 
 
-def export_trials(study: str, storage: str | None, trials: list[int], front: bool, name: str | None, out: Path, force: bool) -> None:
-    """`export`: the chosen trials (`trials`, else the front with `front`, else the best) as zoo entries in `out`. Every
-    trial and every target is checked before torch is imported and before the first entry is written."""
+def export_trials(study: str, storage: str | None, trials: list[int], best: bool, front: bool, name: str | None, out: Path,
+                  force: bool) -> None:
+    """`export`: the chosen trials (`trials`, the best, or the front: exactly one) as zoo entries in `out`. Every trial
+    and every target is checked before torch is imported and before the first entry is written."""
+    if sum((bool(trials), best, front)) != 1:
+        raise ConvspaceError("export: give exactly one of --trial N (repeatable), --best and --front")
+    if name and (front or len(trials) > 1):
+        raise ConvspaceError("name: names one entry; with several trials each is named <study>_trial<N>")
     from console.runs import export_ended, exported
     from nas.engine.storage import resolve_storage
     from nas.export.entries import DEFAULT_ZOO, check_entry_name, pick_trial, plan_export
@@ -90,6 +98,8 @@ def export_trials(study: str, storage: str | None, trials: list[int], front: boo
 
 def show_front(study: str, url: str, as_json: bool, plot: str | None) -> None:
     """`pareto`: the front as a table (or JSON), its PNG at `plot`, and the study's notes in the dashboard rewritten."""
+    if plot and not plot.lower().endswith(".png"):
+        raise ConvspaceError(f"plot: must be a .png file name, got {plot!r}")
     from console.tables import print_front, publish_front
     from nas.front.pareto import front_report, load_study
     from nas.front.plots import plot as plot_front

@@ -286,9 +286,12 @@ def is_loopback(host: str) -> bool:
     return (mapped or address).is_loopback
 
 
-def check_host(host: str, allow_remote: bool) -> bool:
+def check_host(host: str, allow_remote: bool, port: int = 0) -> bool:
     """Whether the dashboard would be reachable from other machines; without --allow-remote that is refused: its token
-    (nas.front.dashboard) travels in plain HTTP, so anyone on the path could read it and then change or delete the study."""
+    (nas.front.dashboard) travels in plain HTTP, so anyone on the path could read it and then change or delete the study.
+    The port is checked first (else a traceback from deep in the socket module)."""
+    if not 0 <= port <= 65535:
+        raise ConvspaceError(f"port: must be in 1..65535 (or 0: a free port the system picks), got {port}")
     if is_loopback(host):
         return False
     if not allow_remote:
