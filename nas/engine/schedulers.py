@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,6 +24,8 @@ import numpy as np
 # directly, so a rename or a change fails there rather than in a search.
 from optuna.study._multi_objective import _fast_non_domination_rank
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+from space.files import write_atomically
 
 if TYPE_CHECKING:
     from ray.tune.execution.tune_controller import TuneController
@@ -173,9 +176,9 @@ class ParetoASHA(FIFOScheduler):
         return f"Using ParetoASHA ({', '.join(f'{n} {m}' for n, m in zip(self._metrics, self._modes))}): num_stopped={self._num_stopped}\n{rungs}"
 
     def save(self, checkpoint_path: str) -> None:
-        """Write the scheduler's state (plain data) to a file, as Ray's ASHA does."""
-        with open(checkpoint_path, "wb") as f:
-            pickle.dump(self.__dict__, f)
+        """Write the scheduler's state (plain data) to a file, as Ray's ASHA does (atomically: a kill mid-write leaves the
+        last whole state, which `restore` can read)."""
+        write_atomically(Path(checkpoint_path), pickle.dumps(self.__dict__))
 
     def restore(self, checkpoint_path: str) -> None:
         """Read the state `save` wrote."""
