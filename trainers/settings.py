@@ -17,7 +17,8 @@ from space.errors import ConvspaceError, require
 DATASETS = ("digits", "cifar10", "cifar100", "synthetic", "<ImageFolder path>")
 SMALL_DATASETS = ("digits", "synthetic")  # held in memory as tensors
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}  # torchvision's extracted layout
-DEFAULT_CACHE_DIR = "studies/cache"  # beside the studies' SQLite files (git-ignored)
+STUDIES_DIR = "studies"  # where convspace keeps what it makes for a user by default (git-ignored): studies, cache, exports
+DEFAULT_CACHE_DIR = f"{STUDIES_DIR}/cache"  # beside the studies' SQLite files
 RUN_ONLY = ("threads", "cache_dir")  # ProxySettings fields that are not part of a study's identity
 MAX_LR = 1.0
 BASE_LR, BASE_LR_BATCH = 4e-3, 4096  # the full recipe's peak lr per batch of 4096 images (ConvNeXt), scaled linearly

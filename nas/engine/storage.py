@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from space.errors import ConvspaceError
+from trainers.settings import STUDIES_DIR  # the one folder a SQLite URL may name before it exists (made on first use)
 
 if TYPE_CHECKING:
     import optuna
@@ -26,11 +27,10 @@ STORAGE_ENV = "CONVSPACE_STORAGE"  # the default storage URL, so that a password
 
 def default_storage(study: str) -> str:
     """$CONVSPACE_STORAGE when set, else sqlite:///studies/<study>.db relative to the working directory."""
-    return os.environ.get(STORAGE_ENV) or f"sqlite:///studies/{study}.db"
+    return os.environ.get(STORAGE_ENV) or f"sqlite:///{STUDIES_DIR}/{study}.db"
 
 
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
-DEFAULT_STUDIES_DIR = "studies"  # the one folder a SQLite URL may name before it exists (created on first use)
 
 
 def check_study_name(name: str) -> None:
@@ -54,10 +54,10 @@ def check_storage_url(url: str) -> None:
                              "give a file, e.g. sqlite:///studies/NAME.db")
     folder = Path(parsed.database).parent
     if not folder.is_dir():
-        if folder == Path(DEFAULT_STUDIES_DIR):
+        if folder == Path(STUDIES_DIR):
             return
         raise ConvspaceError(f"storage: the folder {str(folder)!r} of {display_url(url)!r} does not exist; create it first "
-                             f"(or leave --storage out: studies go to ./{DEFAULT_STUDIES_DIR}/)")
+                             f"(or leave --storage out: studies go to ./{STUDIES_DIR}/)")
     if not Path(parsed.database).exists():  # (an existing study may be read-only: reading it needs no write)
         try:  # a real probe: permission bits say nothing of /proc, a read-only mount or root's rights
             tempfile.TemporaryFile(dir=folder).close()

@@ -21,8 +21,9 @@ from space.config import ArchConfig
 from space.cost import PAPER_RESOLUTION
 from space.errors import ConvspaceError
 from space.files import read_yaml
+from trainers.settings import STUDIES_DIR
 
-DEFAULT_ZOO = Path("studies/exports")
+DEFAULT_ZOO = Path(STUDIES_DIR) / "exports"
 PRESET_PREFIX = "convspace_"  # the presets' names in timm's registry: convspace_<preset>
 ZOO_ENV = "CONVSPACE_ZOO"  # extra zoo folders, separated by os.pathsep
 

@@ -25,6 +25,7 @@ from nas.front.dashboard_notes import study_note, trial_note, write_notes
 from nas.front.dashboard_view import TrainedTrialsView
 from nas.front.pareto import load_study
 from space.errors import ConvspaceError
+from trainers.settings import STUDIES_DIR
 
 if TYPE_CHECKING:
     import optuna
@@ -36,7 +37,7 @@ def output_folder(url: str) -> Path:
     parsed = make_url_or_none(url)
     if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         return Path(parsed.database).parent
-    return Path("studies")
+    return Path(STUDIES_DIR)
 
 
 def front_png(url: str, study: str) -> Path:
@@ -55,7 +56,7 @@ def artifact_folder(url: str) -> Path:
     parsed = make_url_or_none(url)
     if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         return Path(parsed.database).with_suffix(".artifacts")
-    return Path("studies") / "artifacts"
+    return Path(STUDIES_DIR) / "artifacts"
 
 
 def upload(study: optuna.Study, url: str, path: Path) -> None:
