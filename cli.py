@@ -20,7 +20,7 @@ from console.inputs import cost_row, sample_rows
 from console.options import FLOPS_RESOLUTION, SPACE, STORAGE, STUDY, Part, command_of, study_option
 from console.reports import analyze_study, export_trials, inspect_network, show_front
 from console.tables import print_costs, print_network, warn_remote
-from nas.engine.settings import CONFIRM_SEEDS, BudgetBand, CostSettings, FidelitySample, SearchSettings, TrialResources
+from nas.engine.settings import CONFIRM_SEEDS, DASHBOARD_HOST, DASHBOARD_PORT, BudgetBand, CostSettings, FidelitySample, SearchSettings, TrialResources
 from nas.engine.storage import resolve_storage
 from nas.export.entries import DEFAULT_ZOO, check_model_name
 from space.errors import ConvspaceError
@@ -186,8 +186,8 @@ def refine(
 def dashboard(
     study: str = STUDY,
     storage: str = STORAGE,
-    host: str = typer.Option("127.0.0.1", help="Interface to serve on (loopback by default)."),
-    port: int = typer.Option(8080, help="Port."),
+    host: str = typer.Option(DASHBOARD_HOST, help="Interface to serve on (loopback by default)."),
+    port: int = typer.Option(DASHBOARD_PORT, help="Port."),
     allow_remote: bool = typer.Option(False, "--allow-remote", help="Serve on a --host other machines can reach (the token then "
                                                                     "travels in plain HTTP: prefer an SSH tunnel)."),
 ) -> None:

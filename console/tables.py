@@ -14,7 +14,7 @@ from rich.text import Text
 
 from console import console, notice
 from nas.engine.commands import DEFAULT_STUDY
-from nas.engine.settings import CONFIRM_SEEDS
+from nas.engine.settings import CONFIRM_SEEDS, tunnel
 from space.errors import ConvspaceError
 
 
@@ -111,7 +111,7 @@ def warn_remote(host: str, port: int) -> None:
     """The dashboard served where other machines reach it (--allow-remote): what that exposes, on stderr."""
     print(f"warning: the dashboard on {host}:{port} can be reached from other machines: it still asks for its token, but plain HTTP "
           "carries the token and the study unencrypted to whoever can watch the network; an SSH tunnel "
-          "(ssh -L 8080:127.0.0.1:8080 HOST) keeps it on loopback", file=sys.stderr)
+          f"({tunnel(port)}) keeps it on loopback", file=sys.stderr)
 
 
 def print_agreement(a: Any, first: str, second: str) -> None:

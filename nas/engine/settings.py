@@ -286,6 +286,14 @@ def is_loopback(host: str) -> bool:
     return (mapped or address).is_loopback
 
 
+DASHBOARD_HOST, DASHBOARD_PORT = "127.0.0.1", 8080  # `dashboard` serves on loopback by default
+
+
+def tunnel(port: int) -> str:
+    """The SSH tunnel that keeps a dashboard on `port` on loopback while another machine looks at it."""
+    return f"ssh -L {port or DASHBOARD_PORT}:{DASHBOARD_HOST}:{port or DASHBOARD_PORT} HOST"
+
+
 def check_host(host: str, allow_remote: bool, port: int = 0) -> bool:
     """Whether the dashboard would be reachable from other machines; without --allow-remote that is refused: its token
     (nas.front.dashboard) travels in plain HTTP, so anyone on the path could read it and then change or delete the study.
@@ -296,8 +304,8 @@ def check_host(host: str, allow_remote: bool, port: int = 0) -> bool:
         return False
     if not allow_remote:
         raise ConvspaceError(f"host: {host} is not a loopback address: other machines could reach the dashboard, and its token "
-                             "travels in plain HTTP (whoever reads it on the way can change or delete the study); keep 127.0.0.1 and "
-                             "use an SSH tunnel (ssh -L 8080:127.0.0.1:8080 HOST), or pass --allow-remote")
+                             "travels in plain HTTP (whoever reads it on the way can change or delete the study); keep "
+                             f"{DASHBOARD_HOST} and use an SSH tunnel ({tunnel(port)}), or pass --allow-remote")
     return True
 
 

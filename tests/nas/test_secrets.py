@@ -277,10 +277,10 @@ def test_dashboard_refuses_a_non_loopback_host_in_one_line(tmp_path, host):
 def test_dashboard_with_allow_remote_warns_that_plain_http_carries_the_token(tmp_path):
     # an unknown study, so that the test opens nothing to the network: the warning comes first, then the study's error
     write_study(tmp_path, "s")
-    run = cli(tmp_path, "dashboard", "--study", "nope", "--host", "0.0.0.0", "--allow-remote")
+    run = cli(tmp_path, "dashboard", "--study", "nope", "--host", "0.0.0.0", "--port", "9000", "--allow-remote")
     warning, error = run.stderr.strip().splitlines()
-    assert warning.startswith("warning: the dashboard on 0.0.0.0:8080 can be reached from other machines: it still asks for its token")
-    assert "plain HTTP carries the token and the study unencrypted" in warning and "ssh -L" in warning
+    assert warning.startswith("warning: the dashboard on 0.0.0.0:9000 can be reached from other machines: it still asks for its token")
+    assert "plain HTTP carries the token and the study unencrypted" in warning and "(ssh -L 9000:127.0.0.1:9000 HOST)" in warning
     assert run.returncode == 2 and error.startswith("error: study: no study 'nope'")
 
 
