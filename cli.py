@@ -162,7 +162,7 @@ def analyze(
                                       "beside the study: studies/<study>-analysis (with --json: none unless given)."),
 ) -> None:
     """Design-space analysis of the trained trials: error EDFs, good values and importance per dimension, KS against --against."""
-    analyze_study(study, resolve_storage(study, storage), against and resolve_storage(against, storage), against, bins, as_json, out)
+    analyze_study(study, resolve_storage(study, storage), against, against and resolve_storage(against, storage), bins, as_json, out)
 
 
 @command

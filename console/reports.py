@@ -30,7 +30,7 @@ def inspect_network(model: str, resolution: int, verify: bool) -> tuple[Any, dic
     return cfg, report
 
 
-def analyze_study(study: str, url: str, against_url: str | None, against: str | None, bins: int, as_json: bool, out: str | None) -> None:
+def analyze_study(study: str, url: str, against: str | None, against_url: str | None, bins: int, as_json: bool, out: str | None) -> None:
     """`analyze`: the analysis (against study `against` at `against_url`, if given) printed (or as JSON), its PNGs and HTML
     written into `out` (default beside the study; none with --json unless given), the HTML attached to the study in the
     dashboard."""
@@ -42,7 +42,7 @@ def analyze_study(study: str, url: str, against_url: str | None, against: str | 
     from nas.front.pareto import load_study
 
     loaded = load_study(study, url)
-    report, samples = analyze(loaded, load_study(against, against_url) if against and against_url else None, bins=bins)
+    report, samples = analyze(loaded, load_study(against, against_url) if against else None, bins=bins)
     folder = Path(out) if out else None if as_json else analysis_folder(url, study)
     written = []
     if folder:

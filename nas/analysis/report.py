@@ -147,7 +147,7 @@ def write_report(report: dict[str, Any], samples: list[Trained], out: Path) -> l
     page = out / "analysis.html"
     # pre-wrap: the summary's long lines wrap in the page instead of running off its right edge
     write_atomically(page, f"<!doctype html><html><head><meta charset='utf-8'><title>convspace analysis: {html.escape(name)}</title>"
-                    f"<style>body{{font-family:sans-serif;max-width:1500px;margin:auto}}img{{max-width:100%}}pre{{white-space:pre-wrap}}</style>"
-                    f"</head><body><h1>Design-space analysis of {html.escape(name)}</h1><pre>{html.escape(chr(10).join(summary(report)))}</pre>"
-                    f"{images}</body></html>")
+                           f"<style>body{{font-family:sans-serif;max-width:1500px;margin:auto}}img{{max-width:100%}}pre{{white-space:pre-wrap}}</style>"
+                           f"</head><body><h1>Design-space analysis of {html.escape(name)}</h1><pre>{html.escape(chr(10).join(summary(report)))}</pre>"
+                           f"{images}</body></html>")
     return [*pngs, page]

@@ -18,7 +18,7 @@ from nas.engine.settings import TrialResources, check_address
 from nas.engine.study import open_study
 from nas.evaluate.fixed import Job, train_fixed
 from nas.evaluate.ranking import Agreement, agreement
-from nas.evaluate.study_file import StudyFile, load_study_file  # noqa: F401  (load_study_file: its old address)
+from nas.evaluate.study_file import StudyFile
 from nas.front.seeds import seed_scores
 from space.cost import PAPER_CLASSES
 from space.presets import get_preset

@@ -65,7 +65,7 @@ def check_model_name(name: str) -> None:
         return
     near = difflib.get_close_matches(name, sorted(known), n=3, cutoff=0.75)
     hint = f"did you mean {', '.join(near)}? " if near else ""
-    raise ConvspaceError(f"model: {name!r} is not a registered model ({hint}export one, see `presets`, or any timm model)")
+    raise ConvspaceError(f"model: {name[:100]!r} is not a registered model ({hint}export one, see `presets`, or any timm model)")
 
 
 MAX_NAME = 64

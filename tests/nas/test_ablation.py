@@ -9,7 +9,7 @@ import optuna
 import pytest
 import yaml
 
-from nas.evaluate.ablation import load_study_file
+from nas.evaluate.study_file import load_study_file
 from space.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def test_ablation_trains_each_network_once_and_prints_kendall_tau_with_its_inter
     assert again.returncode == 0 and "finished: proxy accuracy" not in again.stdout  # nothing retrained
     assert len(optuna.load_study(study_name="two", storage=f"sqlite:///{tmp_path}/studies/two.db").trials) == 2
     # after `confirm --top 2` a step's accuracy is the mean of its seeds (a repeat stored as confirm stores it)
-    from nas.evaluate.ablation import load_study_file, run_ablation
+    from nas.evaluate.ablation import run_ablation
     from nas.evaluate.confirm import repeat_trial
 
     depthwise = next(t for t in study.trials if t.user_attrs["preset"] == "roadmap_03_depthwise")
